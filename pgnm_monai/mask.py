@@ -1,0 +1,191 @@
+"""The Beta noise-mask pipeline, as pure functions on batches.
+
+``cells ~ Beta(alpha, beta)`` (``sample()``, no reparameterisation) -> clamp to ``[eps, 1 - eps]`` ->
+reshape to ``(B, 1, G, G[, G])`` -> nearest upsample to the image size -> Gaussian blur (reflect
+padding, MONAI's separable filter with torchvision's kernel) -> multiply the normalised image
+(broadcast over channels). The masked image and the mask carry no gradient; the per-cell
+log-probabilities and entropies carry gradient into whatever produced ``alpha`` and ``beta``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from monai.networks.layers import separable_filtering
+from torch.distributions import Beta
+
+__all__ = [
+    "MaskSample",
+    "check_mask_params",
+    "check_image",
+    "gaussian_kernel1d",
+    "blur",
+    "sample_cells",
+    "cells_to_mask",
+    "apply_noise_mask",
+]
+
+
+@dataclass
+class MaskSample:
+    """One draw of the noise mask for a batch.
+
+    Attributes:
+        image: the masked image ``(B, C, *spatial)``, detached.
+        mask: the smooth mask ``(B, 1, *spatial)``, detached.
+        cells: the clamped per-cell samples ``(B, K)``, detached (``K = G^spatial_dims``).
+        log_prob: per-cell ``log Beta_pdf(cells)`` ``(B, K)``, differentiable w.r.t. the concentrations.
+        entropy: per-cell entropy ``(B, K)``, differentiable w.r.t. the concentrations.
+        alpha: concentrations ``(B, K)`` (as given).
+        beta: concentrations ``(B, K)`` (as given).
+    """
+
+    image: torch.Tensor
+    mask: torch.Tensor
+    cells: torch.Tensor
+    log_prob: torch.Tensor
+    entropy: torch.Tensor
+    alpha: torch.Tensor
+    beta: torch.Tensor
+
+    def stats(self) -> dict[str, float]:
+        """Scalar summaries for logging: mask mean/std, mean entropy and concentrations."""
+        with torch.no_grad():
+            return {
+                "mask_mean": self.mask.mean().item(),
+                "mask_std": self.mask.std().item(),
+                "entropy": self.entropy.mean().item(),
+                "alpha_mean": self.alpha.mean().item(),
+                "beta_mean": self.beta.mean().item(),
+            }
+
+
+def check_mask_params(kernel_size: int, sigma: float, eps: float, grid: int | None = None) -> None:
+    """Raise ``ValueError`` naming the argument when a mask parameter is out of range."""
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be an odd int >= 1, got {kernel_size!r}.")
+    if not isinstance(sigma, (int, float)) or not sigma > 0:
+        raise ValueError(f"sigma must be > 0, got {sigma!r}.")
+    if not isinstance(eps, (int, float)) or not 0.0 < eps < 0.5:
+        raise ValueError(f"eps must be in (0, 0.5), got {eps!r}.")
+    if grid is not None and (isinstance(grid, bool) or not isinstance(grid, int) or grid < 1):
+        raise ValueError(f"grid must be a positive int, got {grid!r}.")
+
+
+def check_image(image: torch.Tensor, grid: int, spatial_dims: int, kernel_size: int, check_finite: bool = True) -> None:
+    """Raise ``ValueError`` naming the argument when ``image`` does not fit the mask.
+
+    Args:
+        image: ``(B, C, *spatial)`` batch.
+        grid: cells per side; must not exceed any spatial size.
+        spatial_dims: 2 or 3.
+        kernel_size: blur kernel; reflect padding needs ``kernel_size // 2 < `` every spatial size.
+        check_finite: also reject NaN/Inf values (costs one device sync).
+    """
+    if not isinstance(image, torch.Tensor):
+        raise ValueError(f"image must be a torch.Tensor batch (B, C, *spatial), got {type(image).__name__}.")
+    if image.ndim != spatial_dims + 2:
+        raise ValueError(
+            f"image must have {spatial_dims + 2} dims (B, C, *spatial) for spatial_dims={spatial_dims}, "
+            f"got shape {tuple(image.shape)}."
+        )
+    spatial = tuple(image.shape[2:])
+    if min(spatial) < grid:
+        raise ValueError(f"grid ({grid}) is larger than the image size {spatial}: it must be <= every spatial size.")
+    if kernel_size // 2 >= min(spatial):
+        raise ValueError(f"kernel_size ({kernel_size}) is too large for the image size {spatial} (reflect padding).")
+    if not image.is_floating_point():
+        raise ValueError(f"image must be a floating-point tensor, got dtype {image.dtype}.")
+    if check_finite and not torch.isfinite(image).all():
+        raise ValueError("image contains NaN or Inf values.")
+
+
+def gaussian_kernel1d(kernel_size: int, sigma: float, device=None, dtype=torch.float32) -> torch.Tensor:
+    """The normalised 1D Gaussian kernel of torchvision's ``gaussian_blur`` (the official code's blur)."""
+    x = torch.arange(kernel_size, device=device, dtype=dtype) - (kernel_size - 1) / 2
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    return kernel / kernel.sum()
+
+
+def blur(mask: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur with reflect padding over every spatial dim of ``(B, C, *spatial)``."""
+    if kernel_size == 1:
+        return mask
+    kernel = gaussian_kernel1d(kernel_size, sigma, device=mask.device, dtype=mask.dtype)
+    return separable_filtering(mask, [kernel] * (mask.ndim - 2), mode="reflect")
+
+
+def sample_cells(
+    alpha: torch.Tensor, beta: torch.Tensor, eps: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sample every cell from ``Beta(alpha, beta)`` and return ``(cells, log_prob, entropy)``.
+
+    The draw uses ``torch._sample_dirichlet`` (what ``Beta.sample()`` calls) so an explicit
+    ``generator`` makes it reproducible; the sample is detached and clamped to ``[eps, 1 - eps]``.
+    """
+    with torch.no_grad():
+        concentration = torch.stack([alpha.detach(), beta.detach()], dim=-1).float()
+        cells = torch._sample_dirichlet(concentration, generator=generator)[..., 0]
+        cells = cells.clamp(eps, 1.0 - eps).to(alpha.dtype)
+    dist = Beta(alpha, beta, validate_args=False)
+    return cells, dist.log_prob(cells), dist.entropy()
+
+
+def cells_to_mask(
+    cells: torch.Tensor, grid: int, spatial_size: tuple[int, ...], kernel_size: int, sigma: float
+) -> torch.Tensor:
+    """Reshape ``(B, G^d)`` cells to ``(B, 1, G, ...)``, nearest-upsample to ``spatial_size``, blur."""
+    spatial_dims = len(spatial_size)
+    mask = cells.reshape(cells.shape[0], 1, *([grid] * spatial_dims))
+    if tuple(mask.shape[2:]) != tuple(spatial_size):
+        mask = F.interpolate(mask, size=tuple(spatial_size), mode="nearest")
+    return blur(mask, kernel_size, sigma)
+
+
+def apply_noise_mask(
+    image: torch.Tensor,
+    alpha: torch.Tensor,
+    beta: torch.Tensor,
+    grid: int,
+    kernel_size: int = 13,
+    sigma: float = 6.0,
+    eps: float = 1e-4,
+    generator: torch.Generator | None = None,
+    check_finite: bool = True,
+    spatial_dims: int | None = None,
+) -> MaskSample:
+    """Sample a noise mask from per-cell concentrations and multiply ``image`` by it.
+
+    Args:
+        image: ``(B, C, *spatial)`` normalised images.
+        alpha: ``(B, G^d)`` (or broadcastable ``(1, G^d)``) positive concentrations.
+        beta: same shape as ``alpha``.
+        grid: cells per side ``G``.
+        kernel_size: odd blur kernel size (paper: 13).
+        sigma: blur sigma (paper: 6).
+        eps: clamp of the sampled cells (paper: 1e-4 order).
+        generator: optional torch generator on ``image.device`` for a reproducible draw.
+        check_finite: reject NaN/Inf in ``image``.
+        spatial_dims: 2 or 3; ``None`` infers it from ``image`` (4 dims: 2D, 5 dims: 3D).
+
+    Returns:
+        A :class:`MaskSample`.
+    """
+    check_mask_params(kernel_size=kernel_size, sigma=sigma, eps=eps, grid=grid)
+    if spatial_dims is None:
+        spatial_dims = image.ndim - 2 if isinstance(image, torch.Tensor) and image.ndim in (4, 5) else 2
+    check_image(image, grid, spatial_dims, kernel_size, check_finite=check_finite)
+    batch, cells_per_image = image.shape[0], grid**spatial_dims
+    alpha = alpha.expand(batch, -1)
+    beta = beta.expand(batch, -1)
+    if alpha.shape[1] != cells_per_image or beta.shape != alpha.shape:
+        raise ValueError(
+            f"alpha/beta must be (B, {cells_per_image}) for grid={grid} in {spatial_dims}D, "
+            f"got {tuple(alpha.shape)} and {tuple(beta.shape)}."
+        )
+    cells, log_prob, entropy = sample_cells(alpha, beta, eps, generator)
+    mask = cells_to_mask(cells, grid, tuple(image.shape[2:]), kernel_size, sigma).to(image.dtype)
+    masked = image.detach() * mask
+    return MaskSample(masked, mask, cells, log_prob, entropy, alpha, beta)

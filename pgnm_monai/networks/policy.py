@@ -1,0 +1,228 @@
+"""The noise policy: a light network that maps an image to per-cell Beta concentrations.
+
+The method (Yavuz & Yang, ICPR 2024, arXiv 2406.14568) samples a G x G mask (G^3 cells in 3D) from
+per-cell Beta(alpha, beta) distributions whose concentrations a small network predicts from the image.
+Each head output is mixed into a running *base* vector before exponentiation::
+
+    new   = 0.9 * base + 0.1 * head(x)
+    alpha = exp(new_alpha), beta = exp(new_beta)
+    base <- 0.99 * base + 0.01 * mean_b(head(x)).detach()      (training mode only)
+
+The base vectors are registered buffers: they are in ``state_dict()``, move with ``.to(device)``, are
+restored on resume and, under ``torch.distributed``, updated from the mean over *all* ranks so they
+stay identical everywhere (the official code does none of these). The heads run once per step, so
+batch-norm statistics are updated once.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from monai.networks.nets import ResNet
+from torch import nn
+
+__all__ = ["NoisePolicy", "build_trunk", "TRUNKS"]
+
+TRUNKS = ("resnet10", "resnet18", "small")
+
+
+class _SmallTrunk(nn.Module):
+    """A tiny conv trunk (3 strided conv-BN-ReLU blocks + global pooling) for tests and CPU demos."""
+
+    def __init__(self, spatial_dims: int, in_channels: int, width: int = 32) -> None:
+        super().__init__()
+        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+        norm = nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d
+        pool = nn.AdaptiveAvgPool2d if spatial_dims == 2 else nn.AdaptiveAvgPool3d
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for out in (width // 2, width, width * 2):
+            layers += [conv(channels, out, 3, stride=2, padding=1, bias=False), norm(out), nn.ReLU(inplace=True)]
+            channels = out
+        layers += [pool(1), nn.Flatten()]
+        self.features = nn.Sequential(*layers)
+        self.out_features = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+def build_trunk(name: str, spatial_dims: int, in_channels: int) -> tuple[nn.Module, int]:
+    """Build a named feature trunk.
+
+    Args:
+        name: ``"resnet10"`` (default of the paper: a ResNet-10 with one basic block per stage,
+            512-d features), ``"resnet18"`` or ``"small"`` (a tiny CNN for tests and CPU demos).
+        spatial_dims: 2 or 3.
+        in_channels: number of image channels.
+
+    Returns:
+        The trunk (maps ``(B, C, *spatial)`` to ``(B, F)``) and its feature size ``F``.
+    """
+    if name == "small":
+        trunk = _SmallTrunk(spatial_dims, in_channels)
+        return trunk, trunk.out_features
+    layers = {"resnet10": [1, 1, 1, 1], "resnet18": [2, 2, 2, 2]}
+    if name not in layers:
+        raise ValueError(f"trunk must be one of {TRUNKS} or an nn.Module, got {name!r}.")
+    trunk = ResNet(
+        block="basic",
+        layers=layers[name],
+        block_inplanes=[64, 128, 256, 512],
+        spatial_dims=spatial_dims,
+        n_input_channels=in_channels,
+        conv1_t_size=7,
+        conv1_t_stride=2,
+        feed_forward=False,
+    )
+    return trunk, 512
+
+
+def _head(in_features: int, hidden: int, out_features: int) -> nn.Sequential:
+    """Linear-BN-ReLU-Linear-BN-ReLU-Linear, as in the official code."""
+    return nn.Sequential(
+        nn.Linear(in_features, hidden),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden, hidden),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden, out_features),
+    )
+
+
+class NoisePolicy(nn.Module):
+    """Predicts per-cell Beta concentrations ``(alpha, beta)`` for a ``grid^spatial_dims`` mask.
+
+    Args:
+        grid: cells per spatial side (paper: 64).
+        in_channels: image channels the policy sees.
+        spatial_dims: 2 (images) or 3 (volumes).
+        trunk: a name from :data:`TRUNKS` or an ``nn.Module`` mapping images to ``(B, feature_dim)``.
+        feature_dim: feature size of a module ``trunk`` (ignored for named trunks).
+        head_hidden: hidden width of the two heads (paper: 512).
+        kernel_size: Gaussian blur kernel applied to the upsampled mask (paper: 13; odd, >= 1).
+        sigma: Gaussian blur sigma (paper: 6; > 0).
+        eps: sampled cells are clamped to ``[eps, 1 - eps]`` (in (0, 0.5)).
+        input_size: side length the trunk sees; the image is resized (area) to it first. ``None``
+            (the paper) feeds the full-resolution image.
+        base_mix: weight of the running base in the concentrations (paper: 0.9).
+        base_momentum: EMA momentum of the base update (paper: 0.99).
+        log_concentration_limit: ``log(alpha)``, ``log(beta)`` are clamped to ``[-limit, limit]`` so the
+            Beta distribution stays finite under any input (the official code has no limit).
+        sync_base: under ``torch.distributed``, average the base update over ranks so every rank holds
+            the same base vectors.
+    """
+
+    def __init__(
+        self,
+        grid: int = 64,
+        in_channels: int = 3,
+        spatial_dims: int = 2,
+        trunk: str | nn.Module = "resnet10",
+        feature_dim: int | None = None,
+        head_hidden: int = 512,
+        kernel_size: int = 13,
+        sigma: float = 6.0,
+        eps: float = 1e-4,
+        input_size: int | None = None,
+        base_mix: float = 0.9,
+        base_momentum: float = 0.99,
+        log_concentration_limit: float = 10.0,
+        sync_base: bool = True,
+    ) -> None:
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+        if not isinstance(grid, int) or grid < 1:
+            raise ValueError(f"grid must be a positive int, got {grid!r}.")
+        if not isinstance(in_channels, int) or in_channels < 1:
+            raise ValueError(f"in_channels must be a positive int, got {in_channels!r}.")
+        if input_size is not None and input_size < grid:
+            raise ValueError(f"input_size ({input_size}) must be >= grid ({grid}).")
+        from pgnm_monai.mask import check_mask_params  # local import: mask imports nothing from here
+
+        check_mask_params(kernel_size=kernel_size, sigma=sigma, eps=eps)
+        if not 0.0 <= base_mix < 1.0 or not 0.0 <= base_momentum < 1.0:
+            raise ValueError(f"base_mix and base_momentum must be in [0, 1), got {base_mix}, {base_momentum}.")
+        if isinstance(trunk, nn.Module):
+            if feature_dim is None:
+                raise ValueError("feature_dim is required when trunk is an nn.Module.")
+            self.trunk, features = trunk, feature_dim
+        else:
+            self.trunk, features = build_trunk(trunk, spatial_dims, in_channels)
+        self.grid = grid
+        self.in_channels = in_channels
+        self.spatial_dims = spatial_dims
+        self.kernel_size = kernel_size
+        self.sigma = float(sigma)
+        self.eps = float(eps)
+        self.input_size = input_size
+        self.base_mix = float(base_mix)
+        self.base_momentum = float(base_momentum)
+        self.log_concentration_limit = float(log_concentration_limit)
+        self.sync_base = sync_base
+        cells = grid**spatial_dims
+        self.num_cells = cells
+        self.alpha_head = _head(features, head_hidden, cells)
+        self.beta_head = _head(features, head_hidden, cells)
+        # uniform-random start, as the official code (torch.rand); seeded by the caller's torch seed.
+        self.register_buffer("base_alpha", torch.rand(1, cells))
+        self.register_buffer("base_beta", torch.rand(1, cells))
+
+    def policy_input(self, image: torch.Tensor) -> torch.Tensor:
+        """The image as the trunk sees it: resized to ``input_size`` when that is set."""
+        size = self.input_size
+        if size is None or all(s == size for s in image.shape[2:]):
+            return image
+        return F.interpolate(image, size=(size,) * self.spatial_dims, mode="area")
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Concentrations for a batch.
+
+        Args:
+            image: ``(B, C, *spatial)`` normalised images.
+
+        Returns:
+            ``alpha`` and ``beta``, each ``(B, grid^spatial_dims)``, positive.
+        """
+        if image.ndim != self.spatial_dims + 2:
+            raise ValueError(
+                f"image must have {self.spatial_dims + 2} dims (B, C, *spatial), got shape {tuple(image.shape)}."
+            )
+        if image.shape[1] != self.in_channels:
+            raise ValueError(f"image has {image.shape[1]} channels, the policy expects in_channels={self.in_channels}.")
+        if self.training and image.shape[0] < 2:
+            raise ValueError(
+                "the policy needs a batch of >= 2 images in training mode (its heads use batch norm); "
+                "use drop_last=True in the DataLoader."
+            )
+        features = self.trunk(self.policy_input(image))
+        head_alpha = self.alpha_head(features)
+        head_beta = self.beta_head(features)
+        mix = self.base_mix
+        limit = self.log_concentration_limit
+        log_alpha = (mix * self.base_alpha + (1.0 - mix) * head_alpha).clamp(-limit, limit)
+        log_beta = (mix * self.base_beta + (1.0 - mix) * head_beta).clamp(-limit, limit)
+        if self.training:
+            self._update_base(head_alpha, head_beta)
+        return log_alpha.exp(), log_beta.exp()
+
+    @torch.no_grad()
+    def _update_base(self, head_alpha: torch.Tensor, head_beta: torch.Tensor) -> None:
+        means = torch.stack([head_alpha.mean(0), head_beta.mean(0)]).detach()
+        if not torch.isfinite(means).all():
+            raise FloatingPointError("the noise policy's heads produced NaN/Inf; base vectors left unchanged.")
+        if self.sync_base and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(means, op=dist.ReduceOp.SUM)
+            means /= dist.get_world_size()
+        m = self.base_momentum
+        self.base_alpha.mul_(m).add_((1.0 - m) * means[0:1])
+        self.base_beta.mul_(m).add_((1.0 - m) * means[1:2])
+
+    def extra_repr(self) -> str:
+        return (
+            f"grid={self.grid}, spatial_dims={self.spatial_dims}, cells={self.num_cells}, "
+            f"kernel_size={self.kernel_size}, sigma={self.sigma}, eps={self.eps}, input_size={self.input_size}"
+        )
