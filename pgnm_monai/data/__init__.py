@@ -1,0 +1,130 @@
+"""Data sources as MONAI datalists with modality metadata, one item schema, and the paper's transform chains.
+
+Entry point::
+
+    from pgnm_monai.data import load_datalist, train_transforms, eval_transforms
+    dl = load_datalist("embedded", split="train")          # a Datalist: dl.items, dl.class_names
+    ds = monai.data.Dataset(dl.items, transform=train_transforms(image_size=64, channels=1))
+
+``load_datalist(kind, dataset_dir=None, split="train", seed=0, **options) -> Datalist`` dispatches to the
+source modules; ``kind`` is one of :data:`KINDS` (``"embedded"`` when ``dataset_dir`` is ``None``). A
+:class:`Datalist` is a sequence of items (see :mod:`pgnm_monai.data.schema` for the item keys) with
+``class_names``, ``num_classes``, ``kind``, ``split`` and a ``report`` dict. Options are plain values
+(strings, ints, floats, bools) so bundle JSON configs can pass them; each source documents its own:
+
+- ``embedded``: ``max_per_volume``, ``fractions`` (:func:`pgnm_monai.data.embedded.load_embedded`).
+- ``mednist``: ``cache_dir``, ``split_file``, ``fractions`` (:func:`pgnm_monai.data.mednist.load_mednist`).
+- ``medmnist``: ``name``, ``slices`` (:func:`pgnm_monai.data.medmnist.load_medmnist`).
+- ``image_folder``: ``modality``, ``anatomy``, ``split_file``, ``fractions``, ``drop_cross_split_duplicates``
+  (:func:`pgnm_monai.data.image_folder.load_image_folder`).
+- ``radimagenet``: ``layout``, ``class_map``, ``drop_defective``
+  (:func:`pgnm_monai.data.radimagenet.load_radimagenet`).
+- ``clinical``: ``csv_file``, ``slices``, ``every_k``, ``fractions``
+  (:func:`pgnm_monai.data.clinical.load_clinical`).
+
+Few-shot subsets: :func:`few_shot_subset` (stratified, seeded, nested).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pgnm_monai.data.schema import (
+    ITEM_KEYS,
+    MODALITIES,
+    Datalist,
+    load_class_map,
+    make_item,
+    save_class_map,
+)
+from pgnm_monai.data.transforms import (
+    PAPER_MEAN,
+    PAPER_STD,
+    LoadMedicalImaged,
+    RandResizedCropd,
+    ResizeShortSided,
+    eval_transforms,
+    train_transforms,
+)
+from pgnm_monai.data.utils import shared_data_dir
+
+__all__ = [
+    "KINDS",
+    "ITEM_KEYS",
+    "MODALITIES",
+    "Datalist",
+    "PAPER_MEAN",
+    "PAPER_STD",
+    "LoadMedicalImaged",
+    "RandResizedCropd",
+    "ResizeShortSided",
+    "eval_transforms",
+    "few_shot_subset",
+    "load_class_map",
+    "load_datalist",
+    "make_item",
+    "save_class_map",
+    "shared_data_dir",
+    "train_transforms",
+]
+
+KINDS = ("embedded", "mednist", "medmnist", "image_folder", "radimagenet", "clinical")
+
+
+def load_datalist(
+    kind: str | None = None,
+    dataset_dir: str | None = None,
+    split: str = "train",
+    seed: int = 0,
+    **options: Any,
+) -> Datalist:
+    """Load the ``split`` of a data source as a :class:`Datalist` (see the module docstring).
+
+    Args:
+        kind: one of :data:`KINDS`; ``None`` means ``"embedded"`` (when ``dataset_dir`` is ``None`` too).
+        dataset_dir: the source's root (folder, tarball, ``.npz`` or CSV file); unused for ``"embedded"``.
+        split: ``"train"``, ``"val"``, ``"test"`` or ``"all"``.
+        seed: seed of any split the loader makes.
+        options: source-specific keyword options.
+    """
+    if kind is None:
+        if dataset_dir is not None:
+            raise ValueError(f"kind must be given with dataset_dir={dataset_dir!r}; expected one of {KINDS}")
+        kind = "embedded"
+    if kind not in KINDS:
+        raise ValueError(f"unknown dataset kind {kind!r}; expected one of {KINDS}")
+    if kind == "embedded":
+        from pgnm_monai.data.embedded import load_embedded
+
+        return load_embedded(split=split, seed=seed, **options)
+    if dataset_dir is None:
+        raise ValueError(f"dataset kind {kind!r} needs dataset_dir (its root folder or file)")
+    if kind == "mednist":
+        from pgnm_monai.data.mednist import load_mednist
+
+        return load_mednist(dataset_dir, split=split, seed=seed, **options)
+    if kind == "medmnist":
+        from pgnm_monai.data.medmnist import load_medmnist
+
+        return load_medmnist(dataset_dir, split=split, seed=seed, **options)
+    if kind == "image_folder":
+        from pgnm_monai.data.image_folder import load_image_folder
+
+        return load_image_folder(dataset_dir, split=split, seed=seed, **options)
+    if kind == "radimagenet":
+        from pgnm_monai.data.radimagenet import load_radimagenet
+
+        return load_radimagenet(dataset_dir, split=split, seed=seed, **options)
+    from pgnm_monai.data.clinical import load_clinical
+
+    return load_clinical(dataset_dir, split=split, seed=seed, **options)
+
+
+def few_shot_subset(items, n: int, seed: int = 0):
+    """Stratified, seeded, nested subset of ``n`` items.
+
+    See :func:`pgnm_monai.data.few_shot.few_shot_subset`.
+    """
+    from pgnm_monai.data.few_shot import few_shot_subset as _fs
+
+    return _fs(items, n, seed=seed)

@@ -1,0 +1,112 @@
+"""Shared helpers for the data sources: atomic writes, hashing, seeded patient-level splits, few paths."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "atomic_write_text",
+    "atomic_write_csv",
+    "pixel_hash",
+    "split_by_group",
+    "shared_data_dir",
+    "DEFAULT_FRACTIONS",
+]
+
+DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_csv(path: str | os.PathLike, header: Sequence[str], rows: Sequence[Sequence]) -> None:
+    """Write a CSV file atomically (see :func:`atomic_write_text`)."""
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def pixel_hash(array: np.ndarray) -> str:
+    """MD5 of an array's shape, dtype and bytes: equal hashes mean pixel-identical images."""
+    a = np.ascontiguousarray(array)
+    h = hashlib.md5(f"{a.shape}{a.dtype}".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def split_by_group(
+    groups: Sequence[str],
+    labels: Sequence[int],
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    seed: int = 0,
+) -> list[str]:
+    """Seeded train/val/test assignment of items by group (patient/series), stratified by the group's label.
+
+    Every item of a group gets the same split, so no patient is in two splits. Within each label stratum
+    (a group's label is its most frequent item label) the groups are shuffled with ``seed`` and cut by
+    ``fractions``; a stratum of 1 group goes to train, of 2 groups to train and test.
+
+    Returns:
+        the split name (``"train"``, ``"val"`` or ``"test"``) of each item, in input order.
+    """
+    if len(groups) != len(labels):
+        raise ValueError(f"groups ({len(groups)}) and labels ({len(labels)}) must have the same length")
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or sum(fractions) <= 0:
+        raise ValueError(f"fractions must be 3 non-negative numbers (train, val, test), got {fractions}")
+    total = float(sum(fractions))
+    ftrain, fval = fractions[0] / total, fractions[1] / total
+    group_labels: dict[str, Counter] = defaultdict(Counter)
+    for g, y in zip(groups, labels, strict=True):
+        group_labels[str(g)][int(y)] += 1
+    strata: dict[int, list[str]] = defaultdict(list)
+    for g in sorted(group_labels):
+        strata[min(group_labels[g].most_common(), key=lambda t: (-t[1], t[0]))[0]].append(g)
+    rng = np.random.default_rng(seed)
+    assign: dict[str, str] = {}
+    for y in sorted(strata):
+        gs = strata[y]
+        order = [gs[i] for i in rng.permutation(len(gs))]
+        n = len(order)
+        if n == 1:
+            n_train, n_val = 1, 0
+        elif n == 2:
+            n_train, n_val = 1, 0
+        else:
+            n_train = min(max(1, int(round(ftrain * n))), n - 2 if fval > 0 else n - 1)
+            n_val = max(1, int(round(fval * n))) if fval > 0 else 0
+            n_val = min(n_val, n - n_train - (1 if fractions[2] > 0 else 0))
+        for i, g in enumerate(order):
+            assign[g] = "train" if i < n_train else ("val" if i < n_train + n_val else "test")
+    return [assign[str(g)] for g in groups]
+
+
+def shared_data_dir() -> Path:
+    """The real-data folder: ``$PGNM_SHARED_DATA`` or ``<project root>/../shared/data`` (may not exist)."""
+    env = os.environ.get("PGNM_SHARED_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
