@@ -1,0 +1,232 @@
+"""The ignite handler that trains the noise policy with REINFORCE inside ``SupervisedTrainer``.
+
+Hook points (MONAI 1.6.1, ignite 0.5.5):
+
+- ``Events.ITERATION_STARTED``: the batch is fetched; its image is replaced by the masked image
+  (detached, on the policy's device) and the mask's log-probabilities are kept.
+- ``IterationEvents.FORWARD_COMPLETED``: ``engine.state.output`` holds the raw logits; the per-sample
+  cross-entropy (detached) gives the rewards and the policy loss.
+- ``IterationEvents.LOSS_COMPLETED`` (``paper`` only): the classifier loss is multiplied by the detached
+  policy term, which is exactly the gradient of the official objective.
+- ``IterationEvents.BACKWARD_COMPLETED``: back-propagate the policy loss, average the policy's gradients
+  over ranks, step the policy optimiser.
+
+Logged on ``engine.state`` (for ``StatsHandler(state_attributes=...)``, TensorBoard, MLflow):
+:data:`STATE_ATTRIBUTES`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from monai.engines.utils import IterationEvents
+from monai.utils import CommonKeys, IgniteInfo, min_version, optional_import
+
+from pgnm_monai import distributed
+from pgnm_monai.networks.policy import NoisePolicy
+from pgnm_monai.objectives import OBJECTIVES, RewardBaseline, paper_objective, reinforce_objective
+from pgnm_monai.transforms import PolicyNoiseMask
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
+
+__all__ = ["NoisePolicyHandler", "STATE_ATTRIBUTES", "per_sample_cross_entropy", "iteration_seed"]
+
+STATE_ATTRIBUTES = (
+    "policy_loss",
+    "reward_mean",
+    "entropy",
+    "mask_mean",
+    "mask_std",
+    "alpha_mean",
+    "beta_mean",
+    "policy_lr",
+)
+
+
+def per_sample_cross_entropy(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` cross-entropy of raw logits against class indices ``(B,)``/``(B, 1)`` or one-hot ``(B, K)``."""
+    logits = logits.detach().float()
+    label = torch.as_tensor(label, device=logits.device)
+    if label.numel() == logits.shape[0]:
+        return F.cross_entropy(logits, label.reshape(-1).long(), reduction="none")
+    if label.shape == logits.shape:
+        return F.cross_entropy(logits, label.float(), reduction="none")
+    raise ValueError(
+        f"label must be class indices (B,) or one-hot (B, K) for logits {tuple(logits.shape)}, "
+        f"got {tuple(label.shape)}."
+    )
+
+
+def iteration_seed(seed: int, iteration: int, rank: int = 0) -> int:
+    """A per-iteration, per-rank seed: draws depend only on (seed, iteration, rank), so resume is exact."""
+    return (seed * 1_000_003 + rank * 7_919 + iteration) % (2**32)
+
+
+class NoisePolicyHandler:
+    """Train a :class:`~pgnm_monai.networks.NoisePolicy` alongside a ``SupervisedTrainer``.
+
+    The classifier trains on masked images only. The handler is checkpointable: put it in a
+    ``CheckpointSaver``/``CheckpointLoader`` ``save_dict``/``load_dict`` and the policy (with its base
+    vectors), its optimiser, scheduler and the reward baseline are saved and restored (tensors and
+    plain values only, so MONAI's ``weights_only=True`` loading works).
+
+    Args:
+        policy: the noise policy, on the trainer's device.
+        optimizer: the policy's optimiser (paper: SGD, lr/10 of the classifier, momentum 0.9, wd 1e-4).
+        objective: ``"reinforce"`` (per-sample reward, moving-average baseline, entropy bonus) or
+            ``"paper"`` (the official objective, including its scaling of the classifier loss).
+        lr_scheduler: optional scheduler of ``optimizer``, stepped every epoch (paper: cosine to 0).
+        image_key: key of the image in the batch dict.
+        entropy_weight: ``lambda_H`` of ``reinforce``.
+        reward_sign: ``-1`` (reward ``-CE``) or ``+1`` (adversarial, reward ``+CE``) for ``reinforce``.
+        baseline_momentum: momentum of the ``reinforce`` reward baseline.
+        seed: seed of the mask draws; the draw of iteration ``i`` on rank ``r`` depends only on
+            ``(seed, i, r)``.
+        check_finite: reject batches with NaN/Inf and stop with ``FloatingPointError`` when the policy's
+            loss or concentrations are not finite.
+        name: logger name.
+    """
+
+    def __init__(
+        self,
+        policy: NoisePolicy,
+        optimizer: torch.optim.Optimizer,
+        objective: str = "reinforce",
+        lr_scheduler: Any | None = None,
+        image_key: str = CommonKeys.IMAGE,
+        entropy_weight: float = 0.0,
+        reward_sign: int = -1,
+        baseline_momentum: float = 0.9,
+        seed: int = 0,
+        check_finite: bool = True,
+        name: str | None = None,
+    ) -> None:
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}.")
+        if reward_sign not in (-1, 1):
+            raise ValueError(f"reward_sign must be -1 or +1, got {reward_sign!r}.")
+        self.policy = policy
+        self.optimizer = optimizer
+        self.objective = objective
+        self.lr_scheduler = lr_scheduler
+        self.image_key = image_key
+        self.entropy_weight = float(entropy_weight)
+        self.reward_sign = reward_sign
+        self.seed = int(seed)
+        self.baseline = RewardBaseline(baseline_momentum).to(next(policy.parameters()).device)
+        self.mask = PolicyNoiseMask(policy, check_finite=check_finite)
+        self.logger = logging.getLogger(name or __name__)
+        self._policy_loss: torch.Tensor | None = None
+        self._classifier_scale: torch.Tensor | None = None
+
+    def attach(self, engine: Engine) -> None:
+        """Register the four iteration hooks (and the epoch-level scheduler step) on ``engine``."""
+        engine.add_event_handler(Events.STARTED, self.synchronise)
+        engine.add_event_handler(Events.ITERATION_STARTED, self)
+        engine.add_event_handler(IterationEvents.FORWARD_COMPLETED, self.compute_policy_loss)
+        if self.objective == "paper":
+            engine.add_event_handler(IterationEvents.LOSS_COMPLETED, self.scale_classifier_loss)
+        engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self.step_policy)
+        if self.lr_scheduler is not None:
+            engine.add_event_handler(Events.EPOCH_COMPLETED, lambda _: self.lr_scheduler.step())
+        for attr in STATE_ATTRIBUTES:
+            setattr(engine.state, attr, float("nan"))
+
+    def synchronise(self, engine: Engine | None = None) -> None:
+        """Start every rank from rank 0's policy (parameters and buffers, base vectors included)."""
+        distributed.broadcast_module(self.policy)
+
+    def __call__(self, engine: Engine) -> None:
+        """``ITERATION_STARTED``: replace the batch image by the masked image."""
+        batch = engine.state.batch
+        if not isinstance(batch, dict) or self.image_key not in batch:
+            raise ValueError(f"the batch must be a dict with the image under {self.image_key!r}.")
+        self.policy.train()
+        self.mask.set_random_state(iteration_seed(self.seed, engine.state.iteration, distributed.rank()))
+        batch[self.image_key] = self.mask(batch[self.image_key])
+        self._policy_loss = None
+
+    def compute_policy_loss(self, engine: Engine) -> None:
+        """``FORWARD_COMPLETED``: per-sample CE from the raw logits -> policy loss and logged statistics."""
+        output = engine.state.output
+        sample = self.mask.last_sample
+        ce = per_sample_cross_entropy(output[CommonKeys.PRED], output[CommonKeys.LABEL])
+        if self.objective == "paper":
+            loss = paper_objective(sample.log_prob, ce)
+            policy_loss, self._classifier_scale = loss.policy_loss, loss.classifier_scale
+            reward_mean = -ce.mean()
+        else:
+            reward_mean = distributed.all_reduce_mean(self.reward_sign * ce.mean())
+            baseline = self.baseline(reward_mean)
+            policy_loss = reinforce_objective(
+                sample.log_prob, ce, baseline, sample.entropy, self.entropy_weight, self.reward_sign
+            ).policy_loss
+        self._policy_loss = policy_loss
+        with torch.no_grad():
+            values = torch.stack(
+                [
+                    policy_loss.detach().float(),
+                    reward_mean.float(),
+                    sample.entropy.detach().mean().float(),
+                    sample.mask.mean().float(),
+                    sample.mask.std().float(),
+                    sample.alpha.detach().mean().float(),
+                    sample.beta.detach().mean().float(),
+                ]
+            ).tolist()
+        stats = dict(zip(STATE_ATTRIBUTES[:-1], values, strict=True))
+        if not all(map(math.isfinite, values)):
+            raise FloatingPointError(
+                f"the noise policy produced a non-finite value at iteration {engine.state.iteration}: "
+                + ", ".join(f"{k}={v:.4g}" for k, v in stats.items())
+                + ". Lower the policy learning rate or check the input images."
+            )
+        for attr, value in stats.items():
+            setattr(engine.state, attr, value)
+        engine.state.policy_lr = self.optimizer.param_groups[0]["lr"]
+
+    def scale_classifier_loss(self, engine: Engine) -> None:
+        """``LOSS_COMPLETED`` (``paper``): classifier loss times the detached policy term."""
+        engine.state.output[CommonKeys.LOSS] = engine.state.output[CommonKeys.LOSS] * self._classifier_scale
+
+    def step_policy(self, engine: Engine) -> None:
+        """``BACKWARD_COMPLETED``: policy backward, gradient average over ranks, optimiser step."""
+        if self._policy_loss is None:
+            return
+        self.optimizer.zero_grad(set_to_none=True)
+        self._policy_loss.backward()
+        distributed.average_gradients(self.policy)
+        self.optimizer.step()
+        # batch-norm running statistics differ per rank's data: keep rank 0's, as DDP does
+        distributed.broadcast_module(self.policy, buffers_only=True)
+        self._policy_loss = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Policy (with base vectors), optimiser, scheduler and reward baseline: tensors and plain values."""
+        state = {
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "baseline": self.baseline.state_dict(),
+        }
+        if self.lr_scheduler is not None:
+            state["lr_scheduler"] = self.lr_scheduler.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved."""
+        missing = {"policy", "optimizer", "baseline"} - set(state)
+        if missing:
+            raise ValueError(f"noise-policy checkpoint lacks {sorted(missing)}; keys found: {sorted(state)}.")
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.baseline.load_state_dict(state["baseline"])
+        if self.lr_scheduler is not None and "lr_scheduler" in state:
+            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
