@@ -90,8 +90,7 @@ def read_dicom(path: str) -> tuple[np.ndarray, dict]:
     from monai.data import PydicomReader
 
     reader = PydicomReader(swap_ij=False, affine_lps_to_ras=True)
-    if os.path.isdir(path) and not any(pydicom.misc.is_dicom(str(f)) for f in Path(path).iterdir()
-                                       if f.is_file()):
+    if os.path.isdir(path) and not any(pydicom.misc.is_dicom(str(f)) for f in Path(path).iterdir() if f.is_file()):
         raise ValueError(f"DICOM series folder {path} contains no DICOM file")
     try:
         with warnings.catch_warnings():
@@ -243,8 +242,9 @@ def read_image(
             if header["series"]:  # (H, W, N) volume
                 arr = _pick(arr, slice_index, -1, spatial_dims, source, "slice_index", series=True)
             elif header["frames"] > 1:
-                arr = _pick(arr, frame_index if frame_index >= 0 else slice_index, 0, spatial_dims, source,
-                            "frame_index")
+                arr = _pick(
+                    arr, frame_index if frame_index >= 0 else slice_index, 0, spatial_dims, source, "frame_index"
+                )
         elif kind == "nifti":
             arr = read_nifti(source)
             if arr.ndim == 4:

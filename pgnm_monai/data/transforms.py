@@ -233,5 +233,3 @@ def eval_transforms(
             *_tail(keys, mean, std),
         ]
     )
-
-
