@@ -1,0 +1,50 @@
+"""Shared fixtures: paths to the real data in ../shared/data and small real-image tensors from it."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pgnm_monai.data.utils import shared_data_dir
+
+MEDNIST_CLASSES = ("AbdomenCT", "BreastMRI", "CXR", "ChestCT", "Hand", "HeadCT")
+
+
+def mednist_tarball():
+    path = shared_data_dir() / "mednist" / "MedNIST.tar.gz"
+    if not path.exists():
+        pytest.skip(f"MedNIST is not available at {path} (set PGNM_SHARED_DATA to the shared data folder)")
+    return path
+
+
+def read_mednist_subset(per_class: int, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``per_class`` images of each MedNIST class, resized to ``size`` and normalised (paper mean/std)."""
+    counts = dict.fromkeys(MEDNIST_CLASSES, 0)
+    images, labels = [], []
+    with tarfile.open(mednist_tarball(), "r:gz") as tar:
+        for member in tar:
+            parts = member.name.split("/")
+            if not member.isfile() or len(parts) != 3 or counts.get(parts[1], per_class) >= per_class:
+                continue
+            counts[parts[1]] += 1
+            image = Image.open(io.BytesIO(tar.extractfile(member).read())).convert("L").resize((size, size))
+            images.append(np.asarray(image, dtype=np.float32) / 255.0)
+            labels.append(MEDNIST_CLASSES.index(parts[1]))
+            if all(c >= per_class for c in counts.values()):
+                break
+    x = (torch.from_numpy(np.stack(images))[:, None] - 0.3162) / 0.3213
+    return x, torch.tensor(labels)
+
+
+@pytest.fixture(scope="session")
+def mednist_small(tmp_path_factory) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """240 real MedNIST images (40 per class) at 32 px, and the path of a ``.pt`` file holding them."""
+    x, y = read_mednist_subset(per_class=40, size=32)
+    path = tmp_path_factory.mktemp("mednist") / "mednist_240_32px.pt"
+    torch.save({"image": x, "label": y}, path)
+    return x, y, str(path)
