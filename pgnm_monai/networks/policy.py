@@ -213,7 +213,10 @@ class NoisePolicy(nn.Module):
     def _update_base(self, head_alpha: torch.Tensor, head_beta: torch.Tensor) -> None:
         means = torch.stack([head_alpha.mean(0), head_beta.mean(0)]).detach()
         if not torch.isfinite(means).all():
-            raise FloatingPointError("the noise policy's heads produced NaN/Inf; base vectors left unchanged.")
+            raise FloatingPointError(
+                "the noise policy produced a non-finite (NaN/Inf) head output; base vectors left unchanged. "
+                "Lower the policy learning rate or check the input images."
+            )
         if self.sync_base and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(means, op=dist.ReduceOp.SUM)
             means /= dist.get_world_size()
