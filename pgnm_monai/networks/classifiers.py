@@ -1,0 +1,112 @@
+"""Classification networks for the bundles: MONAI ResNet-10/10t/18/50, DenseNet121 and a tiny CNN for tests.
+
+Every network maps ``(B, in_channels, *spatial)`` to raw logits ``(B, num_classes)``, is TorchScript-scriptable
+(``ckpt_export``) and keeps its classification head under one name, so that a heated checkpoint loads into a
+network with another class count by dropping only the head (see :data:`HEAD_PREFIXES`).
+"""
+
+from __future__ import annotations
+
+from monai.networks.nets import DenseNet121, ResNet, resnet18, resnet50
+from torch import nn
+
+__all__ = ["CLASSIFIERS", "HEAD_PREFIXES", "SmallCNN", "build_classifier"]
+
+CLASSIFIERS = ("resnet10", "resnet10t", "resnet18", "resnet50", "densenet121", "small")
+
+# parameter-name prefixes of the classification head of each network (what fine-tuning replaces)
+HEAD_PREFIXES: dict[str, tuple[str, ...]] = {
+    "resnet10": ("fc.",),
+    "resnet10t": ("fc.",),
+    "resnet18": ("fc.",),
+    "resnet50": ("fc.",),
+    "densenet121": ("class_layers.out.",),
+    "small": ("fc.",),
+}
+
+
+class SmallCNN(nn.Module):
+    """A tiny CNN (three conv-BN-ReLU blocks, global pooling, linear head) for tests and quick demos.
+
+    Args:
+        in_channels: image channels.
+        num_classes: output logits.
+        spatial_dims: 2 or 3.
+        width: channels of the first block (doubled in each next block).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, spatial_dims: int = 2, width: int = 16) -> None:
+        super().__init__()
+        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+        norm = nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d
+        pool = nn.AdaptiveAvgPool2d if spatial_dims == 2 else nn.AdaptiveAvgPool3d
+        layers: list[nn.Module] = []
+        c_in = in_channels
+        for i in range(3):
+            c_out = width * 2**i
+            layers += [conv(c_in, c_out, 3, stride=2, padding=1, bias=False), norm(c_out), nn.ReLU(inplace=True)]
+            c_in = c_out
+        layers += [pool(1), nn.Flatten()]
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(c_in, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.features(x))
+
+
+def _tiered_stem(in_channels: int, spatial_dims: int) -> nn.Module:
+    """The deep "tiered" stem of timm's ResNet-10t: 3x3 convs 24 -> 32 -> 64 (the first with stride 2)."""
+    conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+    norm = nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d
+    return nn.Sequential(
+        conv(in_channels, 24, 3, stride=2, padding=1, bias=False),
+        norm(24),
+        nn.ReLU(inplace=True),
+        conv(24, 32, 3, stride=1, padding=1, bias=False),
+        norm(32),
+        nn.ReLU(inplace=True),
+        conv(32, 64, 3, stride=1, padding=1, bias=False),
+    )
+
+
+def build_classifier(name: str, in_channels: int, num_classes: int, spatial_dims: int = 2) -> nn.Module:
+    """Build a classifier by name.
+
+    Args:
+        name: one of :data:`CLASSIFIERS`:
+
+            - ``resnet10``: MONAI ``ResNet`` with basic blocks ``[1, 1, 1, 1]`` (7x7 stem).
+            - ``resnet10t``: the same with the deep tiered 3x3 stem of timm's ResNet-10t. Not timm's network
+              exactly: its down-sampling shortcuts are MONAI's strided 1x1 convs, not avg-pool + 1x1.
+            - ``resnet18`` / ``resnet50``: MONAI's ``resnet18`` / ``resnet50``.
+            - ``densenet121``: MONAI's ``DenseNet121``.
+            - ``small``: :class:`SmallCNN` (tests, quick demos).
+        in_channels: image channels (1 or 3).
+        num_classes: number of output logits (>= 2).
+        spatial_dims: 2 or 3.
+    """
+    if name not in CLASSIFIERS:
+        raise ValueError(f"network must be one of {CLASSIFIERS}, got {name!r}.")
+    if int(num_classes) < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes!r}.")
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}.")
+    in_channels, num_classes = int(in_channels), int(num_classes)
+    if name == "small":
+        return SmallCNN(in_channels, num_classes, spatial_dims)
+    if name == "densenet121":
+        return DenseNet121(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=num_classes)
+    if name in ("resnet18", "resnet50"):
+        factory = resnet18 if name == "resnet18" else resnet50
+        return factory(spatial_dims=spatial_dims, n_input_channels=in_channels, num_classes=num_classes)
+    net = ResNet(
+        block="basic",
+        layers=[1, 1, 1, 1],
+        block_inplanes=[64, 128, 256, 512],
+        spatial_dims=spatial_dims,
+        n_input_channels=in_channels,
+        num_classes=num_classes,
+    )
+    if name == "resnet10t":
+        net.conv1 = _tiered_stem(in_channels, spatial_dims)
+    return net
