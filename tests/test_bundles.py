@@ -1,0 +1,259 @@
+"""The MONAI bundles (bundles/pgnm_pretrain, bundles/pgnm_finetune) on tiny overrides: ConfigWorkflow and CLI runs,
+pretrain -> fine-tune chain, resume, bad overrides, ckpt_export, verify_net_in_out, metadata, 2-process gloo DDP."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow
+
+ROOT = Path(__file__).resolve().parents[1]
+PRE = ROOT / "bundles" / "pgnm_pretrain"
+FT = ROOT / "bundles" / "pgnm_finetune"
+TINY = {"image_size": 32, "network": "small", "grid": 8, "batch_size": 8, "progress_bar": False}
+MEDNIST = ROOT.parent / "shared" / "data" / "mednist" / "MedNIST.tar.gz"
+ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+
+def workflow(bundle: Path, configs, workflow_type: str = "train", **overrides) -> ConfigWorkflow:
+    files = [os.fspath(bundle / "configs" / c) for c in configs]
+    return ConfigWorkflow(
+        config_file=files if len(files) > 1 else files[0],
+        meta_file=os.fspath(bundle / "configs" / "metadata.json"),
+        logging_file=os.fspath(bundle / "configs" / "logging.conf"),
+        workflow_type=workflow_type,
+        **overrides,
+    )
+
+
+def run(bundle: Path, configs, workflow_type: str = "train", **overrides) -> ConfigWorkflow:
+    wf = workflow(bundle, configs, workflow_type, **overrides)
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    return wf
+
+
+def cli(bundle: Path, *args: str, torchrun: bool = False, timeout: int = 240) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "monai.bundle", *args]
+    if torchrun:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "monai.bundle", *args]
+    proc = subprocess.run(cmd, cwd=bundle, capture_output=True, text=True, timeout=timeout, env=ENV)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def overrides_cli(d: dict) -> list[str]:
+    out = []
+    for k, v in d.items():
+        out += [f"--{k}", str(v)]
+    return out
+
+
+def errors_of(exc: BaseException) -> str:
+    text = []
+    while exc is not None:
+        text.append(str(exc))
+        exc = exc.__cause__ or exc.__context__
+    return "\n".join(text)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """Pretrain with the policy: stop after epoch 1 of 2, then resume; record what the resume saw."""
+    root = tmp_path_factory.mktemp("pretrain")
+    args = {"bundle_root": os.fspath(root), "arm": "pgnm", "epochs": 2, **TINY}
+    run(PRE, ["train.json"], stop_epoch=1, **args)
+    ckpt1 = torch.load(root / "models" / "checkpoint_epoch=1.pt", weights_only=True)
+    seen = {}
+    wf = workflow(PRE, ["train.json"], resume=True, **args)
+    wf.initialize()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    handler = wf.parser.get_parsed_content("train#arm_handler")
+
+    def snapshot(engine):  # registered after the bundle's handlers: runs after the resume loader
+        seen["epoch"] = engine.state.epoch
+        seen["policy"] = {k: v.clone() for k, v in handler.policy.state_dict().items()}
+
+    from ignite.engine import Events
+
+    trainer.add_event_handler(Events.STARTED, snapshot)
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: seen.setdefault("epochs_run", []).append(e.state.epoch))
+    wf.run()
+    wf.finalize()
+    return {"root": root, "ckpt1": ckpt1, "seen": seen, "trainer_epoch": trainer.state.epoch}
+
+
+def test_pretrain_outputs_and_resume(pretrained):
+    root = pretrained["root"]
+    models = sorted(p.name for p in (root / "models").iterdir())
+    assert {"model.pt", "model_best.pt", "checkpoint_epoch=2.pt"} <= set(models)
+    heated = torch.load(root / "models" / "model.pt", weights_only=True)
+    assert "fc.weight" in heated and "policy" not in heated  # classifier only
+    history = json.loads((root / "eval" / "val_metrics.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2] and "val_macro_f1" in history[0]
+    # resume: continued at epoch 2 with the policy state saved after epoch 1
+    seen = pretrained["seen"]
+    assert seen["epoch"] == 1 and seen["epochs_run"] == [2] and pretrained["trainer_epoch"] == 2
+    saved = pretrained["ckpt1"]["arm"]["policy"]
+    assert saved.keys() == seen["policy"].keys()
+    for k in saved:
+        assert torch.equal(saved[k], seen["policy"][k]), k
+
+
+def test_pretrain_evaluate_inference_export(pretrained, tmp_path):
+    root = os.fspath(pretrained["root"])
+    run(PRE, ["train.json", "evaluate.json"], bundle_root=root, **TINY)
+    with open(Path(root) / "eval" / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and {"modality", "anatomy", "label", "pred", "prob_CT", "image_path"} <= set(rows[0])
+    report = json.loads((Path(root) / "eval" / "metrics.json").read_text())
+    assert "macro_f1" in report["overall"] and "by_modality" in report
+    run(PRE, ["inference.json"], workflow_type="infer", bundle_root=root, network="small", image_size=32)
+    assert (Path(root) / "eval" / "inference_predictions.csv").is_file()
+    # ckpt_export (CLI) gives the checkpoint's outputs
+    ts = tmp_path / "model.ts"
+    cli(
+        PRE, "ckpt_export", "network_def", "--filepath", os.fspath(ts), "--ckpt_file", f"{root}/models/model.pt",
+        "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json", "--network", "small",
+    )
+    from pgnm_monai.networks import build_classifier
+
+    net = build_classifier("small", 1, 4).eval()
+    net.load_state_dict(torch.load(f"{root}/models/model.pt", weights_only=True))
+    x = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(torch.jit.load(ts)(x), net(x), atol=1e-5)
+
+
+def test_finetune_chain_loads_heated_trunk(pretrained, tmp_path):
+    heated_path = pretrained["root"] / "models" / "model.pt"
+    heated = torch.load(heated_path, weights_only=True)
+    args = {"bundle_root": os.fspath(tmp_path), "pretrained_ckpt": os.fspath(heated_path), **TINY}
+    wf = workflow(FT, ["train.json"], epochs=2, warmup_epochs=1, few_shot=12, **args)
+    wf.initialize()
+    model = wf.parser.get_parsed_content("model")  # loaded, before any training step
+    state = model.state_dict()
+    trunk = [k for k in heated if not k.startswith("fc.")]
+    assert trunk and all(torch.equal(state[k], heated[k]) for k in trunk)
+    assert not torch.equal(state["fc.weight"], heated["fc.weight"])  # a new head
+    assert len(wf.parser.get_parsed_content("train#dataset")) == 12
+    wf.run()
+    wf.finalize()
+    assert (tmp_path / "models" / "model.pt").is_file()
+    run(FT, ["train.json", "evaluate.json"], **args)
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert report["overall"]["n"] == 9
+
+
+def test_check_properties_metadata_and_verify():
+    from monai.bundle import verify_net_in_out
+
+    required = {"version", "changelog", "monai_version", "pytorch_version", "numpy_version", "task", "description"}
+    required |= {"authors", "copyright", "network_data_format", "required_packages_version", "schema"}
+    tensor_keys = {"type", "format", "modality", "num_channels", "spatial_shape", "dtype", "value_range"}
+    tensor_keys |= {"is_patch_data", "channel_def"}
+    for bundle in (PRE, FT):
+        for name in ("LICENSE", "docs/README.md", "configs/logging.conf", "configs/multi_gpu_train.json"):
+            assert (bundle / name).is_file(), (bundle, name)
+        meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+        assert required <= set(meta), required - set(meta)
+        assert meta["version"] in meta["changelog"]
+        for t in (meta["network_data_format"]["inputs"]["image"], meta["network_data_format"]["outputs"]["pred"]):
+            assert tensor_keys <= set(t)
+        assert workflow(bundle, ["train.json"]).check_properties() in (None, [])
+        assert workflow(bundle, ["train.json", "multi_gpu_train.json"]).check_properties() in (None, [])
+        assert workflow(bundle, ["inference.json"], workflow_type="infer").check_properties() in (None, [])
+        verify_net_in_out(
+            net_id="network_def",
+            meta_file=os.fspath(bundle / "configs" / "metadata.json"),
+            config_file=os.fspath(bundle / "configs" / "inference.json"),
+            network="small",
+        )
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"arm": "bogus"}, "config id 'arm' must be one of"),
+        ({"objective": "bogus"}, "config id 'objective' must be one of"),
+        ({"arm": "pgnm", "grid": 64}, "'grid' (64) must be <= 'image_size' (32)"),
+        ({"dataset_dir": "/nonexistent/data", "dataset_kind": "mednist"}, "'dataset_dir' points to"),
+        ({"num_classes": 5}, "'num_classes' is 5 but dataset 'embedded' has 4 classes"),
+        ({"network": "vgg"}, "config id 'network' must be one of"),
+    ],
+)
+def test_bad_overrides(tmp_path, overrides, message):
+    wf = workflow(PRE, ["train.json"], bundle_root=os.fspath(tmp_path), **{**TINY, **overrides})
+    with pytest.raises(Exception) as info:
+        wf.initialize()
+    assert message in errors_of(info.value)
+
+
+def test_finetune_missing_pretrained(tmp_path):
+    wf = workflow(FT, ["train.json"], bundle_root=os.fspath(tmp_path), pretrained_ckpt="/nope/model.pt", **TINY)
+    wf.initialize()
+    with pytest.raises(Exception) as info:
+        wf.run()
+    assert "'pretrained_ckpt' points to" in errors_of(info.value)
+
+
+@pytest.mark.slow
+def test_cli_embedded(tmp_path):
+    pre = {"bundle_root": tmp_path / "pre", "arm": "none", "epochs": 1, **TINY}
+    meta = ["--meta_file", "configs/metadata.json", "--logging_file", "configs/logging.conf"]
+    cli(PRE, "run", "--config_file", "configs/train.json", *meta, *overrides_cli(pre))
+    assert (tmp_path / "pre" / "models" / "model.pt").is_file()
+    ft = {"bundle_root": tmp_path / "ft", "pretrained_ckpt": tmp_path / "pre" / "models" / "model.pt", **TINY}
+    cli(FT, "run", "--config_file", "configs/train.json", *meta, *overrides_cli({**ft, "epochs": 1}))
+    cli(FT, "run", "--config_file", "['configs/train.json','configs/evaluate.json']", *meta, *overrides_cli(ft))
+    inf = {"bundle_root": tmp_path / "ft", "network": "small", "image_size": 32}
+    cli(FT, "run", "--config_file", "configs/inference.json", *meta, *overrides_cli(inf))
+    assert (tmp_path / "ft" / "eval" / "metrics.json").is_file()
+    assert (tmp_path / "ft" / "eval" / "inference_predictions.csv").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+@pytest.mark.skipif(not MEDNIST.is_file(), reason=f"MedNIST tarball not found at {MEDNIST}")
+def test_mednist_chain(tmp_path):
+    data = {"dataset_dir": os.fspath(MEDNIST), "dataset_kind": "mednist", "max_train_items": 48, "max_val_items": 24}
+    run(PRE, ["train.json"], bundle_root=os.fspath(tmp_path / "pre"), arm="pgnm", epochs=1, **data, **TINY)
+    ft = {"bundle_root": os.fspath(tmp_path / "ft"), "pretrained_ckpt": os.fspath(tmp_path / "pre/models/model.pt")}
+    run(FT, ["train.json"], epochs=1, few_shot=24, **ft, **data, **TINY)
+    run(FT, ["train.json", "evaluate.json"], max_eval_items=30, **ft, **data, **TINY)
+    report = json.loads((tmp_path / "ft" / "eval" / "metrics.json").read_text())
+    assert report["overall"]["n"] == 30 and len(report["class_names"]) == 6
+    meta = ["--meta_file", "configs/metadata.json", "--logging_file", "configs/logging.conf"]
+    inf = {"bundle_root": tmp_path / "ft", "network": "small", "image_size": 32, "max_items": 12}
+    cli(FT, "run", "--config_file", "configs/inference.json", *meta, *overrides_cli({**inf, **data}))
+    assert (tmp_path / "ft" / "eval" / "inference_predictions.csv").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_gloo_two_processes(tmp_path):
+    extra = tmp_path / "dump_policy.json"
+    dump = (
+        "$torch.save(@train#arm_handler.policy.state_dict(), "
+        "@bundle_root + '/policy_rank%d.pt' % torch.distributed.get_rank())"
+    )
+    extra.write_text(json.dumps({"finalize": [dump, "$pgnm_monai.bundle_utils.cleanup_distributed()"]}))
+    files = f"['configs/train.json','configs/multi_gpu_train.json','{extra}']"
+    args = {"bundle_root": tmp_path, "arm": "pgnm", "epochs": 2, **TINY}
+    proc = cli(PRE, "run", "--config_file", files, "--logging_file", "configs/logging.conf", *overrides_cli(args),
+               torchrun=True)
+    log = proc.stdout + proc.stderr
+    assert "backend=gloo" in log or "backend=nccl" in log
+    assert log.count("saved final checkpoint") == 1
+    assert (tmp_path / "models" / "model.pt").is_file()
+    p0 = torch.load(tmp_path / "policy_rank0.pt", weights_only=True)
+    p1 = torch.load(tmp_path / "policy_rank1.pt", weights_only=True)
+    for k in p0:
+        assert torch.equal(p0[k], p1[k]), k

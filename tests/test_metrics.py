@@ -1,0 +1,81 @@
+"""Metrics vs hand-computed values on tiny cases (pgnm_monai.metrics)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from pgnm_monai.metrics import ClassificationEpochMetric, auroc, classification_metrics, metrics_report
+
+
+def test_binary_hand_computed():
+    # y = [0, 0, 1], pred = [0, 1, 1]
+    m = classification_metrics([0, 0, 1], [[0.9, 0.1], [0.2, 0.8], [0.3, 0.7]])
+    assert m["accuracy"] == pytest.approx(2 / 3)
+    assert m["balanced_accuracy"] == pytest.approx(0.75)  # recalls 1/2 and 1
+    assert m["macro_precision"] == pytest.approx(0.75)  # precisions 1 and 1/2
+    assert m["macro_recall"] == pytest.approx(0.75)
+    assert m["macro_f1"] == pytest.approx(2 / 3)  # both F1 = 2/3
+    assert m["auroc"] == pytest.approx(0.5)  # positive 0.7 beats 0.1, loses to 0.8
+    assert m["confusion_matrix"] == [[1, 1], [0, 1]]
+    assert m["n"] == 3
+
+
+def test_class_absent_from_predictions():
+    # 3 classes, class 2 never predicted: its precision/recall/F1 count as 0
+    y = [0, 1, 2, 2]
+    p = np.eye(3)[[0, 1, 0, 1]]
+    m = classification_metrics(y, p)
+    assert m["accuracy"] == pytest.approx(0.5)
+    assert m["balanced_accuracy"] == pytest.approx((1 + 1 + 0) / 3)
+    # precision: c0 1/2, c1 1/2, c2 0 ; recall: 1, 1, 0 ; F1: 2/3, 2/3, 0
+    assert m["macro_precision"] == pytest.approx(1 / 3)
+    assert m["macro_recall"] == pytest.approx(2 / 3)
+    assert m["macro_f1"] == pytest.approx(4 / 9)
+    assert m["confusion_matrix"] == [[1, 0, 0], [0, 1, 0], [1, 1, 0]]
+
+
+def test_ovo_auroc_matches_sklearn_and_logits_ok():
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet([1, 1, 1, 1], size=40)
+    y = rng.integers(0, 4, 40)
+    assert auroc(y, p) == pytest.approx(roc_auc_score(y, p, multi_class="ovo"))
+    logits = np.log(p)  # softmax(log p) = p
+    assert auroc(y, logits) == pytest.approx(auroc(y, p))
+
+
+def test_single_class_gives_nan_with_warning():
+    with pytest.warns(UserWarning, match="single class"):
+        m = classification_metrics([1, 1], [[0.2, 0.8], [0.6, 0.4]])
+    assert math.isnan(m["auroc"])
+    assert m["accuracy"] == pytest.approx(0.5)
+
+
+def test_report_per_modality():
+    r = metrics_report([0, 1, 0, 1], np.eye(2)[[0, 1, 1, 1]], {"modality": ["CT", "CT", "MR", "MR"]})
+    assert r["overall"]["accuracy"] == pytest.approx(0.75)
+    assert r["by_modality"]["CT"]["accuracy"] == pytest.approx(1.0)
+    assert r["by_modality"]["MR"]["accuracy"] == pytest.approx(0.5)
+
+
+def test_ignite_epoch_metric():
+    from ignite.engine import Engine
+
+    batches = [
+        {"pred": torch.tensor([[2.0, 0.0], [0.0, 1.0]]), "label": torch.tensor([0, 0])},
+        {"pred": torch.tensor([[0.0, 3.0]]), "label": torch.tensor([1])},
+    ]
+    engine = Engine(lambda e, b: b)
+    ClassificationEpochMetric("macro_f1").attach(engine, "f1")
+    ClassificationEpochMetric("balanced_accuracy").attach(engine, "bal")
+    ClassificationEpochMetric("auroc").attach(engine, "auc")
+    state = engine.run(batches, max_epochs=1)
+    assert state.metrics["f1"] == pytest.approx(2 / 3)
+    assert state.metrics["bal"] == pytest.approx(0.75)
+    assert state.metrics["auc"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="metric must be one of"):
+        ClassificationEpochMetric("dice")
