@@ -168,9 +168,17 @@ def test_check_properties_metadata_and_verify():
         assert meta["version"] in meta["changelog"]
         for t in (meta["network_data_format"]["inputs"]["image"], meta["network_data_format"]["outputs"]["pred"]):
             assert tensor_keys <= set(t)
-        assert workflow(bundle, ["train.json"]).check_properties() in (None, [])
-        assert workflow(bundle, ["train.json", "multi_gpu_train.json"]).check_properties() in (None, [])
-        assert workflow(bundle, ["inference.json"], workflow_type="infer").check_properties() in (None, [])
+        for configs, kind, extra in (
+            (["train.json"], "train", {}),
+            # outside torchrun: skip the process-group set-up, check the merged ids only
+            (["train.json", "multi_gpu_train.json"], "train", {"initialize": ["$None"]}),
+            (["inference.json"], "infer", {"initialize": ["$None"]}),  # no models/model.pt needed
+        ):
+            if bundle == FT and kind == "train":
+                extra = {**extra, "pretrained_ckpt": None}  # resolving the trainer would load it
+            wf = workflow(bundle, configs, workflow_type=kind, **extra)
+            wf.initialize()
+            assert wf.check_properties() in (None, []), (bundle, configs)
         verify_net_in_out(
             net_id="network_def",
             meta_file=os.fspath(bundle / "configs" / "metadata.json"),
