@@ -1,0 +1,94 @@
+"""The protocol command: statistics, task parsing, the micro profile end to end, and the analysis notebook."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+from nbclient import NotebookClient
+
+from pgnm_monai.cli import main as cli_main
+from pgnm_monai.protocol import delta_table, mean_ci, parse_task, per_modality_table, summary_table
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "tests" / "fixtures" / "runs_fixture.csv"
+
+
+def test_mean_ci_is_the_t_interval():
+    mean, half, n = mean_ci([1.0, 2.0, 3.0])
+    assert (mean, n) == (2.0, 3)
+    assert half == pytest.approx(4.302652729911275 * 1.0 / math.sqrt(3))
+    assert math.isnan(mean_ci([0.5])[1]) and mean_ci([0.5])[0] == 0.5
+    assert mean_ci([float("nan"), 1.0, 3.0])[2] == 2  # NaN runs are left out
+
+
+def test_delta_table_pairs_by_seed_and_counts_wins():
+    rows = []
+    for ps in (0, 1):
+        for fs in (0, 1):
+            rows.append({"arm": "none", "task": "t", "n": 16, "pretrain_seed": ps, "finetune_seed": fs, "macro_f1": 0.5})
+            rows.append(
+                {"arm": "pgnm-reinforce", "task": "t", "n": 16, "pretrain_seed": ps, "finetune_seed": fs,
+                 "macro_f1": 0.6 + 0.01 * fs}
+            )
+            rows.append(
+                {"arm": "gaussian", "task": "t", "n": 16, "pretrain_seed": ps, "finetune_seed": fs,
+                 "macro_f1": 0.5 + (0.1 if fs else -0.1)}
+            )
+    deltas, tally = delta_table(pd.DataFrame(rows))
+    assert tally == {"pgnm-reinforce": (1, 0, 0), "gaussian": (0, 1, 0)}
+    assert deltas.set_index("arm").loc["pgnm-reinforce", "delta"].startswith("0.105 ±")
+    assert (deltas["pairs"] == 4).all()
+
+
+def test_parse_task():
+    task = parse_task("brain=image_folder:/data/brain?drop_cross_split_duplicates=true&modality=MR")
+    assert (task.name, task.kind, task.dataset_dir) == ("brain", "image_folder", "/data/brain")
+    assert task.options == {"drop_cross_split_duplicates": True, "modality": "MR"}
+    assert parse_task("embedded").kind is None
+    with pytest.raises(ValueError, match="name=kind:path"):
+        parse_task("breast=/data/breast.npz")
+
+
+def test_tables_from_the_fixture():
+    runs = pd.read_csv(FIXTURE)
+    table = summary_table(runs)
+    assert list(table.columns) == ["none", "pgnm-reinforce"]
+    assert table.shape == (4, 2) and "±" in table.iloc[0, 0]
+    assert list(per_modality_table(runs).columns) == ["US", "X-ray"]
+
+
+@pytest.mark.slow
+def test_benchmark_command_micro_profile_end_to_end(tmp_path, capsys):
+    out = tmp_path / "micro"
+    assert cli_main(["benchmark", "--profile", "micro", "--output-dir", str(out)]) == 0
+    runs = pd.read_csv(out / "runs.csv")
+    expected = {"arm", "pretrain_seed", "task", "n", "finetune_seed", "macro_f1", "balanced_accuracy", "auroc"}
+    assert expected | {"finetune_seconds", "pretrain_seconds", "commit", "config"} <= set(runs.columns)
+    assert any(c.startswith("macro_f1[") for c in runs.columns)  # per-modality values
+    assert sorted(runs["arm"]) == ["none", "pgnm-reinforce"] and set(runs["n"]) == {16}
+    report = (out / "report.md").read_text()
+    for section in ("## Macro-F1 after fine-tuning", "## Macro-F1: arm − baseline", "## Win / tie / loss", "command:"):
+        assert section in report
+    assert (out / "f1_vs_n.png").stat().st_size > 1000
+    # resumable: a second call redoes nothing
+    stamp = (out / "runs.csv").stat().st_mtime_ns
+    assert cli_main(["benchmark", "--profile", "micro", "--output-dir", str(out)]) == 0
+    assert (out / "runs.csv").stat().st_mtime_ns == stamp and len(pd.read_csv(out / "runs.csv")) == 2
+
+
+@pytest.mark.slow
+def test_notebook_runs_top_to_bottom_on_the_fixture(monkeypatch):
+    monkeypatch.setenv("PGNM_RESULTS_CSV", str(FIXTURE))
+    monkeypatch.delenv("PGNM_SHARED_DATA", raising=False)
+    notebook = nbformat.read(ROOT / "notebooks" / "per_modality_results.ipynb", as_version=4)
+    client = NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}})
+    client.execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2  # the curves and the masks
+    assert os.fspath(FIXTURE) in "".join(o.get("text", "") for o in outputs)
