@@ -315,6 +315,6 @@ def test_bad_images_name_the_problem():
     with pytest.raises(ValueError, match="in_channels"):
         NoisePolicy(grid=4, in_channels=0)
     with pytest.raises(ValueError, match="input_size"):
-        NoisePolicy(grid=8, input_size=4)
+        NoisePolicy(grid=8, input_size=0)
     with pytest.raises(ValueError, match="batch of >= 2"):
         transform(torch.randn(1, 1, 16, 16))

@@ -139,8 +139,10 @@ class NoisePolicy(nn.Module):
             raise ValueError(f"grid must be a positive int, got {grid!r}.")
         if not isinstance(in_channels, int) or in_channels < 1:
             raise ValueError(f"in_channels must be a positive int, got {in_channels!r}.")
-        if input_size is not None and input_size < grid:
-            raise ValueError(f"input_size ({input_size}) must be >= grid ({grid}).")
+        if input_size is not None and (
+            isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1
+        ):
+            raise ValueError(f"input_size must be a positive int or None, got {input_size!r}.")
         from pgnm_monai.mask import check_mask_params  # local import: mask imports nothing from here
 
         check_mask_params(kernel_size=kernel_size, sigma=sigma, eps=eps)

@@ -1,0 +1,234 @@
+"""Training-step time of the baseline vs PGNM (``paper`` and ``fast`` presets), interleaved in one process.
+
+Usage::
+
+    python -m pgnm_monai.benchmarks.step_time [--model resnet18 resnet50] [--image-size 128 224]
+        [--batch-size 16] [--steps 20] [--warmup 3] [--channels 3] [--classes 6] [--objective reinforce]
+        [--device auto|cpu|cuda] [--amp] [--seed 0] [--no-memory]
+
+Each step is the real ``monai.engines.SupervisedTrainer`` iteration with its handlers, driven one
+iteration at a time (``ITERATION_STARTED`` -> ``_iteration`` -> ``ITERATION_COMPLETED``, as ignite's
+loop does), so the PGNM handler masks the batch, computes its reward and steps its own optimiser inside
+the timed step. Variants (same classifier initialisation, optimiser, batch and seed):
+
+- ``baseline``: arm ``none``;
+- ``pgnm-paper``: arm ``pgnm``, preset ``paper`` (ResNet-10 policy trunk at full resolution);
+- ``pgnm-fast``: arm ``pgnm``, preset ``fast`` (the trunk sees the image resized to 16 x 16, fused SGD).
+
+The variants run round-robin, one step each per round, so load from other processes hits all of them
+alike. Reported per variant: median and interquartile range of the step time over ``--steps`` rounds
+after ``--warmup`` rounds, the ratio of medians to the baseline, and peak memory: on CUDA
+``torch.cuda.max_memory_allocated`` of one step (synchronised); on the CPU the peak growth of the
+process's resident set during one step, sampled every 0.5 ms in a separate pass after the timing (so
+sampling does not perturb the times).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from monai.engines import SupervisedTrainer
+from monai.utils import IgniteInfo, min_version, optional_import
+from torch import nn
+
+from pgnm_monai.arms import build_arm_handler
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+
+__all__ = ["VARIANTS", "build_classifier", "build_trainer", "run_step", "measure", "main"]
+
+#: variant name -> keyword arguments of :func:`~pgnm_monai.arms.build_arm_handler`.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "baseline": {"arm": "none"},
+    "pgnm-paper": {"arm": "pgnm", "preset": "paper"},
+    "pgnm-fast": {"arm": "pgnm", "preset": "fast"},
+}
+
+
+def build_classifier(name: str, in_channels: int, num_classes: int) -> nn.Module:
+    """A torchvision ResNet (``resnet18`` / ``resnet50``) with ``in_channels`` inputs, randomly initialised."""
+    import torchvision
+
+    net = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
+    if in_channels != 3:
+        net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    return net
+
+
+def build_trainer(
+    variant: str, classifier: nn.Module, device: torch.device, in_channels: int, objective: str, amp: bool, seed: int
+) -> SupervisedTrainer:
+    """A ``SupervisedTrainer`` of ``classifier`` (SGD lr 0.01, momentum 0.9, wd 1e-4) with the variant's handler."""
+    handler = build_arm_handler(
+        device=device, in_channels=in_channels, seed=seed, objective=objective, **VARIANTS[variant]
+    )
+    optimizer = torch.optim.SGD(classifier.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    trainer = SupervisedTrainer(
+        device=device,
+        max_epochs=1,
+        train_data_loader=[{}],
+        network=classifier,
+        optimizer=optimizer,
+        loss_function=nn.CrossEntropyLoss(),
+        train_handlers=[handler],
+        amp=amp,
+    )
+    trainer.state.epoch = 1
+    trainer.state.epoch_length = 1
+    trainer.fire_event(Events.STARTED)
+    return trainer
+
+
+def run_step(trainer: SupervisedTrainer, batch: dict[str, torch.Tensor]) -> None:
+    """One training iteration, as ignite's loop runs it (events, process function, events)."""
+    state = trainer.state
+    state.iteration += 1
+    state.batch = dict(batch)  # handlers replace the image in this dict; the shared tensors stay untouched
+    trainer.fire_event(Events.ITERATION_STARTED)
+    state.output = trainer._process_function(trainer, state.batch)
+    trainer.fire_event(Events.ITERATION_COMPLETED)
+
+
+def _synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def _peak_memory(step: Callable[[], None], device: torch.device) -> float:
+    """Peak memory (MiB) of one call of ``step``: CUDA max allocated, or CPU peak RSS growth (sampled)."""
+    if device.type == "cuda":
+        _synchronise(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        _synchronise(device)
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    start = _rss_bytes()
+    peak = [start]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.0005)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    step()
+    done.set()
+    thread.join()
+    return (max(peak[0], _rss_bytes()) - start) / 2**20
+
+
+def measure(
+    model: str = "resnet18",
+    image_size: int = 128,
+    batch_size: int = 16,
+    steps: int = 20,
+    warmup: int = 3,
+    channels: int = 3,
+    classes: int = 6,
+    objective: str = "reinforce",
+    device: str = "auto",
+    amp: bool = False,
+    seed: int = 0,
+    memory: bool = True,
+    variants: tuple[str, ...] = tuple(VARIANTS),
+) -> dict[str, dict[str, float]]:
+    """Time the variants interleaved; returns ``{variant: {median_s, q1_s, q3_s, ratio, peak_mib}}``."""
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else device.replace("auto", "cpu"))
+    torch.manual_seed(seed)
+    template = build_classifier(model, channels, classes)
+    generator = torch.Generator().manual_seed(seed)
+    batch = {
+        "image": torch.randn(batch_size, channels, image_size, image_size, generator=generator).to(dev),
+        "label": torch.randint(0, classes, (batch_size,), generator=generator).to(dev),
+    }
+    trainers = {
+        v: build_trainer(v, copy.deepcopy(template).to(dev), dev, channels, objective, amp, seed) for v in variants
+    }
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for i in range(warmup + steps):
+        order = variants[i % len(variants) :] + variants[: i % len(variants)]  # rotate who goes first
+        for v in order:
+            _synchronise(dev)
+            t0 = time.perf_counter()
+            run_step(trainers[v], batch)
+            _synchronise(dev)
+            if i >= warmup:
+                times[v].append(time.perf_counter() - t0)
+    results: dict[str, dict[str, float]] = {}
+    for v in variants:
+        q1, median, q3 = statistics.quantiles(times[v], n=4, method="inclusive")
+        results[v] = {"median_s": median, "q1_s": q1, "q3_s": q3}
+        if memory:
+            results[v]["peak_mib"] = _peak_memory(lambda v=v: run_step(trainers[v], batch), dev)
+    base = results[variants[0]]["median_s"]
+    for v in variants:
+        results[v]["ratio"] = results[v]["median_s"] / base
+    return results
+
+
+def format_table(results: dict[str, dict[str, float]], title: str) -> str:
+    """A markdown table of :func:`measure`'s results."""
+    lines = [
+        f"### {title}",
+        "",
+        "| variant | median step (s) | IQR (s) | ratio to baseline | peak memory (MiB) |",
+        "|---|---|---|---|---|",
+    ]
+    for v, r in results.items():
+        peak = f"{r['peak_mib']:.0f}" if "peak_mib" in r else "-"
+        lines.append(f"| {v} | {r['median_s']:.3f} | {r['q1_s']:.3f}-{r['q3_s']:.3f} | {r['ratio']:.3f} | {peak} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    """Command-line entry point; prints one table per (model, image size)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", nargs="+", default=["resnet18"], choices=["resnet18", "resnet50"])
+    parser.add_argument("--image-size", nargs="+", type=int, default=[128])
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=20, help="timed rounds (each variant once per round)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--channels", type=int, default=3)
+    parser.add_argument("--classes", type=int, default=6)
+    parser.add_argument("--objective", default="reinforce", choices=["reinforce", "paper"])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--amp", action="store_true", help="classifier autocast (CUDA only, SupervisedTrainer amp)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    args = parser.parse_args(argv)
+    variants = tuple(dict.fromkeys(["baseline", *args.variants]))
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, device "
+        f"{'cuda' if args.device != 'cpu' and torch.cuda.is_available() else 'cpu'}, batch {args.batch_size}, "
+        f"{args.steps} timed rounds after {args.warmup} warm-up, objective {args.objective}, seed {args.seed}",
+        flush=True,
+    )
+    out = {}
+    for model in args.model:
+        for size in args.image_size:
+            results = measure(
+                model, size, args.batch_size, args.steps, args.warmup, args.channels, args.classes,
+                args.objective, args.device, args.amp, args.seed, not args.no_memory, variants,
+            )  # fmt: skip
+            print(format_table(results, f"{model}, {size}x{size}, batch {args.batch_size}") + "\n", flush=True)
+            out[f"{model}@{size}"] = results
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""The ``fast`` preset: same mask as ``paper`` at full resolution, statistically alike masks, still learns.
+
+Timings are not tested here (they depend on the machine); they come from
+``python -m pgnm_monai.benchmarks.step_time`` (see the README's Performance section).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from ignite.engine import Events
+from monai.data import DataLoader
+from monai.engines import SupervisedTrainer
+from torch import nn
+
+from pgnm_monai.arms import ThreadLimitedNoisePolicyHandler, build_arm_handler
+from pgnm_monai.mask import blur, cells_to_mask
+from pgnm_monai.presets import FAST_POLICY_INPUT_SIZE, PRESETS, preset_kwargs
+
+# mask statistics of the fast preset must be within this of the paper preset's (absolute, mask in (0, 1))
+MASK_MEAN_TOL = 0.01
+MASK_STD_TOL = 0.01
+
+
+def _upsampled(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Real MedNIST images (32 px) bilinearly resized to ``size`` (grid 64 needs images >= 64 px)."""
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def _draw(preset: str, images: torch.Tensor, draws: int = 1, **overrides):
+    handler = build_arm_handler("pgnm", in_channels=1, seed=0, preset=preset, **overrides)
+    samples = []
+    for i in range(draws):
+        handler.mask.set_random_state(i)
+        handler.mask(images)
+        samples.append(handler.mask.last_sample)
+    return handler, samples
+
+
+def test_presets_are_plain_kwargs():
+    assert PRESETS["paper"]["policy_input_size"] is None
+    assert preset_kwargs("fast")["policy_input_size"] == FAST_POLICY_INPUT_SIZE
+    a = build_arm_handler("pgnm", preset="fast", seed=0)
+    b = build_arm_handler("pgnm", seed=0, **preset_kwargs("fast"))
+    c = build_arm_handler("pgnm", preset="fast", policy_input_size=64, seed=0)  # explicit kwargs win
+    assert a.policy.input_size == b.policy.input_size == FAST_POLICY_INPUT_SIZE and c.policy.input_size == 64
+    assert build_arm_handler("pgnm", preset="paper", seed=0).policy.input_size is None
+    assert build_arm_handler("none", preset="fast") is not None  # other arms ignore the preset
+    assert isinstance(a, ThreadLimitedNoisePolicyHandler) and a.num_threads == 1
+    assert a.optimizer.defaults["fused"] is True
+
+
+def test_fused_upsample_blur_equals_interpolate_then_blur():
+    cases = [(64, (128, 128), 13, 6.0), (64, (224, 224), 13, 6.0), (7, (30, 45), 5, 2.0), (4, (16, 16, 16), 3, 1.0)]
+    for grid, size, kernel_size, sigma in cases:
+        cells = torch.rand(3, grid ** len(size), generator=torch.Generator().manual_seed(grid))
+        up = F.interpolate(cells.reshape(3, 1, *([grid] * len(size))), size=size, mode="nearest")
+        expected = blur(up, kernel_size, sigma)  # the reference: nearest upsample, then separable blur
+        torch.testing.assert_close(cells_to_mask(cells, grid, size, kernel_size, sigma), expected, atol=1e-6, rtol=0)
+
+
+def test_fast_path_equals_paper_path_at_full_resolution(mednist_small):
+    images = _upsampled(mednist_small[0][:8], 64)
+    paper, [p] = _draw("paper", images)
+    fast, [f] = _draw("fast", images, policy_input_size=64)  # fast code path, input resolution = image size
+    for key in ("image", "mask", "cells", "log_prob", "alpha", "beta"):
+        assert torch.equal(getattr(p, key), getattr(f, key)), key
+    assert torch.equal(paper.policy.base_alpha, fast.policy.base_alpha)
+    _, [low] = _draw("fast", images)  # the default fast preset really differs: no silent change
+    assert not torch.equal(low.cells, p.cells)
+
+
+def test_fast_masks_are_statistically_like_paper_masks(mednist_small):
+    x, y, _ = mednist_small
+    images = _upsampled(x[::5], 128)  # 48 real images, 8 per class
+    stats = {}
+    for preset in ("paper", "fast"):
+        _, samples = _draw(preset, images, draws=3)
+        masks = torch.stack([s.mask for s in samples])
+        stats[preset] = (masks.mean().item(), masks.std().item())
+    (pm, ps), (fm, fs) = stats["paper"], stats["fast"]
+    assert 0.05 < pm < 0.95 and ps > 0.01, stats
+    assert abs(pm - fm) < MASK_MEAN_TOL and abs(ps - fs) < MASK_STD_TOL, stats
+
+
+def _classifier() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 6),
+    )  # fmt: skip
+
+
+def test_short_pretrain_with_fast_preset_moves_the_policy(mednist_small):
+    x, y, _ = mednist_small
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    data = [{"image": i, "label": int(t)} for i, t in zip(_upsampled(x[order], 64), y[order], strict=True)]
+    handler = build_arm_handler("pgnm", in_channels=1, preset="fast", policy_lr=0.01, epochs=3, seed=0)
+    before = [p.detach().clone() for p in handler.policy.parameters()]
+    base_before = handler.policy.base_alpha.clone()
+    net = _classifier()
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"),
+        max_epochs=3,
+        train_data_loader=DataLoader(data, batch_size=16, shuffle=False, drop_last=True),
+        network=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9),
+        loss_function=nn.CrossEntropyLoss(),
+        train_handlers=[handler],
+    )
+    rewards: list[float] = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: rewards.append(e.state.reward_mean))
+    trainer.run()
+    per_epoch = len(rewards) // 3
+    first, last = sum(rewards[:per_epoch]) / per_epoch, sum(rewards[-per_epoch:]) / per_epoch
+    assert last > first + 0.1, (first, last)  # reward = -CE improves
+    moved = max((p.detach() - b).abs().max().item() for p, b in zip(handler.policy.parameters(), before, strict=True))
+    assert moved > 1e-3
+    assert not torch.equal(handler.policy.base_alpha, base_before)
