@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from monai.networks.layers import separable_filtering
-from torch.distributions import Beta
 
 __all__ = [
     "MaskSample",
@@ -130,8 +129,16 @@ def sample_cells(
         concentration = torch.stack([alpha.detach(), beta.detach()], dim=-1).float()
         cells = torch._sample_dirichlet(concentration, generator=generator)[..., 0]
         cells = cells.clamp(eps, 1.0 - eps).to(alpha.dtype)
-    dist = Beta(alpha, beta, validate_args=False)
-    return cells, dist.log_prob(cells), dist.entropy()
+    # closed forms of torch's Beta.log_prob / entropy sharing one log-Beta term (~2x cheaper, same values)
+    log_beta_fn = torch.lgamma(alpha) + torch.lgamma(beta) - torch.lgamma(alpha + beta)
+    log_prob = (alpha - 1.0) * torch.log(cells) + (beta - 1.0) * torch.log1p(-cells) - log_beta_fn
+    entropy = (
+        log_beta_fn
+        - (alpha - 1.0) * torch.digamma(alpha)
+        - (beta - 1.0) * torch.digamma(beta)
+        + (alpha + beta - 2.0) * torch.digamma(alpha + beta)
+    )
+    return cells, log_prob, entropy
 
 
 _OPERATORS: dict[tuple, torch.Tensor] = {}

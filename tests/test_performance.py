@@ -46,7 +46,9 @@ def test_presets_are_plain_kwargs():
     assert a.policy.input_size == b.policy.input_size == FAST_POLICY_INPUT_SIZE and c.policy.input_size == 64
     assert build_arm_handler("pgnm", preset="paper", seed=0).policy.input_size is None
     assert build_arm_handler("none", preset="fast") is not None  # other arms ignore the preset
-    assert isinstance(a, ThreadLimitedNoisePolicyHandler) and a.num_threads == 1
+    assert not isinstance(a, ThreadLimitedNoisePolicyHandler)
+    one = build_arm_handler("pgnm", preset="fast", policy_num_threads=1, seed=0)
+    assert isinstance(one, ThreadLimitedNoisePolicyHandler) and one.num_threads == 1
     assert a.optimizer.defaults["fused"] is True
 
 

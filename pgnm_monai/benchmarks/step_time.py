@@ -13,7 +13,8 @@ the timed step. Variants (same classifier initialisation, optimiser, batch and s
 
 - ``baseline``: arm ``none``;
 - ``pgnm-paper``: arm ``pgnm``, preset ``paper`` (ResNet-10 policy trunk at full resolution);
-- ``pgnm-fast``: arm ``pgnm``, preset ``fast`` (the trunk sees the image resized to 16 x 16, fused SGD).
+- ``pgnm-fast``: arm ``pgnm``, preset ``fast`` (the trunk sees the image resized to 16 x 16, fused SGD);
+- ``pgnm-fast-1thread``: the same with the policy's hooks on one CPU thread (for shared CPUs).
 
 The variants run round-robin, one step each per round, so load from other processes hits all of them
 alike. Reported per variant: median and interquartile range of the step time over ``--steps`` rounds
@@ -49,6 +50,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "baseline": {"arm": "none"},
     "pgnm-paper": {"arm": "pgnm", "preset": "paper"},
     "pgnm-fast": {"arm": "pgnm", "preset": "fast"},
+    "pgnm-fast-1thread": {"arm": "pgnm", "preset": "fast", "policy_num_threads": 1},
 }
 
 
