@@ -12,6 +12,10 @@ from PIL import Image
 
 from pgnm_monai.data.utils import shared_data_dir
 
+# The tests use tiny tensors: one intra-op thread is faster for them and keeps the suite's time stable when
+# the machine is shared (thread barriers on an oversubscribed CPU made tiny-op tests 10-40x slower).
+torch.set_num_threads(1)
+
 MEDNIST_CLASSES = ("AbdomenCT", "BreastMRI", "CXR", "ChestCT", "Hand", "HeadCT")
 
 
