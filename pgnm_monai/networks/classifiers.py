@@ -10,7 +10,7 @@ from __future__ import annotations
 from monai.networks.nets import DenseNet121, ResNet, resnet18, resnet50
 from torch import nn
 
-__all__ = ["CLASSIFIERS", "HEAD_PREFIXES", "SmallCNN", "build_classifier"]
+__all__ = ["CLASSIFIERS", "HEAD_PREFIXES", "SmallCNN", "build_classifier", "small_conv_features"]
 
 CLASSIFIERS = ("resnet10", "resnet10t", "resnet18", "resnet50", "densenet121", "small")
 
@@ -25,8 +25,27 @@ HEAD_PREFIXES: dict[str, tuple[str, ...]] = {
 }
 
 
+def small_conv_features(in_channels: int, spatial_dims: int = 2, width: int = 16) -> tuple[nn.Sequential, int]:
+    """Three strided conv-BN-ReLU blocks (``width``, 2x, 4x channels) + global pooling: ``(B, C, ...) -> (B, F)``.
+
+    Returns:
+        the module and its feature size ``F = 4 * width``.
+    """
+    conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+    norm = nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d
+    pool = nn.AdaptiveAvgPool2d if spatial_dims == 2 else nn.AdaptiveAvgPool3d
+    layers: list[nn.Module] = []
+    c_in = in_channels
+    for i in range(3):
+        c_out = width * 2**i
+        layers += [conv(c_in, c_out, 3, stride=2, padding=1, bias=False), norm(c_out), nn.ReLU(inplace=True)]
+        c_in = c_out
+    layers += [pool(1), nn.Flatten()]
+    return nn.Sequential(*layers), c_in
+
+
 class SmallCNN(nn.Module):
-    """A tiny CNN (three conv-BN-ReLU blocks, global pooling, linear head) for tests and quick demos.
+    """A tiny CNN (:func:`small_conv_features` and a linear head) for tests and quick demos.
 
     Args:
         in_channels: image channels.
@@ -37,18 +56,8 @@ class SmallCNN(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, spatial_dims: int = 2, width: int = 16) -> None:
         super().__init__()
-        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
-        norm = nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d
-        pool = nn.AdaptiveAvgPool2d if spatial_dims == 2 else nn.AdaptiveAvgPool3d
-        layers: list[nn.Module] = []
-        c_in = in_channels
-        for i in range(3):
-            c_out = width * 2**i
-            layers += [conv(c_in, c_out, 3, stride=2, padding=1, bias=False), norm(c_out), nn.ReLU(inplace=True)]
-            c_in = c_out
-        layers += [pool(1), nn.Flatten()]
-        self.features = nn.Sequential(*layers)
-        self.fc = nn.Linear(c_in, num_classes)
+        self.features, features = small_conv_features(in_channels, spatial_dims, width)
+        self.fc = nn.Linear(features, num_classes)
 
     def forward(self, x):
         return self.fc(self.features(x))

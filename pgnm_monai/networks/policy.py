@@ -22,30 +22,11 @@ import torch.nn.functional as F
 from monai.networks.nets import ResNet
 from torch import nn
 
+from pgnm_monai.networks.classifiers import small_conv_features
+
 __all__ = ["NoisePolicy", "build_trunk", "TRUNKS"]
 
 TRUNKS = ("resnet10", "resnet18", "small")
-
-
-class _SmallTrunk(nn.Module):
-    """A tiny conv trunk (3 strided conv-BN-ReLU blocks + global pooling) for tests and CPU demos."""
-
-    def __init__(self, spatial_dims: int, in_channels: int, width: int = 32) -> None:
-        super().__init__()
-        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
-        norm = nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d
-        pool = nn.AdaptiveAvgPool2d if spatial_dims == 2 else nn.AdaptiveAvgPool3d
-        layers: list[nn.Module] = []
-        channels = in_channels
-        for out in (width // 2, width, width * 2):
-            layers += [conv(channels, out, 3, stride=2, padding=1, bias=False), norm(out), nn.ReLU(inplace=True)]
-            channels = out
-        layers += [pool(1), nn.Flatten()]
-        self.features = nn.Sequential(*layers)
-        self.out_features = channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
 
 
 def build_trunk(name: str, spatial_dims: int, in_channels: int) -> tuple[nn.Module, int]:
@@ -61,8 +42,7 @@ def build_trunk(name: str, spatial_dims: int, in_channels: int) -> tuple[nn.Modu
         The trunk (maps ``(B, C, *spatial)`` to ``(B, F)``) and its feature size ``F``.
     """
     if name == "small":
-        trunk = _SmallTrunk(spatial_dims, in_channels)
-        return trunk, trunk.out_features
+        return small_conv_features(in_channels, spatial_dims, width=16)
     layers = {"resnet10": [1, 1, 1, 1], "resnet18": [2, 2, 2, 2]}
     if name not in layers:
         raise ValueError(f"trunk must be one of {TRUNKS} or an nn.Module, got {name!r}.")
