@@ -30,14 +30,28 @@ def test_delta_table_pairs_by_seed_and_counts_wins():
     rows = []
     for ps in (0, 1):
         for fs in (0, 1):
-            rows.append({"arm": "none", "task": "t", "n": 16, "pretrain_seed": ps, "finetune_seed": fs, "macro_f1": 0.5})
             rows.append(
-                {"arm": "pgnm-reinforce", "task": "t", "n": 16, "pretrain_seed": ps, "finetune_seed": fs,
-                 "macro_f1": 0.6 + 0.01 * fs}
+                {"arm": "none", "task": "t", "n": 16, "pretrain_seed": ps, "finetune_seed": fs, "macro_f1": 0.5}
             )
             rows.append(
-                {"arm": "gaussian", "task": "t", "n": 16, "pretrain_seed": ps, "finetune_seed": fs,
-                 "macro_f1": 0.5 + (0.1 if fs else -0.1)}
+                {
+                    "arm": "pgnm-reinforce",
+                    "task": "t",
+                    "n": 16,
+                    "pretrain_seed": ps,
+                    "finetune_seed": fs,
+                    "macro_f1": 0.6 + 0.01 * fs,
+                }
+            )
+            rows.append(
+                {
+                    "arm": "gaussian",
+                    "task": "t",
+                    "n": 16,
+                    "pretrain_seed": ps,
+                    "finetune_seed": fs,
+                    "macro_f1": 0.5 + (0.1 if fs else -0.1),
+                }
             )
     deltas, tally = delta_table(pd.DataFrame(rows))
     assert tally == {"pgnm-reinforce": (1, 0, 0), "gaussian": (0, 1, 0)}
