@@ -193,6 +193,11 @@ def format_table(results: dict[str, dict[str, float]], title: str) -> str:
     for v, r in results.items():
         peak = f"{r['peak_mib']:.0f}" if "peak_mib" in r else "-"
         lines.append(f"| {v} | {r['median_s']:.3f} | {r['q1_s']:.3f}-{r['q3_s']:.3f} | {r['ratio']:.3f} | {peak} |")
+    lines += [
+        "",
+        "Peak memory: CUDA max allocated in one step; on the CPU the growth of the resident set during one step "
+        "(rough: memory the process already holds is reused, so a later variant can read lower).",
+    ]
     return "\n".join(lines)
 
 
