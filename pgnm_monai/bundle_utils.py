@@ -22,6 +22,7 @@ from monai.handlers import CheckpointLoader
 from monai.utils import IgniteInfo, min_version, optional_import
 from torch import nn
 
+from pgnm_monai import distributed
 from pgnm_monai.arms import ARMS
 from pgnm_monai.data import Datalist, few_shot_subset, load_datalist
 from pgnm_monai.data.utils import atomic_write_csv, atomic_write_text
@@ -122,16 +123,12 @@ def cleanup_distributed() -> None:
 
 def is_main_process() -> bool:
     """``True`` on rank 0 and outside ``torch.distributed``."""
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
-def _world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    return distributed.rank() == 0
 
 
 def wrap_ddp(module: nn.Module, device: str | torch.device) -> nn.Module:
     """``DistributedDataParallel(module)`` under ``torch.distributed`` (``device_ids`` on GPUs), else ``module``."""
-    if _world_size() == 1 and not (dist.is_available() and dist.is_initialized()):
+    if not (dist.is_available() and dist.is_initialized()):
         return module
     device = torch.device(device)
     if device.type == "cuda":
@@ -148,7 +145,7 @@ def distributed_sampler(dataset: Any, shuffle: bool, seed: int = 0) -> Any:
 
 def needs_drop_last(n_items: int, batch_size: int) -> bool:
     """Drop the last batch only when it would hold a single item per rank (batch norm fails on it)."""
-    per_rank = -(-int(n_items) // _world_size())
+    per_rank = -(-int(n_items) // distributed.world_size())
     return per_rank > batch_size and per_rank % int(batch_size) == 1
 
 

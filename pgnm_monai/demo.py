@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ from monai.utils import set_determinism
 
 from pgnm_monai.arms import build_policy_handler
 from pgnm_monai.data import eval_transforms, load_datalist
+from pgnm_monai.data.utils import atomic_save_figure, atomic_write_text
 from pgnm_monai.handlers import STATE_ATTRIBUTES
 from pgnm_monai.transforms import PolicyNoiseMask
 
@@ -56,10 +55,7 @@ def _save_figure(rows: dict[str, list[np.ndarray]], titles: list[str], path: Pat
                 axes[r][c].set_title(titles[c], fontsize=8)
         axes[r][0].set_ylabel(name)
     fig.tight_layout()
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as tmp:
-        fig.savefig(tmp.name, dpi=100)
-    plt.close(fig)
-    os.replace(tmp.name, path)
+    atomic_save_figure(fig, path, dpi=100)
 
 
 def run_demo(
@@ -148,7 +144,5 @@ def run_demo(
         "last": last,
         "figure": str(out / "masks.png"),
     }
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, out / "summary.json")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return summary

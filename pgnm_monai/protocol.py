@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from pgnm_monai.data.utils import atomic_write_text, shared_data_dir
+from pgnm_monai.data.utils import atomic_save_figure, atomic_write_text, shared_data_dir
 from pgnm_monai.pipeline import bundles_dir, run_bundle
 
 __all__ = [
@@ -223,12 +223,6 @@ def git_commit() -> str:
         return "unknown"
 
 
-def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_suffix(".csv.tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-
-
 def run_protocol(
     output_dir: str | os.PathLike = "results/quick",
     profile: str = "quick",
@@ -377,7 +371,7 @@ def run_protocol(
             default=list,
         )
         rows.append(row)
-        _write_csv(pd.DataFrame(rows), runs_csv)
+        atomic_write_text(runs_csv, pd.DataFrame(rows).to_csv(index=False))
         shutil.rmtree(ft_root, ignore_errors=True)  # checkpoints of every fine-tune would fill the disk
     frame = pd.DataFrame(rows)
     wall = time.perf_counter() - started
@@ -490,13 +484,7 @@ def plot_curves(frame: pd.DataFrame, path: Path, metric: str = "macro_f1") -> No
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig = curves_figure(frame, metric)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    atomic_save_figure(curves_figure(frame, metric), path, dpi=110)
 
 
 def write_report(

@@ -17,11 +17,11 @@ batch-norm statistics are updated once.
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from monai.networks.nets import ResNet
 from torch import nn
 
+from pgnm_monai import distributed
 from pgnm_monai.networks.classifiers import small_conv_features
 
 __all__ = ["NoisePolicy", "build_trunk", "TRUNKS"]
@@ -199,9 +199,8 @@ class NoisePolicy(nn.Module):
                 "the noise policy produced a non-finite (NaN/Inf) head output; base vectors left unchanged. "
                 "Lower the policy learning rate or check the input images."
             )
-        if self.sync_base and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(means, op=dist.ReduceOp.SUM)
-            means /= dist.get_world_size()
+        if self.sync_base:
+            means = distributed.all_reduce_mean(means)
         m = self.base_momentum
         self.base_alpha.mul_(m).add_((1.0 - m) * means[0:1])
         self.base_beta.mul_(m).add_((1.0 - m) * means[1:2])
