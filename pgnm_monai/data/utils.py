@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "default_file_mode",
     "atomic_save_figure",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -26,14 +27,25 @@ __all__ = [
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
 
 
+def default_file_mode() -> int:
+    """``0o666 & ~umask``: the permission a plain ``open(path, "w")`` would give a new file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
+
+    The file gets the usual permission (:func:`default_file_mode`), not ``mkstemp``'s owner-only one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

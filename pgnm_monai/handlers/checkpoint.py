@@ -7,6 +7,8 @@ from pathlib import Path
 
 from monai.handlers import CheckpointSaver
 
+from pgnm_monai.data.utils import default_file_mode
+
 __all__ = ["AtomicCheckpointSaver"]
 
 
@@ -20,9 +22,7 @@ class AtomicCheckpointSaver(CheckpointSaver):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
+        mode = default_file_mode()
         for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
             if checkpoint is None:
                 continue
