@@ -1,76 +1,141 @@
-"""The comparison arms, decided in one place for the same ``SupervisedTrainer``.
+"""The comparison arms and the policy presets: one vocabulary, used by the bundles, the CLI, the protocol and
+the benchmarks.
 
-========================  ================================================================
-arm                       what the classifier trains on
-========================  ================================================================
-``none``                  clean images (the baseline; the handler attaches nothing)
-``pgnm``                  images times a mask sampled by a learned :class:`NoisePolicy`
-``random_mask``           images times the same Beta mask with fixed concentrations
-``gaussian``              MONAI ``RandGaussianNoise`` on each image
-``coarse_dropout``        MONAI ``RandCoarseDropout`` on each image
-========================  ================================================================
+An *arm* is what the classifier trains on during pretraining; every arm runs in the same
+``SupervisedTrainer`` through one ignite handler (:func:`build_arm_handler`), so no experiment needs a
+training loop per arm. Each name in :data:`ARMS` maps to a *mechanism* and the settings it fixes:
 
-:func:`build_arm_handler` returns one ignite handler (``attach(engine)``, ``state_dict()``) for any arm,
-so a training config or script lists it among the trainer's handlers and in its checkpoint dict, and
-never needs a training loop per arm.
+========================  =================  ==========================================================
+arm                       mechanism          what the classifier trains on
+========================  =================  ==========================================================
+``none``                  ``none``           clean images (the baseline; the handler attaches nothing)
+``pgnm``                  ``pgnm``           images times a mask from a learned :class:`NoisePolicy`
+                                             (objective: the ``objective`` argument)
+``pgnm-paper``            ``pgnm``           the same, objective ``paper`` (the official one)
+``pgnm-reinforce``        ``pgnm``           the same, objective ``reinforce``
+``random_mask``           ``random_mask``    images times the same Beta mask with fixed concentrations
+``gaussian``              ``gaussian``       MONAI ``RandGaussianNoise`` on each image
+``coarse_dropout``        ``coarse_dropout`` MONAI ``RandCoarseDropout`` on each image
+========================  =================  ==========================================================
+
+*Presets* (:data:`PRESETS`) are named policy settings of the ``pgnm`` mechanism:
+Named settings of the noise policy: ``paper`` (faithful) and ``fast`` (chosen by measurement).
+
+Both presets draw the *same* mask (grid 64, Gaussian blur kernel 13, sigma 6, reflect padding, the
+same Beta pipeline and the same policy architecture: a ResNet-10 trunk and two heads); they differ only
+in what the policy's trunk looks at:
+
+- ``paper``: the trunk sees the full-resolution image, as the official code does.
+- ``fast``: the trunk sees the image area-resized to 16 x 16 (``policy_input_size=16``), and the
+  policy's SGD uses PyTorch's fused kernel (the same update in one kernel per parameter). On a CPU
+  shared with other busy processes add ``policy_num_threads=1``: the policy's many small operations
+  then stop stalling on thread barriers (measured: ratio 1.28 -> 0.92 under load), but on an idle
+  CPU it costs ~70 ms per step (1.17 vs 1.10 at ResNet-18/128²/batch 32). The heads
+  work on the trunk's *global* (pooled) 512-d features, so the mask keeps its 64 x 64 cells; only the
+  evidence the policy conditions on is coarser. The trunk's FLOPs fall by ``(S / 16)^2`` (64x at
+  128²). 16 was chosen over 32 and 64 by ``python -m pgnm_monai.benchmarks.step_time`` on a 2-core
+  CPU, where the trunk at 32² still cost about 6% of a ResNet-18 step at 128² (see the README's
+  Performance section).
+
+Both presets share the mask computation, which draws the nearest upsampling and the reflect-padded
+blur as one small matrix product per spatial dim (:func:`pgnm_monai.mask.upsample_blur_operator`):
+mathematically the same as upsample-then-blur, about 40x cheaper on the CPU.
+
+A preset is a dict of keyword arguments of :func:`build_policy_handler`, so
+``build_arm_handler("pgnm", preset="fast")``, ``build_arm_handler("pgnm", **preset_kwargs("fast"))`` and
+``build_arm_handler("pgnm", trunk="resnet10", policy_input_size=32)`` build the same handler; explicit
+keyword arguments override the preset. The mask settings (:data:`PAPER_MASK`) are the defaults of
+``build_arm_handler`` and are not part of a preset, so small images can use a smaller ``grid`` with
+either preset.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from monai.transforms import RandCoarseDropout, RandGaussianNoise
 
 from pgnm_monai.handlers.batch_augmentation import BatchAugmentationHandler
-from pgnm_monai.handlers.noise_policy import NoisePolicyHandler
+from pgnm_monai.handlers.noise_policy import NoisePolicyHandler, ThreadLimitedNoisePolicyHandler
 from pgnm_monai.networks.policy import NoisePolicy
 from pgnm_monai.objectives import OBJECTIVES
-from pgnm_monai.presets import preset_kwargs
 from pgnm_monai.transforms import RandomBetaMask
 
-__all__ = ["ARMS", "build_arm_handler", "build_policy_handler", "ThreadLimitedNoisePolicyHandler"]
+__all__ = [
+    "ARMS",
+    "Arm",
+    "FAST_POLICY_INPUT_SIZE",
+    "MASK_ARMS",
+    "MECHANISMS",
+    "PAPER_MASK",
+    "PRESETS",
+    "build_arm_handler",
+    "build_policy_handler",
+    "preset_kwargs",
+]
 
-ARMS = ("none", "pgnm", "random_mask", "gaussian", "coarse_dropout")
+#: how an arm changes the training images.
+MECHANISMS = ("none", "pgnm", "random_mask", "gaussian", "coarse_dropout")
+#: mechanisms that draw a G x G Beta mask (the grid must fit the image).
+MASK_ARMS = ("pgnm", "random_mask")
 
 
-class ThreadLimitedNoisePolicyHandler(NoisePolicyHandler):
-    """A :class:`NoisePolicyHandler` whose CPU work runs with ``num_threads`` intra-op threads.
+@dataclass(frozen=True)
+class Arm:
+    """A named comparison arm: a :data:`MECHANISMS` entry plus the policy settings it fixes."""
 
-    The policy's step is hundreds of small operations; on a CPU shared with other processes each one
-    pays an OpenMP barrier, and a 2-thread policy step was measured ~25x slower under load while a
-    1-thread one was not (``python -m pgnm_monai.benchmarks.step_time``). The classifier keeps all
-    threads: the limit is set at the start of each hook and restored at its end. No effect on the
-    maths; on CUDA only the host-side work is affected.
+    name: str
+    mechanism: str
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+#: every arm by name (see the module docstring).
+ARMS: dict[str, Arm] = {
+    arm.name: arm
+    for arm in (
+        Arm("none", "none", {}, "clean images (baseline)"),
+        Arm("pgnm", "pgnm", {}, "learned Beta mask; objective from the objective argument"),
+        Arm("pgnm-paper", "pgnm", {"objective": "paper"}, "learned Beta mask, official objective"),
+        Arm("pgnm-reinforce", "pgnm", {"objective": "reinforce"}, "learned Beta mask, REINFORCE, reward -CE"),
+        Arm("random_mask", "random_mask", {}, "the same Beta mask with fixed concentrations"),
+        Arm("gaussian", "gaussian", {}, "MONAI RandGaussianNoise"),
+        Arm("coarse_dropout", "coarse_dropout", {}, "MONAI RandCoarseDropout"),
+    )
+}
+
+FAST_POLICY_INPUT_SIZE = 16
+
+#: the mask settings shared by both presets (the defaults of :func:`build_arm_handler`).
+PAPER_MASK: dict[str, Any] = {"grid": 64, "kernel_size": 13, "sigma": 6.0}
+
+#: policy keyword arguments of each preset (arguments of :func:`build_policy_handler`).
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"trunk": "resnet10", "policy_input_size": None},
+    "fast": {
+        "trunk": "resnet10",
+        "policy_input_size": FAST_POLICY_INPUT_SIZE,
+        "fused_optimizer": True,
+    },
+}
+
+
+def preset_kwargs(name: str, **overrides: Any) -> dict[str, Any]:
+    """The keyword arguments of preset ``name`` updated with ``overrides``.
 
     Args:
-        num_threads: intra-op threads of the policy hooks (``torch.set_num_threads``).
-        args: passed to :class:`NoisePolicyHandler`.
-        kwargs: passed to :class:`NoisePolicyHandler`.
+        name: a key of :data:`PRESETS` (``"paper"`` or ``"fast"``).
+        overrides: keyword arguments that replace the preset's values (e.g. ``policy_input_size=32``).
+
+    Returns:
+        A new dict, safe to modify.
     """
-
-    def __init__(self, *args, num_threads: int = 1, **kwargs) -> None:
-        if num_threads < 1:
-            raise ValueError(f"num_threads must be >= 1, got {num_threads!r}.")
-        super().__init__(*args, **kwargs)
-        self.num_threads = int(num_threads)
-
-    def _limited(self, hook, engine):
-        threads = torch.get_num_threads()
-        if threads == self.num_threads:
-            return hook(engine)
-        torch.set_num_threads(self.num_threads)
-        try:
-            return hook(engine)
-        finally:
-            torch.set_num_threads(threads)
-
-    def __call__(self, engine) -> None:
-        self._limited(super().__call__, engine)
-
-    def compute_policy_loss(self, engine) -> None:
-        self._limited(super().compute_policy_loss, engine)
-
-    def step_policy(self, engine) -> None:
-        self._limited(super().step_policy, engine)
+    if name not in PRESETS:
+        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {name!r}.")
+    return {**PRESETS[name], **overrides}
 
 
 def build_policy_handler(
@@ -168,7 +233,8 @@ def build_arm_handler(
     """The training-time handler of ``arm`` (see the module docstring).
 
     Args:
-        arm: one of :data:`ARMS`.
+        arm: a name in :data:`ARMS`; the settings the arm fixes (e.g. ``pgnm-paper``'s objective) win over
+            ``policy_kwargs``.
         device: where the policy / augmentation runs (the trainer's device).
         in_channels: image channels.
         spatial_dims: 2 or 3.
@@ -190,14 +256,16 @@ def build_arm_handler(
         policy_kwargs: passed to :func:`build_policy_handler` (objective, trunk, policy_lr, epochs, ...).
     """
     if arm not in ARMS:
-        raise ValueError(f"arm must be one of {ARMS}, got {arm!r}.")
-    if image_size is not None and arm in ("pgnm", "random_mask") and grid > image_size:
+        raise ValueError(f"arm must be one of {tuple(ARMS)}, got {arm!r}.")
+    spec = ARMS[arm]
+    if image_size is not None and spec.mechanism in MASK_ARMS and grid > image_size:
         raise ValueError(f"grid ({grid}) must be <= image_size ({image_size}) for arm {arm!r}.")
-    if arm != "pgnm" and policy_kwargs.get("objective", "reinforce") not in OBJECTIVES:
+    if spec.mechanism != "pgnm" and policy_kwargs.get("objective", "reinforce") not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {policy_kwargs['objective']!r}.")
     if preset is not None:
         policy_kwargs = {**preset_kwargs(preset), **policy_kwargs}
-    if arm == "pgnm":
+    policy_kwargs = {**policy_kwargs, **spec.settings}
+    if spec.mechanism == "pgnm":
         return build_policy_handler(
             device=device,
             in_channels=in_channels,
@@ -211,12 +279,12 @@ def build_arm_handler(
             **policy_kwargs,
         )
     common = {"image_key": image_key, "seed": seed}
-    if arm == "none":
+    if spec.mechanism == "none":
         return BatchAugmentationHandler(None, **common)
-    if arm == "random_mask":
+    if spec.mechanism == "random_mask":
         mask = RandomBetaMask(grid, random_alpha, random_beta, kernel_size, sigma, eps, spatial_dims)
         return BatchAugmentationHandler(mask, per_sample=False, **common)
-    if arm == "gaussian":
+    if spec.mechanism == "gaussian":
         return BatchAugmentationHandler(RandGaussianNoise(prob=1.0, mean=0.0, std=noise_std), **common)
     if image_size is None:
         raise ValueError("image_size is required for arm 'coarse_dropout' (it sizes the holes).")

@@ -1,38 +1,38 @@
-"""Command line: ``python -m pgnm_monai <command>`` (also installed as ``pgnm``).
+"""Command line: ``python -m pgnm_monai <command>`` (also installed as ``pgnm``), one subcommand per job.
 
-- ``run``: the main job on the embedded default data (pretrain with the policy and the baseline through
-  the pretrain bundle, fine-tune both through the fine-tune bundle, evaluate, write the comparison).
-- ``benchmark``: the few-shot unseen-concept protocol (profiles ``micro``, ``quick``, ``paper``).
-- ``demo``: masks before/after a few REINFORCE steps on the embedded images.
+- ``run``: the main job (:func:`pgnm_monai.experiments.pipeline.run_pipeline`): pretrain with the policy and
+  the baseline through the pretrain bundle, fine-tune both, evaluate, write the comparison.
+- ``benchmark``: the few-shot unseen-concept protocol (:func:`pgnm_monai.experiments.protocol.run_protocol`).
+- ``demo``: masks before/after a few REINFORCE steps on the embedded images (:func:`pgnm_monai.demo.run_demo`).
+
+Defaults come from the signatures of those functions (and, where they leave a setting to the bundles, from
+the bundles' ``configs/train.json``); choices come from the modules that own them.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import shlex
 import sys
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["main", "build_parser"]
+from pgnm_monai.arms import ARMS
+from pgnm_monai.networks.classifiers import CLASSIFIERS
+from pgnm_monai.objectives import OBJECTIVES
 
-
-def _demo(args: argparse.Namespace) -> int:
-    from pgnm_monai.demo import run_demo
-
-    summary = run_demo(
-        output_dir=args.output_dir,
-        image_size=args.image_size,
-        grid=args.grid,
-        iterations=args.iterations,
-        seed=args.seed,
-    )
-    print(json.dumps(summary, indent=2))
-    return 0
+__all__ = ["build_parser", "main"]
 
 
-def _pipeline(args: argparse.Namespace) -> int:
-    from pgnm_monai.pipeline import run_pipeline
+def _defaults(fn: Callable) -> dict[str, Any]:
+    return {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not p.empty}
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pgnm_monai.experiments.pipeline import run_pipeline
 
     run_pipeline(
         output_dir=args.output_dir,
@@ -42,6 +42,7 @@ def _pipeline(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         pretrain_epochs=args.pretrain_epochs,
         finetune_epochs=args.finetune_epochs,
+        few_shot=args.few_shot,
         seed=args.seed,
         dataset_dir=args.dataset_dir,
         dataset_kind=args.dataset_kind,
@@ -50,17 +51,10 @@ def _pipeline(args: argparse.Namespace) -> int:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    from pgnm_monai.protocol import run_protocol
+    from pgnm_monai.experiments.protocol import run_protocol
 
-    overrides = {}
-    if args.arms:
-        overrides["arms"] = tuple(args.arms)
-    if args.shots:
-        overrides["shots"] = tuple(args.shots)
-    if args.pretrain_seeds:
-        overrides["pretrain_seeds"] = tuple(args.pretrain_seeds)
-    if args.finetune_seeds:
-        overrides["finetune_seeds"] = tuple(args.finetune_seeds)
+    names = ("arms", "shots", "pretrain_seeds", "finetune_seeds")
+    overrides = {name: tuple(getattr(args, name)) for name in names if getattr(args, name)}
     frame = run_protocol(
         output_dir=args.output_dir,
         profile=args.profile,
@@ -75,48 +69,65 @@ def _benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from pgnm_monai.demo import run_demo
+
+    summary = run_demo(
+        output_dir=args.output_dir, image_size=args.image_size, grid=args.grid, iterations=args.iterations,
+        seed=args.seed,
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from pgnm_monai.data import KINDS
+    from pgnm_monai.demo import run_demo
+    from pgnm_monai.experiments.pipeline import run_pipeline
+    from pgnm_monai.experiments.protocol import PROFILES, run_protocol
+
     parser = argparse.ArgumentParser(prog="pgnm", description="pgnm-monai: the Policy Gradient-Driven Noise Mask")
     sub = parser.add_subparsers(dest="command", required=True)
+    bundle = "(default: the bundle's)"
 
-    for name, help_text in (
-        ("run", "the main job: pretrain (pgnm, none) -> fine-tune -> evaluate -> comparison, via the bundles"),
-        ("pipeline", "the same as run"),
-    ):
-        pipe = sub.add_parser(name, help=help_text)
-        pipe.add_argument("--output-dir", default="runs/main")
-        pipe.add_argument("--arms", nargs="+", default=["pgnm", "none"])
-        pipe.add_argument("--objective", default="reinforce", choices=["reinforce", "paper"])
-        pipe.add_argument("--network", default="resnet10")
-        pipe.add_argument("--image-size", type=int, default=64)
-        pipe.add_argument("--pretrain-epochs", type=int, default=10)
-        pipe.add_argument("--finetune-epochs", type=int, default=10)
-        pipe.add_argument("--seed", type=int, default=0)
-        pipe.add_argument("--dataset-dir", default=None, help="default: the embedded DICOM/NIfTI set")
-        pipe.add_argument("--dataset-kind", default=None)
-        pipe.set_defaults(func=_pipeline)
+    d = _defaults(run_pipeline)
+    run = sub.add_parser("run", help="the main job: pretrain (pgnm, none) -> fine-tune -> evaluate -> comparison")
+    run.add_argument("--output-dir", default=d["output_dir"])
+    run.add_argument("--arms", nargs="+", default=list(d["arms"]), choices=list(ARMS))
+    run.add_argument("--objective", default=d["objective"], choices=OBJECTIVES, help=f"of arm pgnm {bundle}")
+    run.add_argument("--network", default=d["network"], choices=CLASSIFIERS, help=bundle)
+    run.add_argument("--image-size", type=int, default=d["image_size"], help=bundle)
+    run.add_argument("--pretrain-epochs", type=int, default=d["pretrain_epochs"], help=bundle)
+    run.add_argument("--finetune-epochs", type=int, default=d["finetune_epochs"], help=bundle)
+    run.add_argument("--few-shot", type=int, default=d["few_shot"], help="fine-tune on N training images")
+    run.add_argument("--seed", type=int, default=d["seed"], help=bundle)
+    run.add_argument("--dataset-dir", default=d["dataset_dir"], help="default: the embedded DICOM/NIfTI set")
+    run.add_argument("--dataset-kind", default=d["dataset_kind"], choices=KINDS)
+    run.set_defaults(func=_run)
 
+    d = _defaults(run_protocol)
     bench = sub.add_parser("benchmark", help="the few-shot unseen-concept protocol -> runs.csv, report.md, plots")
-    bench.add_argument("--profile", default="quick", choices=["micro", "quick", "paper"])
-    bench.add_argument("--output-dir", default="results/quick")
+    bench.add_argument("--profile", default=d["profile"], choices=sorted(PROFILES))
+    bench.add_argument("--output-dir", default=d["output_dir"])
     bench.add_argument(
         "--task", action="append", help="default tasks by name, or name=kind:path[?option=value] (repeatable)"
     )
-    bench.add_argument("--pretrain-dir", default=None, help="pretraining data (default: MedNIST in ../shared/data)")
-    bench.add_argument("--pretrain-kind", default=None)
+    bench.add_argument("--pretrain-dir", default=None, help="pretraining data (default: the profile's)")
+    bench.add_argument("--pretrain-kind", default=None, choices=KINDS)
     bench.add_argument("--data-dir", default=None, help="the shared data folder (default: ../shared/data)")
-    bench.add_argument("--arms", nargs="+", default=None)
+    bench.add_argument("--arms", nargs="+", default=None, choices=list(ARMS), help="default: the profile's")
     bench.add_argument("--shots", nargs="+", type=int, default=None)
     bench.add_argument("--pretrain-seeds", nargs="+", type=int, default=None)
     bench.add_argument("--finetune-seeds", nargs="+", type=int, default=None)
     bench.set_defaults(func=_benchmark)
 
+    d = _defaults(run_demo)
     demo = sub.add_parser("demo", help="sample masks on the embedded DICOM/NIfTI images and run a few REINFORCE steps")
-    demo.add_argument("--output-dir", default="runs/demo")
-    demo.add_argument("--image-size", type=int, default=64)
-    demo.add_argument("--grid", type=int, default=16)
-    demo.add_argument("--iterations", type=int, default=30)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--output-dir", default=d["output_dir"])
+    demo.add_argument("--image-size", type=int, default=d["image_size"])
+    demo.add_argument("--grid", type=int, default=d["grid"])
+    demo.add_argument("--iterations", type=int, default=d["iterations"])
+    demo.add_argument("--seed", type=int, default=d["seed"])
     demo.set_defaults(func=_demo)
     return parser
 

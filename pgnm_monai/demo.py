@@ -20,10 +20,10 @@ from monai.networks.nets import resnet10
 from monai.utils import set_determinism
 
 from pgnm_monai.arms import build_policy_handler
-from pgnm_monai.data import eval_transforms, load_datalist
+from pgnm_monai.data import load_datalist
 from pgnm_monai.data.utils import atomic_save_figure, atomic_write_text
 from pgnm_monai.handlers import STATE_ATTRIBUTES
-from pgnm_monai.transforms import PolicyNoiseMask
+from pgnm_monai.transforms import PolicyNoiseMask, eval_transforms
 
 __all__ = ["run_demo"]
 

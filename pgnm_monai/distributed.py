@@ -1,22 +1,119 @@
-"""Small ``torch.distributed`` helpers that keep a module identical on every rank."""
+"""``torch.distributed`` in one place: rank and world size, the device, process-group set-up, DDP wrapping,
+samplers, and the small collectives that keep the noise policy identical on every rank.
+
+Everything here is a no-op (or the single-process answer) outside ``torch.distributed``, so the
+single-process bundle config never needs a DDP branch; ``configs/multi_gpu_train.json`` calls these.
+"""
 
 from __future__ import annotations
+
+import logging
+import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["world_size", "rank", "average_gradients", "broadcast_module", "all_reduce_mean"]
+__all__ = [
+    "all_reduce_mean",
+    "average_gradients",
+    "broadcast_module",
+    "cleanup_distributed",
+    "distributed_sampler",
+    "get_device",
+    "init_distributed",
+    "is_main_process",
+    "needs_drop_last",
+    "rank",
+    "world_size",
+    "wrap_ddp",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
 
 
 def world_size() -> int:
     """Number of processes (1 outside ``torch.distributed``)."""
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    return dist.get_world_size() if _initialized() else 1
 
 
 def rank() -> int:
     """This process's rank (0 outside ``torch.distributed``)."""
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    return dist.get_rank() if _initialized() else 0
+
+
+def is_main_process() -> bool:
+    """``True`` on rank 0 and outside ``torch.distributed``."""
+    return rank() == 0
+
+
+def get_device(distributed: bool = False) -> torch.device:
+    """``cuda`` (``cuda:LOCAL_RANK`` when ``distributed``) when a GPU is visible, else ``cpu``."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    index = int(os.environ.get("LOCAL_RANK", 0)) if distributed else 0
+    return torch.device(f"cuda:{index % torch.cuda.device_count()}")
+
+
+def init_distributed(backend: str | None = None) -> int:
+    """Initialise ``torch.distributed`` from the ``torchrun`` environment; return this process's rank.
+
+    The backend is ``nccl`` when every local process can have its own GPU, else ``gloo`` (CPU), unless
+    ``backend`` is given. Idempotent.
+    """
+    if not dist.is_available():
+        raise RuntimeError("torch.distributed is not available in this PyTorch build.")
+    if dist.is_initialized():
+        return dist.get_rank()
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise RuntimeError(
+            "configs/multi_gpu_train.json must run under torchrun (RANK/WORLD_SIZE are not set), e.g. "
+            "torchrun --nproc_per_node=2 -m monai.bundle run --config_file \"['configs/train.json',"
+            "'configs/multi_gpu_train.json']\""
+        )
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() and torch.cuda.device_count() >= local_world else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend=backend, init_method="env://")
+    logger.info(f"torch.distributed initialised: backend={backend}, rank {dist.get_rank()}/{dist.get_world_size()}")
+    return dist.get_rank()
+
+
+def cleanup_distributed() -> None:
+    """Destroy the process group if there is one."""
+    if _initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def wrap_ddp(module: nn.Module, device: str | torch.device) -> nn.Module:
+    """``DistributedDataParallel(module)`` under ``torch.distributed`` (``device_ids`` on GPUs), else ``module``."""
+    if not _initialized():
+        return module
+    device = torch.device(device)
+    if device.type == "cuda":
+        return nn.parallel.DistributedDataParallel(module, device_ids=[device])
+    return nn.parallel.DistributedDataParallel(module)
+
+
+def distributed_sampler(dataset: Any, shuffle: bool, seed: int = 0) -> Any:
+    """A ``DistributedSampler`` under ``torch.distributed`` (padded to equal shards), else ``None``."""
+    if not _initialized():
+        return None
+    return torch.utils.data.DistributedSampler(dataset, shuffle=shuffle, seed=int(seed))
+
+
+def needs_drop_last(n_items: int, batch_size: int) -> bool:
+    """Drop the last batch only when it would hold a single item per rank (batch norm fails on it)."""
+    per_rank = -(-int(n_items) // world_size())
+    return per_rank > batch_size and per_rank % int(batch_size) == 1
 
 
 def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:

@@ -39,8 +39,10 @@ from sklearn.metrics import (
 __all__ = [
     "SCALAR_METRICS",
     "ClassificationEpochMetric",
+    "additional_val_metrics",
     "auroc",
     "classification_metrics",
+    "key_val_metric",
     "metrics_report",
     "to_probabilities",
 ]
@@ -222,3 +224,16 @@ def _pred_label(output: Any) -> tuple[torch.Tensor, torch.Tensor]:
             [torch.as_tensor(o["label"]) for o in output]
         )
     raise ValueError("ClassificationEpochMetric expects an output dict with 'pred' and 'label'.")
+
+
+def key_val_metric(name: str = "macro_f1") -> dict[str, ClassificationEpochMetric]:
+    """``{"val_<name>": metric}`` for ``SupervisedEvaluator(key_val_metric=...)`` (the bundle's ``val_key_metric``)."""
+    if name not in SCALAR_METRICS:
+        raise ValueError(f"config id 'val_key_metric' must be one of {SCALAR_METRICS}, got {name!r}.")
+    return {f"val_{name}": ClassificationEpochMetric(name)}
+
+
+def additional_val_metrics(key: str = "macro_f1") -> dict[str, ClassificationEpochMetric]:
+    """The validation metrics other than ``key`` (accuracy, balanced accuracy, macro-F1, AUROC)."""
+    names = ("accuracy", "balanced_accuracy", "macro_f1", "auroc")
+    return {f"val_{n}": ClassificationEpochMetric(n) for n in names if n != key}

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from pgnm_monai.data import ITEM_KEYS, eval_transforms, load_datalist, train_transforms
+from pgnm_monai.data import ITEM_KEYS, load_datalist
+from pgnm_monai.transforms import eval_transforms, train_transforms
 from pgnm_monai.data.embedded import EMBEDDED_CLASSES
 
 

@@ -15,7 +15,8 @@ import torch
 from nibabel.testing import data_path as NIB_DATA
 from pydicom.data.data_manager import DATA_ROOT
 
-from pgnm_monai.data import eval_transforms, load_class_map, load_datalist, train_transforms
+from pgnm_monai.data import load_class_map, load_datalist
+from pgnm_monai.transforms import eval_transforms, train_transforms
 from pgnm_monai.data.utils import shared_data_dir
 
 SHARED = shared_data_dir()

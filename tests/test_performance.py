@@ -13,9 +13,9 @@ from monai.data import DataLoader
 from monai.engines import SupervisedTrainer
 from torch import nn
 
-from pgnm_monai.arms import ThreadLimitedNoisePolicyHandler, build_arm_handler
+from pgnm_monai.arms import FAST_POLICY_INPUT_SIZE, PRESETS, build_arm_handler, preset_kwargs
+from pgnm_monai.handlers import ThreadLimitedNoisePolicyHandler
 from pgnm_monai.mask import blur, cells_to_mask
-from pgnm_monai.presets import FAST_POLICY_INPUT_SIZE, PRESETS, preset_kwargs
 
 # mask statistics of the fast preset must be within this of the paper preset's (absolute, mask in (0, 1))
 MASK_MEAN_TOL = 0.01

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pgnm_monai.data import PAPER_MEAN, PAPER_STD, eval_transforms, load_datalist, train_transforms
+from pgnm_monai.data import load_datalist
+from pgnm_monai.transforms import PAPER_MEAN, PAPER_STD, eval_transforms, train_transforms
 from pgnm_monai.data.utils import shared_data_dir
 
 __all__ = ["main", "measure"]

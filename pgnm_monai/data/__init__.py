@@ -1,8 +1,9 @@
-"""Data sources as MONAI datalists with modality metadata, one item schema, and the paper's transform chains.
+"""Data sources as MONAI datalists with modality metadata, and one item schema.
 
-Entry point::
+Entry point (the transform chains are in :mod:`pgnm_monai.transforms`)::
 
-    from pgnm_monai.data import load_datalist, train_transforms, eval_transforms
+    from pgnm_monai.data import load_datalist
+    from pgnm_monai.transforms import train_transforms
     dl = load_datalist("embedded", split="train")          # a Datalist: dl.items, dl.class_names
     ds = monai.data.Dataset(dl.items, transform=train_transforms(image_size=64, channels=1))
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 from pgnm_monai.data.schema import (
+    IMAGE_PATH,
     ITEM_KEYS,
     MODALITIES,
     Datalist,
@@ -37,35 +39,20 @@ from pgnm_monai.data.schema import (
     make_item,
     save_class_map,
 )
-from pgnm_monai.data.transforms import (
-    PAPER_MEAN,
-    PAPER_STD,
-    LoadMedicalImaged,
-    RandResizedCropd,
-    ResizeShortSided,
-    eval_transforms,
-    train_transforms,
-)
 from pgnm_monai.data.utils import shared_data_dir
 
 __all__ = [
     "KINDS",
+    "IMAGE_PATH",
     "ITEM_KEYS",
     "MODALITIES",
     "Datalist",
-    "PAPER_MEAN",
-    "PAPER_STD",
-    "LoadMedicalImaged",
-    "RandResizedCropd",
-    "ResizeShortSided",
-    "eval_transforms",
     "few_shot_subset",
     "load_class_map",
     "load_datalist",
     "make_item",
     "save_class_map",
     "shared_data_dir",
-    "train_transforms",
 ]
 
 KINDS = ("embedded", "mednist", "medmnist", "image_folder", "radimagenet", "clinical")

@@ -24,6 +24,7 @@ from pgnm_monai.data.utils import atomic_write_text
 
 __all__ = [
     "IMAGE",
+    "IMAGE_PATH",
     "LABEL",
     "LABEL_NAME",
     "MODALITY",
@@ -52,6 +53,7 @@ ANATOMY = "anatomy"
 PATIENT_ID = "patient_id"
 SLICE_INDEX = "slice_index"
 FRAME_INDEX = "frame_index"
+IMAGE_PATH = "image_path"  # added by the bundles' data loading: where the image came from (for the CSVs)
 ITEM_KEYS = (IMAGE, LABEL, LABEL_NAME, MODALITY, ANATOMY, PATIENT_ID, SLICE_INDEX, FRAME_INDEX)
 META_KEYS = (LABEL_NAME, MODALITY, ANATOMY, PATIENT_ID, SLICE_INDEX, FRAME_INDEX)
 MODALITIES = ("CT", "MR", "US", "X-ray", "fundus", "NM", "PET", "other")

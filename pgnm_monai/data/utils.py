@@ -9,10 +9,12 @@ import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "to_jsonable",
     "default_file_mode",
     "atomic_save_figure",
     "atomic_write_bytes",
@@ -141,3 +143,22 @@ def shared_data_dir() -> Path:
     if env:
         return Path(env)
     return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def _finite(v: Any) -> Any:
+    if isinstance(v, float) and v != v:
+        return None
+    return v
+
+
+def to_jsonable(obj: Any) -> Any:
+    """``obj`` with tensors, numpy scalars and tuples made JSON-ready (NaN becomes ``None``)."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if getattr(obj, "ndim", 0) and hasattr(obj, "tolist"):  # tensors and arrays
+        return to_jsonable(obj.tolist())
+    if hasattr(obj, "item") and callable(obj.item):
+        return _finite(obj.item())
+    return _finite(obj)

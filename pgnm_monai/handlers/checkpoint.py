@@ -5,11 +5,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from monai.handlers import CheckpointSaver
+from typing import TYPE_CHECKING, Any
+
+from monai.handlers import CheckpointLoader, CheckpointSaver
+from monai.utils import IgniteInfo, min_version, optional_import
 
 from pgnm_monai.data.utils import default_file_mode
 
-__all__ = ["AtomicCheckpointSaver"]
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
+
+__all__ = ["AtomicCheckpointSaver", "ResumeCheckpointLoader", "TrainingStateSaver"]
 
 
 class AtomicCheckpointSaver(CheckpointSaver):
@@ -43,3 +51,49 @@ def _permission_fixing(cls: type, mode: int) -> type:
 
     _Saver.__name__ = f"Atomic{cls.__name__}"
     return _Saver
+
+
+class ResumeCheckpointLoader(CheckpointLoader):
+    """MONAI ``CheckpointLoader`` that also restores the engine it is attached to (as ``"trainer"``).
+
+    A config cannot list the trainer among its own handlers' arguments (a circular reference), so the
+    engine is added to ``load_dict`` at ``attach``. With ``load_path=None`` it does nothing.
+    """
+
+    def __init__(self, load_path: str | None, load_dict: dict, engine_key: str = "trainer", **kwargs: Any) -> None:
+        self.enabled = load_path is not None
+        self.engine_key = engine_key
+        if self.enabled:
+            super().__init__(load_path=load_path, load_dict=dict(load_dict), **kwargs)
+
+    def attach(self, engine: Engine) -> None:
+        if self.enabled:
+            self.load_dict[self.engine_key] = engine
+            super().attach(engine)
+
+
+class TrainingStateSaver(AtomicCheckpointSaver):
+    """Atomic ``CheckpointSaver`` of the full training state every ``save_interval`` epochs, engine included.
+
+    Writes ``checkpoint_epoch=N.pt`` (keeping the last ``n_saved``) with ``save_dict`` plus the engine under
+    ``"trainer"`` (added at ``attach``, see :class:`ResumeCheckpointLoader`).
+    """
+
+    def __init__(
+        self, save_dir: str, save_dict: dict, save_interval: int = 1, n_saved: int = 1, engine_key: str = "trainer"
+    ) -> None:
+        super().__init__(
+            save_dir=save_dir,
+            save_dict=dict(save_dict),
+            file_prefix="",
+            save_interval=save_interval,
+            n_saved=n_saved,
+            epoch_level=True,
+        )
+        self.engine_key = engine_key
+
+    def attach(self, engine: Engine) -> None:
+        self.save_dict[self.engine_key] = engine
+        if self._interval_checkpoint is not None:
+            self._interval_checkpoint.to_save[self.engine_key] = engine
+        super().attach(engine)

@@ -37,7 +37,13 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
-__all__ = ["NoisePolicyHandler", "STATE_ATTRIBUTES", "per_sample_cross_entropy", "iteration_seed"]
+__all__ = [
+    "NoisePolicyHandler",
+    "STATE_ATTRIBUTES",
+    "ThreadLimitedNoisePolicyHandler",
+    "iteration_seed",
+    "per_sample_cross_entropy",
+]
 
 STATE_ATTRIBUTES = (
     "policy_loss",
@@ -230,3 +236,44 @@ class NoisePolicyHandler:
         self.baseline.load_state_dict(state["baseline"])
         if self.lr_scheduler is not None and "lr_scheduler" in state:
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+
+
+class ThreadLimitedNoisePolicyHandler(NoisePolicyHandler):
+    """A :class:`NoisePolicyHandler` whose CPU work runs with ``num_threads`` intra-op threads.
+
+    The policy's step is hundreds of small operations; on a CPU shared with other processes each one
+    pays an OpenMP barrier, and a 2-thread policy step was measured ~25x slower under load while a
+    1-thread one was not (``python -m pgnm_monai.benchmarks.step_time``). The classifier keeps all
+    threads: the limit is set at the start of each hook and restored at its end. No effect on the
+    maths; on CUDA only the host-side work is affected.
+
+    Args:
+        num_threads: intra-op threads of the policy hooks (``torch.set_num_threads``).
+        args: passed to :class:`NoisePolicyHandler`.
+        kwargs: passed to :class:`NoisePolicyHandler`.
+    """
+
+    def __init__(self, *args, num_threads: int = 1, **kwargs) -> None:
+        if num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1, got {num_threads!r}.")
+        super().__init__(*args, **kwargs)
+        self.num_threads = int(num_threads)
+
+    def _limited(self, hook, engine):
+        threads = torch.get_num_threads()
+        if threads == self.num_threads:
+            return hook(engine)
+        torch.set_num_threads(self.num_threads)
+        try:
+            return hook(engine)
+        finally:
+            torch.set_num_threads(threads)
+
+    def __call__(self, engine) -> None:
+        self._limited(super().__call__, engine)
+
+    def compute_policy_loss(self, engine) -> None:
+        self._limited(super().compute_policy_loss, engine)
+
+    def step_policy(self, engine) -> None:
+        self._limited(super().step_policy, engine)

@@ -20,50 +20,26 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from scipy import stats
 
-from pgnm_monai.data.utils import atomic_save_figure, atomic_write_text, shared_data_dir
-from pgnm_monai.pipeline import bundles_dir, run_bundle
+from pgnm_monai.arms import ARMS
+from pgnm_monai.data.utils import atomic_write_text, shared_data_dir
+from pgnm_monai.experiments import runner
+from pgnm_monai.experiments.report import number, write_report
 
-__all__ = [
-    "ARM_SPECS",
-    "PROFILES",
-    "Task",
-    "curves_figure",
-    "default_tasks",
-    "delta_table",
-    "mean_ci",
-    "parse_task",
-    "per_modality_table",
-    "run_protocol",
-    "summary_table",
-    "write_report",
-]
+__all__ = ["PROFILES", "Task", "default_tasks", "git_commit", "parse_task", "run_protocol"]
 
 logger = logging.getLogger(__name__)
 
-#: arm name in the report -> pretrain bundle overrides
-ARM_SPECS: dict[str, dict[str, str]] = {
-    "none": {"arm": "none"},
-    "pgnm-paper": {"arm": "pgnm", "objective": "paper"},
-    "pgnm-reinforce": {"arm": "pgnm", "objective": "reinforce"},
-    "random_mask": {"arm": "random_mask"},
-    "gaussian": {"arm": "gaussian"},
-    "coarse_dropout": {"arm": "coarse_dropout"},
-}
 METRICS = ("macro_f1", "balanced_accuracy", "auroc", "accuracy", "macro_precision", "macro_recall")
 KEY = ("arm", "pretrain_seed", "task", "n", "finetune_seed")
 
@@ -248,9 +224,9 @@ def run_protocol(
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}.")
     cfg = {**PROFILES[profile], **(overrides or {})}
-    unknown = set(cfg["arms"]) - set(ARM_SPECS)
+    unknown = set(cfg["arms"]) - set(ARMS)
     if unknown:
-        raise ValueError(f"unknown arms {sorted(unknown)}; known: {sorted(ARM_SPECS)}.")
+        raise ValueError(f"unknown arms {sorted(unknown)}; known: {list(ARMS)}.")
     root = Path(data_dir) if data_dir else None
     specs = list(tasks) if tasks else list(cfg["tasks"])
     task_list: list[Task] = []
@@ -270,7 +246,6 @@ def run_protocol(
     runs_csv = out / "runs.csv"
     frame = pd.read_csv(runs_csv) if runs_csv.exists() else pd.DataFrame()
     done = {tuple(r) for r in frame[list(KEY)].astype(str).itertuples(index=False)} if len(frame) else set()
-    bundles = bundles_dir()
     commit = git_commit()
     common = {
         "network": cfg["network"],
@@ -292,10 +267,9 @@ def run_protocol(
             pretrain_seconds[(arm, seed)] = json.loads(marker.read_text())["seconds"]
             continue
         t0 = time.perf_counter()
-        run_bundle(
-            bundles / "pgnm_pretrain",
-            ["train.json"],
-            bundle_root=os.fspath(pre_root),
+        runner.pretrain(
+            pre_root,
+            arm=arm,
             seed=seed,
             epochs=cfg["pretrain_epochs"],
             lr=cfg["pretrain_lr"],
@@ -307,7 +281,6 @@ def run_protocol(
             kernel_size=cfg["kernel_size"],
             sigma=cfg["sigma"],
             policy_trunk=cfg["policy_trunk"],
-            **ARM_SPECS[arm],
             **common,
         )
         pretrain_seconds[(arm, seed)] = round(time.perf_counter() - t0, 1)
@@ -329,17 +302,15 @@ def run_protocol(
         t0 = time.perf_counter()
         ft_root = out / "finetune" / f"{task.name}_n{n}_ft{fseed}_{arm}_seed{pseed}"
         ft = {
-            "bundle_root": os.fspath(ft_root),
-            "pretrained_ckpt": os.fspath(out / "pretrain" / f"{arm}_seed{pseed}" / "models" / "model.pt"),
             "dataset_dir": task.dataset_dir,
             "dataset_kind": task.kind,
             "dataset_options": dict(task.options),
             "seed": fseed,
             **common,
         }
-        run_bundle(
-            bundles / "pgnm_finetune",
-            ["train.json"],
+        runner.finetune(
+            ft_root,
+            out / "pretrain" / f"{arm}_seed{pseed}" / "models" / "model.pt",
             epochs=cfg["finetune_epochs"],
             lr=cfg["finetune_lr"],
             warmup_epochs=max(1, min(cfg["warmup_epochs"], cfg["finetune_epochs"] - 1)),
@@ -349,13 +320,12 @@ def run_protocol(
             val_interval=cfg.get("finetune_val_interval", 1),
             **ft,
         )
-        run_bundle(bundles / "pgnm_finetune", ["train.json", "evaluate.json"], **ft)
-        report = json.loads((ft_root / "eval" / "metrics.json").read_text())
+        report = runner.evaluate(ft_root, **ft)
         row: dict[str, Any] = {"arm": arm, "pretrain_seed": pseed, "task": task.name, "n": n, "finetune_seed": fseed}
-        row |= {m: _number(report["overall"].get(m)) for m in METRICS}
+        row |= {m: number(report["overall"].get(m)) for m in METRICS}
         row["n_test"] = report["overall"].get("n")
         for modality, values in sorted(report.get("by_modality", {}).items()):
-            row[f"macro_f1[{modality}]"] = _number(values.get("macro_f1"))
+            row[f"macro_f1[{modality}]"] = number(values.get("macro_f1"))
         row["finetune_seconds"] = round(time.perf_counter() - t0, 1)
         row["pretrain_seconds"] = pretrain_seconds[(arm, pseed)]
         row["commit"] = commit
@@ -366,7 +336,7 @@ def run_protocol(
                 "task": task.__dict__,
                 "pretrain_dir": pre_dir,
                 "pretrain_kind": pre_kind,
-                **ARM_SPECS[arm],
+                "arm": arm,
             },
             default=list,
         )
@@ -377,157 +347,3 @@ def run_protocol(
     wall = time.perf_counter() - started
     write_report(frame, out, command=command, profile=profile, settings=cfg, wall_seconds=wall, commit=commit)
     return frame
-
-
-def _number(value: Any) -> float:
-    return float("nan") if value is None else float(value)
-
-
-def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, int]:
-    """Mean and half-width of the t confidence interval (NaN half-width for fewer than 2 values)."""
-    v = np.asarray([x for x in values if x == x], dtype=float)
-    if len(v) == 0:
-        return float("nan"), float("nan"), 0
-    if len(v) < 2:
-        return float(v.mean()), float("nan"), 1
-    half = stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
-    return float(v.mean()), float(half), len(v)
-
-
-def _fmt(mean: float, half: float) -> str:
-    if mean != mean:
-        return "n/a"
-    return f"{mean:.3f}" if half != half else f"{mean:.3f} ± {half:.3f}"
-
-
-def summary_table(frame: pd.DataFrame, metric: str = "macro_f1") -> pd.DataFrame:
-    """Mean ± CI of ``metric`` per task/N (rows) and arm (columns)."""
-    cells = {}
-    for (task, n, arm), group in frame.groupby(["task", "n", "arm"]):
-        cells[(task, int(n), arm)] = _fmt(*mean_ci(group[metric].tolist())[:2])
-    arms = [a for a in ARM_SPECS if a in set(frame["arm"])]
-    index = sorted({(t, n) for t, n, _ in cells})
-    return pd.DataFrame(
-        [[cells.get((t, n, a), "") for a in arms] for t, n in index],
-        index=pd.MultiIndex.from_tuples(index, names=["task", "N"]),
-        columns=arms,
-    )
-
-
-def delta_table(frame: pd.DataFrame, metric: str = "macro_f1", baseline: str = "none") -> tuple[pd.DataFrame, dict]:
-    """Per task/N: arm − baseline, paired by (pretrain seed, fine-tune seed), mean ± CI; and win/tie/loss.
-
-    A *win* is a CI entirely above 0, a *loss* entirely below 0, anything else a *tie*.
-    """
-    pairs = ["pretrain_seed", "finetune_seed"]
-    base = frame[frame["arm"] == baseline].set_index(["task", "n", *pairs])[metric]
-    records, tally = [], {}
-    for arm in [a for a in ARM_SPECS if a in set(frame["arm"]) and a != baseline]:
-        wins = ties = losses = 0
-        other = frame[frame["arm"] == arm].set_index(["task", "n", *pairs])[metric]
-        joined = pd.concat([other.rename("arm"), base.rename("base")], axis=1, join="inner").dropna()
-        for (task, n), group in joined.groupby(level=["task", "n"]):
-            mean, half, count = mean_ci((group["arm"] - group["base"]).tolist())
-            lo, hi = mean - half, mean + half
-            if count >= 2 and lo > 0:
-                wins += 1
-            elif count >= 2 and hi < 0:
-                losses += 1
-            else:
-                ties += 1
-            records.append({"arm": arm, "task": task, "N": int(n), "delta": _fmt(mean, half), "pairs": count})
-        tally[arm] = (wins, ties, losses)
-    return pd.DataFrame(records), tally
-
-
-def per_modality_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean macro-F1 per arm (rows) and modality (columns) over tasks, N and seeds."""
-    columns = [c for c in frame.columns if c.startswith("macro_f1[")]
-    per = frame.groupby("arm")[columns].mean().round(3)
-    per.columns = [c[len("macro_f1[") : -1] for c in columns]
-    return per.reindex([a for a in ARM_SPECS if a in per.index])
-
-
-def _markdown(frame: pd.DataFrame) -> str:
-    frame = frame.reset_index() if not isinstance(frame.index, pd.RangeIndex) else frame
-    head = "| " + " | ".join(map(str, frame.columns)) + " |"
-    rule = "|" + "---|" * len(frame.columns)
-    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([head, rule, *body])
-
-
-def curves_figure(frame: pd.DataFrame, metric: str = "macro_f1"):
-    """A matplotlib figure of ``metric`` against N per task, one line per arm with its 95% CI band."""
-    import matplotlib.pyplot as plt
-
-    tasks = sorted(set(frame["task"]))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
-    for ax, task in zip(axes[0], tasks, strict=True):
-        sub = frame[frame["task"] == task]
-        for arm in [a for a in ARM_SPECS if a in set(sub["arm"])]:
-            points = sorted((int(n), *mean_ci(g[metric].tolist())[:2]) for n, g in sub[sub["arm"] == arm].groupby("n"))
-            ns, means, halves = (np.array(v, dtype=float) for v in zip(*points, strict=True))
-            ax.plot(ns, means, marker="o", label=arm)
-            ok = ~np.isnan(halves)
-            ax.fill_between(ns[ok], (means - halves)[ok], (means + halves)[ok], alpha=0.15)
-        ax.set_xscale("log", base=2)
-        ax.set_title(task)
-        ax.set_xlabel("N training images")
-        ax.set_ylabel(metric)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def plot_curves(frame: pd.DataFrame, path: Path, metric: str = "macro_f1") -> None:
-    """Write :func:`curves_figure` to ``path`` atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    atomic_save_figure(curves_figure(frame, metric), path, dpi=110)
-
-
-def write_report(
-    frame: pd.DataFrame,
-    out: Path,
-    command: str | None = None,
-    profile: str = "",
-    settings: dict | None = None,
-    wall_seconds: float | None = None,
-    commit: str = "",
-) -> None:
-    """Write ``report.md`` and ``f1_vs_n.png`` for the runs in ``frame``."""
-    out = Path(out)
-    settings = {k: v for k, v in (settings or {}).items()}
-    lines = [
-        f"# PGNM few-shot unseen-concept protocol — profile `{profile}`",
-        "",
-        f"- command: `{command or ' '.join(sys.argv)}`",
-        f"- commit: `{commit}`; runs: {len(frame)}; wall time of this invocation: "
-        + (f"{wall_seconds / 60:.1f} min" if wall_seconds is not None else "n/a"),
-        f"- settings: `{json.dumps(settings, default=list)}`",
-        "- mean ± half-width of the 95% t interval over every (pretrain seed, fine-tune seed) pair; "
-        "deltas are paired by those seeds. A *win* is a delta CI entirely above 0, a *loss* entirely below.",
-        "",
-    ]
-    if profile != "paper":
-        lines += [
-            "Regime: small images, a short pretraining on a small set, on CPU. These numbers say how the arms "
-            "compare at this scale only; they are not a reproduction of the paper's RadImageNet-scale results.",
-            "",
-        ]
-    for metric, title in (("macro_f1", "Macro-F1"), ("balanced_accuracy", "Balanced accuracy"), ("auroc", "AUROC")):
-        lines += [f"## {title} after fine-tuning", "", _markdown(summary_table(frame, metric)), ""]
-    deltas, tally = delta_table(frame)
-    lines += ["## Macro-F1: arm − baseline (`none`)", "", _markdown(deltas) if len(deltas) else "(no pairs)", ""]
-    lines += ["## Win / tie / loss against the baseline (macro-F1, per task and N)", ""]
-    lines += ["| arm | wins | ties | losses |", "|---|---|---|---|"]
-    lines += [f"| {arm} | {w} | {t} | {lo} |" for arm, (w, t, lo) in tally.items()]
-    per = per_modality_table(frame)
-    if len(per.columns):
-        lines += ["", "## Macro-F1 per modality (mean over tasks, N and seeds)", "", _markdown(per)]
-    if "finetune_seconds" in frame:
-        lines += ["", f"Fine-tune + evaluation time per run: median {frame['finetune_seconds'].median():.1f} s."]
-    lines += ["", "![macro-F1 vs N](f1_vs_n.png)", ""]
-    atomic_write_text(out / "report.md", "\n".join(lines))
-    plot_curves(frame, out / "f1_vs_n.png")

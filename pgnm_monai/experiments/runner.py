@@ -1,0 +1,135 @@
+"""Run the project's MONAI bundles in this process: one function per stage, used by the CLI, the main job
+(:mod:`.pipeline`), the protocol (:mod:`.protocol`) and the tests.
+
+A stage is a list of config files merged in order, exactly as ``python -m monai.bundle run --config_file
+"[...]"`` merges them (see :data:`STAGES`); the fine-tune bundle is an overlay of the pretrain bundle's
+``train.json``. Overrides are the bundle ids (``arm``, ``epochs``, ``dataset_dir``, ...); a value left
+``None`` here is not passed, so the bundle's own default applies (defaults are stated once, in the bundle).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "STAGES",
+    "bundle_defaults",
+    "bundles_dir",
+    "evaluate",
+    "finetune",
+    "pretrain",
+    "read_json",
+    "run_bundle",
+    "stage_configs",
+]
+
+#: (bundle, stage) -> config files, relative to the bundles folder, merged in order.
+STAGES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("pgnm_pretrain", "train"): ("pgnm_pretrain/configs/train.json",),
+    ("pgnm_pretrain", "evaluate"): ("pgnm_pretrain/configs/train.json", "pgnm_pretrain/configs/evaluate.json"),
+    ("pgnm_pretrain", "inference"): ("pgnm_pretrain/configs/inference.json",),
+    ("pgnm_finetune", "train"): ("pgnm_pretrain/configs/train.json", "pgnm_finetune/configs/train.json"),
+    ("pgnm_finetune", "evaluate"): (
+        "pgnm_pretrain/configs/train.json",
+        "pgnm_finetune/configs/train.json",
+        "pgnm_pretrain/configs/evaluate.json",
+        "pgnm_finetune/configs/evaluate.json",
+    ),
+    ("pgnm_finetune", "inference"): ("pgnm_finetune/configs/inference.json",),
+}
+
+
+def bundles_dir() -> Path:
+    """The folder holding ``pgnm_pretrain`` and ``pgnm_finetune``.
+
+    ``$PGNM_BUNDLES_DIR`` when set, else the copy shipped in the package (``pgnm_monai.bundles``, which is the
+    repository's ``bundles/`` folder in an editable install).
+    """
+    env = os.environ.get("PGNM_BUNDLES_DIR")
+    path = Path(env) if env else _packaged_bundles()
+    if not (path / "pgnm_pretrain" / "configs" / "train.json").is_file():
+        raise FileNotFoundError(
+            f"bundles folder {path} has no pgnm_pretrain/configs/train.json; reinstall pgnm-monai or set "
+            "PGNM_BUNDLES_DIR to a folder holding pgnm_pretrain/ and pgnm_finetune/."
+        )
+    return path
+
+
+def _packaged_bundles() -> Path:
+    try:
+        return Path(str(resources.files("pgnm_monai.bundles")))
+    except ModuleNotFoundError:  # an editable install maps only the top-level package: the checkout's bundles/
+        return Path(__file__).resolve().parents[2] / "bundles"
+
+
+def stage_configs(bundle: str, stage: str) -> list[Path]:
+    """The config files of ``stage`` (``train``, ``evaluate``, ``inference``) of ``bundle``, in merge order."""
+    if (bundle, stage) not in STAGES:
+        raise ValueError(f"unknown bundle stage {(bundle, stage)!r}; known: {sorted(STAGES)}.")
+    root = bundles_dir()
+    return [root / c for c in STAGES[(bundle, stage)]]
+
+
+def run_bundle(bundle: str, stage: str, **overrides: Any):
+    """Run ``stage`` of ``bundle`` with ``overrides`` (``None`` values are dropped) and return the ``ConfigWorkflow``.
+
+    The same as ``python -m monai.bundle run --config_file "[<stage configs>]" --meta_file
+    <bundle>/configs/metadata.json --logging_file <bundle>/configs/logging.conf --<id> <value> ...``.
+    """
+    from monai.bundle import ConfigWorkflow
+
+    files = [os.fspath(p) for p in stage_configs(bundle, stage)]
+    configs = bundles_dir() / bundle / "configs"
+    wf = ConfigWorkflow(
+        config_file=files if len(files) > 1 else files[0],
+        meta_file=os.fspath(configs / "metadata.json"),
+        logging_file=os.fspath(configs / "logging.conf"),
+        workflow_type="infer" if stage == "inference" else "train",
+        **{k: v for k, v in overrides.items() if v is not None},
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    return wf
+
+
+def bundle_defaults(bundle: str = "pgnm_pretrain", stage: str = "train") -> dict[str, Any]:
+    """The plain (non-expression) top-level ids of ``stage``'s configs after merging: the bundle's defaults."""
+    merged: dict[str, Any] = {}
+    for path in stage_configs(bundle, stage):
+        merged.update(read_json(path))
+    return {k: v for k, v in merged.items() if not (isinstance(v, str) and v[:1] in "$@%") and not isinstance(v, dict)}
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON content of ``path``."""
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def pretrain(bundle_root: str | os.PathLike, **overrides: Any) -> Path:
+    """Pretrain into ``bundle_root`` (any arm); return the heated ``models/model.pt``."""
+    run_bundle("pgnm_pretrain", "train", bundle_root=os.fspath(bundle_root), **overrides)
+    return Path(bundle_root) / "models" / "model.pt"
+
+
+def finetune(bundle_root: str | os.PathLike, pretrained_ckpt: str | os.PathLike, **overrides: Any) -> Path:
+    """Fine-tune the heated ``pretrained_ckpt`` into ``bundle_root``; return the fine-tuned ``models/model.pt``."""
+    run_bundle(
+        "pgnm_finetune",
+        "train",
+        bundle_root=os.fspath(bundle_root),
+        pretrained_ckpt=os.fspath(pretrained_ckpt),
+        **overrides,
+    )
+    return Path(bundle_root) / "models" / "model.pt"
+
+
+def evaluate(bundle_root: str | os.PathLike, bundle: str = "pgnm_finetune", **overrides: Any) -> dict:
+    """Evaluate ``bundle_root/models/model.pt`` on the test split; return its ``eval/metrics.json`` report."""
+    run_bundle(bundle, "evaluate", bundle_root=os.fspath(bundle_root), **overrides)
+    return read_json(Path(bundle_root) / "eval" / "metrics.json")

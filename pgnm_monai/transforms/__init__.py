@@ -1,0 +1,51 @@
+"""MONAI transforms of pgnm-monai: array versions in :mod:`.array`, dictionary versions in :mod:`.dictionary`,
+the paper's preprocessing chains in :mod:`.chains`."""
+
+from __future__ import annotations
+
+from .array import LoadMedicalImage, PolicyNoiseMask, RandomBetaMask, RandResizedCrop, ResizeShortSide
+from .chains import PAPER_MEAN, PAPER_STD, eval_transforms, train_transforms
+from .dictionary import (
+    LoadMedicalImageD,
+    LoadMedicalImageDict,
+    LoadMedicalImaged,
+    PolicyNoiseMaskD,
+    PolicyNoiseMaskDict,
+    PolicyNoiseMaskd,
+    RandomBetaMaskD,
+    RandomBetaMaskDict,
+    RandomBetaMaskd,
+    RandResizedCropD,
+    RandResizedCropDict,
+    RandResizedCropd,
+    ResizeShortSideD,
+    ResizeShortSideDict,
+    ResizeShortSided,
+)
+
+__all__ = [
+    "LoadMedicalImage",
+    "LoadMedicalImageD",
+    "LoadMedicalImageDict",
+    "LoadMedicalImaged",
+    "PAPER_MEAN",
+    "PAPER_STD",
+    "PolicyNoiseMask",
+    "PolicyNoiseMaskD",
+    "PolicyNoiseMaskDict",
+    "PolicyNoiseMaskd",
+    "RandResizedCrop",
+    "RandResizedCropD",
+    "RandResizedCropDict",
+    "RandResizedCropd",
+    "RandomBetaMask",
+    "RandomBetaMaskD",
+    "RandomBetaMaskDict",
+    "RandomBetaMaskd",
+    "ResizeShortSide",
+    "ResizeShortSideD",
+    "ResizeShortSideDict",
+    "ResizeShortSided",
+    "eval_transforms",
+    "train_transforms",
+]

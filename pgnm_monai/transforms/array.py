@@ -1,0 +1,306 @@
+"""Array transforms of pgnm-monai (MONAI style; dictionary versions in :mod:`pgnm_monai.transforms.dictionary`).
+
+Noise masks, on a *batch* ``(B, C, *spatial)`` on the policy's device (they run in the main process, e.g.
+from an ignite handler, never in DataLoader workers):
+
+- :class:`PolicyNoiseMask`: the concentrations come from a :class:`~pgnm_monai.networks.NoisePolicy`
+  (the method).
+- :class:`RandomBetaMask`: the same pipeline with fixed, untrained concentrations (the ``random_mask``
+  ablation arm: does *learning* the mask matter?).
+
+They follow MONAI's ``RandGaussianNoise`` pattern (``Randomizable`` with its own generator,
+``set_random_state``) and keep ``MetaTensor`` metadata. After each call ``last_sample`` holds the
+:class:`~pgnm_monai.mask.MaskSample` (log-probabilities, entropy, mask) that a policy update needs.
+
+Preprocessing, on one ``(C, *spatial)`` item (the paper's chains, :mod:`pgnm_monai.transforms.chains`):
+
+- :class:`LoadMedicalImage`: a path or an array to a float32 ``(C, *spatial)`` tensor in [0, 1], with the
+  modality's intensity rule (:func:`pgnm_monai.data.io.read_image`).
+- :class:`RandResizedCrop`: torchvision's ``RandomResizedCrop`` sampling, resized with antialiasing.
+- :class:`ResizeShortSide`: torchvision's ``Resize(int)``: the shortest side to ``size``, aspect kept.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.data.meta_obj import get_track_meta
+from monai.transforms import Randomizable, Transform
+from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
+
+from pgnm_monai.data.io import read_image, to_channels
+from pgnm_monai.mask import MaskSample, apply_noise_mask, check_image, check_mask_params
+from pgnm_monai.networks.policy import NoisePolicy
+
+__all__ = [
+    "LoadMedicalImage",
+    "PolicyNoiseMask",
+    "RandResizedCrop",
+    "RandomBetaMask",
+    "ResizeShortSide",
+]
+
+
+class _BetaNoiseMask(Randomizable, Transform):
+    """Shared pipeline: concentrations -> Beta cells -> upsample + blur -> multiply."""
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(
+        self, grid: int, kernel_size: int, sigma: float, eps: float, spatial_dims: int, check_finite: bool
+    ) -> None:
+        check_mask_params(kernel_size=kernel_size, sigma=sigma, eps=eps, grid=grid)
+        self.grid = grid
+        self.kernel_size = kernel_size
+        self.sigma = float(sigma)
+        self.eps = float(eps)
+        self.spatial_dims = spatial_dims
+        self.check_finite = check_finite
+        self._seed = 0
+        self.last_sample: MaskSample | None = None
+
+    @property
+    def device(self) -> torch.device | None:
+        """The device the mask is computed on (``None``: the image's own device)."""
+        return None
+
+    def concentrations(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(alpha, beta)`` of shape ``(B or 1, grid^spatial_dims)`` for the batch ``img``."""
+        raise NotImplementedError
+
+    def randomize(self, data=None) -> None:
+        """Draw the seed of this call's torch generator from the transform's ``RandomState``."""
+        self._seed = int(self.R.randint(0, 2**31 - 1))
+
+    def __call__(self, img: torch.Tensor, randomize: bool = True) -> torch.Tensor:
+        """Mask a batch ``img`` of shape ``(B, C, *spatial)``; returns it on :attr:`device`.
+
+        Args:
+            img: the batch (tensor, ``MetaTensor`` or array).
+            randomize: draw a new seed first (``False`` reuses the last one, as in MONAI).
+        """
+        if randomize:
+            self.randomize()
+        device = self.device or (img.device if isinstance(img, torch.Tensor) else torch.device("cpu"))
+        # detached: the log-probabilities must carry gradient into the policy only, never the image
+        img_t = convert_to_tensor(img, device=device, dtype=torch.float32, track_meta=False).detach()
+        # validate before the policy sees the batch: NaN would corrupt its BN statistics and base vectors
+        check_image(img_t, self.grid, self.spatial_dims, self.kernel_size, check_finite=self.check_finite)
+        generator = torch.Generator(device=device).manual_seed(self._seed)
+        alpha, beta = self.concentrations(img_t)
+        sample = apply_noise_mask(
+            img_t,
+            alpha,
+            beta,
+            grid=self.grid,
+            kernel_size=self.kernel_size,
+            sigma=self.sigma,
+            eps=self.eps,
+            generator=generator,
+            check_finite=False,
+            spatial_dims=self.spatial_dims,
+        )
+        self.last_sample = sample
+        out = sample.image
+        if get_track_meta() or not isinstance(img, torch.Tensor):
+            out = convert_to_dst_type(out, img, device=device)[0]
+        return out
+
+
+class PolicyNoiseMask(_BetaNoiseMask):
+    """Multiply a batch by a noise mask sampled from a :class:`NoisePolicy`'s Beta distributions.
+
+    The policy is called with gradients enabled, so ``last_sample.log_prob`` and
+    ``last_sample.entropy`` can be back-propagated into it; the returned image is detached.
+
+    Args:
+        policy: the noise policy (its ``grid``, ``kernel_size``, ``sigma`` and ``eps`` are used).
+        check_finite: reject batches with NaN/Inf values (one device sync per call).
+    """
+
+    def __init__(self, policy: NoisePolicy, check_finite: bool = True) -> None:
+        if not isinstance(policy, NoisePolicy):
+            raise ValueError(f"policy must be a pgnm_monai NoisePolicy, got {type(policy).__name__}.")
+        super().__init__(policy.grid, policy.kernel_size, policy.sigma, policy.eps, policy.spatial_dims, check_finite)
+        self.policy = policy
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.policy.parameters()).device
+
+    def concentrations(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.policy(img)
+
+
+class RandomBetaMask(_BetaNoiseMask):
+    """The ``random_mask`` ablation: the same mask pipeline with fixed ``Beta(alpha, beta)`` cells.
+
+    Args:
+        grid: cells per side.
+        alpha: fixed concentration (default 1: uniform cells).
+        beta: fixed concentration (default 1).
+        kernel_size: odd blur kernel (paper: 13).
+        sigma: blur sigma (paper: 6).
+        eps: clamp of the cells.
+        spatial_dims: 2 or 3.
+        check_finite: reject batches with NaN/Inf values.
+    """
+
+    def __init__(
+        self,
+        grid: int = 64,
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        kernel_size: int = 13,
+        sigma: float = 6.0,
+        eps: float = 1e-4,
+        spatial_dims: int = 2,
+        check_finite: bool = True,
+    ) -> None:
+        if not (alpha > 0 and beta > 0):
+            raise ValueError(f"alpha and beta must be > 0, got alpha={alpha}, beta={beta}.")
+        super().__init__(grid, kernel_size, sigma, eps, spatial_dims, check_finite)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+
+    def concentrations(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cells = self.grid**self.spatial_dims
+        alpha = torch.full((1, cells), self.alpha, device=img.device, dtype=img.dtype)
+        return alpha, torch.full_like(alpha, self.beta)
+
+
+class LoadMedicalImage(Transform):
+    """Load an image (a path or an array) to a float32 ``(C, *spatial)`` tensor in [0, 1] with ``channels`` channels.
+
+    Args:
+        channels: 1 or 3 output channels.
+        spatial_dims: 2 (a slice or frame of a volume) or 3 (the volume).
+        ct_window: CT window ``(level, width)`` in HU.
+        percentiles: intensity percentiles mapped to [0, 1] for MR/US and other non-CT volumes.
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(
+        self,
+        channels: int = 1,
+        spatial_dims: int = 2,
+        ct_window: Sequence[float] = (40.0, 400.0),
+        percentiles: Sequence[float] = (0.5, 99.5),
+    ) -> None:
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        self.channels = channels
+        self.spatial_dims = spatial_dims
+        self.ct_window = (float(ct_window[0]), float(ct_window[1]))
+        self.percentiles = (float(percentiles[0]), float(percentiles[1]))
+
+    def __call__(
+        self, img: object, modality: str = "other", slice_index: int = -1, frame_index: int = -1
+    ) -> torch.Tensor:
+        """Read ``img`` (see :func:`pgnm_monai.data.io.read_image` for ``modality``/``slice_index``/``frame_index``)."""
+        arr = read_image(
+            img,
+            modality=str(modality),
+            slice_index=int(slice_index),
+            frame_index=int(frame_index),
+            spatial_dims=self.spatial_dims,
+            ct_window=self.ct_window,
+            percentiles=self.percentiles,
+        )
+        return torch.from_numpy(to_channels(arr, self.channels))
+
+
+def _resize(img: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    x = torch.as_tensor(img, dtype=torch.float32)[None]
+    if x.ndim == 4:
+        y = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+    else:
+        y = F.interpolate(x, size=tuple(size), mode="trilinear", align_corners=False)
+    return y[0]
+
+
+class RandResizedCrop(Randomizable, Transform):
+    """Random crop of random area and aspect ratio, resized to ``spatial_size`` (torchvision's sampling).
+
+    Args:
+        spatial_size: output size, an int (square/cube) or a sequence.
+        scale: range of the crop area (volume in 3D) as a fraction of the image.
+        ratio: range of the aspect ratio (width / height; in 3D applied to the last two axes).
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(
+        self,
+        spatial_size: int | Sequence[int],
+        scale: Sequence[float] = (0.08, 1.0),
+        ratio: Sequence[float] = (3.0 / 4.0, 4.0 / 3.0),
+    ) -> None:
+        self.spatial_size = spatial_size
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.ratio = (float(ratio[0]), float(ratio[1]))
+        if not 0 < self.scale[0] <= self.scale[1] <= 1 or not 0 < self.ratio[0] <= self.ratio[1]:
+            raise ValueError(f"scale must lie in (0, 1] and be increasing, ratio positive: {scale}, {ratio}")
+        self._box: tuple[tuple[int, int], ...] = ()
+
+    def randomize(self, shape: Sequence[int]) -> None:
+        """Pick the crop box for an image of spatial ``shape``."""
+        h, w = int(shape[-2]), int(shape[-1])
+        depth = int(shape[0]) if len(shape) == 3 else 1
+        area = h * w
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(10):
+            target = area * self.R.uniform(*self.scale)
+            ar = math.exp(self.R.uniform(*log_ratio))
+            cw = int(round(math.sqrt(target * ar)))
+            ch = int(round(math.sqrt(target / ar)))
+            if 0 < cw <= w and 0 < ch <= h:
+                top = int(self.R.randint(0, h - ch + 1))
+                left = int(self.R.randint(0, w - cw + 1))
+                break
+        else:  # fallback: centre crop with the ratio clamped
+            in_ratio = w / h
+            if in_ratio < self.ratio[0]:
+                cw, ch = w, int(round(w / self.ratio[0]))
+            elif in_ratio > self.ratio[1]:
+                ch, cw = h, int(round(h * self.ratio[1]))
+            else:
+                cw, ch = w, h
+            top, left = (h - ch) // 2, (w - cw) // 2
+        box = ((top, top + ch), (left, left + cw))
+        if len(shape) == 3:
+            cd = max(1, int(round(depth * math.sqrt((ch * cw) / area))))
+            front = int(self.R.randint(0, depth - cd + 1))
+            box = ((front, front + cd),) + box
+        self._box = box
+
+    def __call__(self, img: torch.Tensor, randomize: bool = True) -> torch.Tensor:
+        """Crop ``img`` ``(C, *spatial)`` (a new box unless ``randomize=False``) and resize it."""
+        spatial = tuple(img.shape[1:])
+        if randomize or not self._box:
+            self.randomize(spatial)
+        size = self.spatial_size
+        out_size = (size,) * len(spatial) if isinstance(size, int) else tuple(size)
+        sl = (slice(None),) + tuple(slice(a, b) for a, b in self._box)
+        return _resize(img[sl], out_size)
+
+
+class ResizeShortSide(Transform):
+    """Resize ``(C, *spatial)`` so that the shortest spatial side equals ``size`` (torchvision ``Resize(int)``)."""
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(self, size: int) -> None:
+        self.size = int(size)
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        spatial = img.shape[1:]
+        s = min(spatial)
+        out = tuple(self.size if n == s else max(1, int(self.size * n / s)) for n in spatial)
+        return _resize(img, out)
+
+
