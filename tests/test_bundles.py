@@ -14,31 +14,21 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
+from pgnm_monai.experiments.runner import make_workflow as workflow
+from pgnm_monai.experiments.runner import run_bundle as run
+
 ROOT = Path(__file__).resolve().parents[1]
 PRE = ROOT / "bundles" / "pgnm_pretrain"
 FT = ROOT / "bundles" / "pgnm_finetune"
 TINY = {"image_size": 32, "network": "small", "grid": 8, "batch_size": 8, "progress_bar": False}
 MEDNIST = ROOT.parent / "shared" / "data" / "mednist" / "MedNIST.tar.gz"
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
-
-
-def workflow(bundle: Path, configs, workflow_type: str = "train", **overrides) -> ConfigWorkflow:
-    files = [os.fspath(bundle / "configs" / c) for c in configs]
-    return ConfigWorkflow(
-        config_file=files if len(files) > 1 else files[0],
-        meta_file=os.fspath(bundle / "configs" / "metadata.json"),
-        logging_file=os.fspath(bundle / "configs" / "logging.conf"),
-        workflow_type=workflow_type,
-        **overrides,
-    )
-
-
-def run(bundle: Path, configs, workflow_type: str = "train", **overrides) -> ConfigWorkflow:
-    wf = workflow(bundle, configs, workflow_type, **overrides)
-    wf.initialize()
-    wf.run()
-    wf.finalize()
-    return wf
+# the fine-tune bundle is an overlay of the pretrain bundle's train.json (as its docs/README.md shows)
+FT_TRAIN = "['../pgnm_pretrain/configs/train.json','configs/train.json']"
+FT_EVAL = (
+    "['../pgnm_pretrain/configs/train.json','configs/train.json','../pgnm_pretrain/configs/evaluate.json',"
+    "'configs/evaluate.json']"
+)
 
 
 def cli(bundle: Path, *args: str, torchrun: bool = False, timeout: int = 240) -> subprocess.CompletedProcess:
@@ -70,10 +60,10 @@ def pretrained(tmp_path_factory):
     """Pretrain with the policy: stop after epoch 1 of 2, then resume; record what the resume saw."""
     root = tmp_path_factory.mktemp("pretrain")
     args = {"bundle_root": os.fspath(root), "arm": "pgnm", "epochs": 2, **TINY}
-    run(PRE, ["train.json"], stop_epoch=1, **args)
+    run("pgnm_pretrain", "train", stop_epoch=1, **args)
     ckpt1 = torch.load(root / "models" / "checkpoint_epoch=1.pt", weights_only=True)
     seen = {}
-    wf = workflow(PRE, ["train.json"], resume=True, **args)
+    wf = workflow("pgnm_pretrain", "train", resume=True, **args)
     wf.initialize()
     trainer = wf.parser.get_parsed_content("train#trainer")
     handler = wf.parser.get_parsed_content("train#arm_handler")
@@ -110,13 +100,13 @@ def test_pretrain_outputs_and_resume(pretrained):
 
 def test_pretrain_evaluate_inference_export(pretrained, tmp_path):
     root = os.fspath(pretrained["root"])
-    run(PRE, ["train.json", "evaluate.json"], bundle_root=root, **TINY)
+    run("pgnm_pretrain", "evaluate", bundle_root=root, **TINY)
     with open(Path(root) / "eval" / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
     assert rows and {"modality", "anatomy", "label", "pred", "prob_CT", "image_path"} <= set(rows[0])
     report = json.loads((Path(root) / "eval" / "metrics.json").read_text())
     assert "macro_f1" in report["overall"] and "by_modality" in report
-    run(PRE, ["inference.json"], workflow_type="infer", bundle_root=root, network="small", image_size=32)
+    run("pgnm_pretrain", "inference", bundle_root=root, network="small", image_size=32)
     assert (Path(root) / "eval" / "inference_predictions.csv").is_file()
     # ckpt_export (CLI) gives the checkpoint's outputs
     ts = tmp_path / "model.ts"
@@ -137,7 +127,7 @@ def test_finetune_chain_loads_heated_trunk(pretrained, tmp_path):
     heated_path = pretrained["root"] / "models" / "model.pt"
     heated = torch.load(heated_path, weights_only=True)
     args = {"bundle_root": os.fspath(tmp_path), "pretrained_ckpt": os.fspath(heated_path), **TINY}
-    wf = workflow(FT, ["train.json"], epochs=2, warmup_epochs=1, few_shot=12, **args)
+    wf = workflow("pgnm_finetune", "train", epochs=2, warmup_epochs=1, few_shot=12, **args)
     wf.initialize()
     model = wf.parser.get_parsed_content("model")  # loaded, before any training step
     state = model.state_dict()
@@ -148,7 +138,7 @@ def test_finetune_chain_loads_heated_trunk(pretrained, tmp_path):
     wf.run()
     wf.finalize()
     assert (tmp_path / "models" / "model.pt").is_file()
-    run(FT, ["train.json", "evaluate.json"], **args)
+    run("pgnm_finetune", "evaluate", **args)
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert report["overall"]["n"] == 9
 
@@ -168,15 +158,21 @@ def test_check_properties_metadata_and_verify():
         assert meta["version"] in meta["changelog"]
         for t in (meta["network_data_format"]["inputs"]["image"], meta["network_data_format"]["outputs"]["pred"]):
             assert tensor_keys <= set(t)
+        base = [PRE / "configs" / "train.json"] + ([FT / "configs" / "train.json"] if bundle == FT else [])
         for configs, kind, extra in (
-            (["train.json"], "train", {}),
+            (base, "train", {}),
             # outside torchrun: skip the process-group set-up, check the merged ids only
-            (["train.json", "multi_gpu_train.json"], "train", {"initialize": ["$None"]}),
-            (["inference.json"], "infer", {"initialize": ["$None"]}),  # no models/model.pt needed
+            ([*base, bundle / "configs" / "multi_gpu_train.json"], "train", {"initialize": ["$None"]}),
+            ([bundle / "configs" / "inference.json"], "infer", {"initialize": ["$None"]}),  # no model.pt needed
         ):
             if bundle == FT and kind == "train":
                 extra = {**extra, "pretrained_ckpt": None}  # resolving the trainer would load it
-            wf = workflow(bundle, configs, workflow_type=kind, **extra)
+            wf = ConfigWorkflow(
+                config_file=[os.fspath(c) for c in configs],
+                meta_file=os.fspath(bundle / "configs" / "metadata.json"),
+                workflow_type=kind,
+                **extra,
+            )
             wf.initialize()
             assert wf.check_properties() in (None, []), (bundle, configs)
         verify_net_in_out(
@@ -199,14 +195,14 @@ def test_check_properties_metadata_and_verify():
     ],
 )
 def test_bad_overrides(tmp_path, overrides, message):
-    wf = workflow(PRE, ["train.json"], bundle_root=os.fspath(tmp_path), **{**TINY, **overrides})
+    wf = workflow("pgnm_pretrain", "train", bundle_root=os.fspath(tmp_path), **{**TINY, **overrides})
     with pytest.raises(Exception) as info:
         wf.initialize()
     assert message in errors_of(info.value)
 
 
 def test_finetune_missing_pretrained(tmp_path):
-    wf = workflow(FT, ["train.json"], bundle_root=os.fspath(tmp_path), pretrained_ckpt="/nope/model.pt", **TINY)
+    wf = workflow("pgnm_finetune", "train", bundle_root=os.fspath(tmp_path), pretrained_ckpt="/nope/model.pt", **TINY)
     wf.initialize()
     with pytest.raises(Exception) as info:
         wf.run()
@@ -220,8 +216,8 @@ def test_cli_embedded(tmp_path):
     cli(PRE, "run", "--config_file", "configs/train.json", *meta, *overrides_cli(pre))
     assert (tmp_path / "pre" / "models" / "model.pt").is_file()
     ft = {"bundle_root": tmp_path / "ft", "pretrained_ckpt": tmp_path / "pre" / "models" / "model.pt", **TINY}
-    cli(FT, "run", "--config_file", "configs/train.json", *meta, *overrides_cli({**ft, "epochs": 1}))
-    cli(FT, "run", "--config_file", "['configs/train.json','configs/evaluate.json']", *meta, *overrides_cli(ft))
+    cli(FT, "run", "--config_file", FT_TRAIN, *meta, *overrides_cli({**ft, "epochs": 1}))
+    cli(FT, "run", "--config_file", FT_EVAL, *meta, *overrides_cli(ft))
     inf = {"bundle_root": tmp_path / "ft", "network": "small", "image_size": 32}
     cli(FT, "run", "--config_file", "configs/inference.json", *meta, *overrides_cli(inf))
     assert (tmp_path / "ft" / "eval" / "metrics.json").is_file()
@@ -233,10 +229,10 @@ def test_cli_embedded(tmp_path):
 @pytest.mark.skipif(not MEDNIST.is_file(), reason=f"MedNIST tarball not found at {MEDNIST}")
 def test_mednist_chain(tmp_path):
     data = {"dataset_dir": os.fspath(MEDNIST), "dataset_kind": "mednist", "max_train_items": 48, "max_val_items": 24}
-    run(PRE, ["train.json"], bundle_root=os.fspath(tmp_path / "pre"), arm="pgnm", epochs=1, **data, **TINY)
+    run("pgnm_pretrain", "train", bundle_root=os.fspath(tmp_path / "pre"), arm="pgnm", epochs=1, **data, **TINY)
     ft = {"bundle_root": os.fspath(tmp_path / "ft"), "pretrained_ckpt": os.fspath(tmp_path / "pre/models/model.pt")}
-    run(FT, ["train.json"], epochs=1, few_shot=24, **ft, **data, **TINY)
-    run(FT, ["train.json", "evaluate.json"], max_eval_items=30, **ft, **data, **TINY)
+    run("pgnm_finetune", "train", epochs=1, few_shot=24, **ft, **data, **TINY)
+    run("pgnm_finetune", "evaluate", max_eval_items=30, **ft, **data, **TINY)
     report = json.loads((tmp_path / "ft" / "eval" / "metrics.json").read_text())
     assert report["overall"]["n"] == 30 and len(report["class_names"]) == 6
     meta = ["--meta_file", "configs/metadata.json", "--logging_file", "configs/logging.conf"]
@@ -252,7 +248,7 @@ def test_ddp_gloo_two_processes(tmp_path):
         "$torch.save(@train#arm_handler.policy.state_dict(), "
         "@bundle_root + '/policy_rank%d.pt' % torch.distributed.get_rank())"
     )
-    extra.write_text(json.dumps({"finalize": [dump, "$pgnm_monai.bundle_utils.cleanup_distributed()"]}))
+    extra.write_text(json.dumps({"finalize": [dump, "$pgnm_monai.distributed.cleanup_distributed()"]}))
     files = f"['configs/train.json','configs/multi_gpu_train.json','{extra}']"
     args = {"bundle_root": tmp_path, "arm": "pgnm", "epochs": 2, **TINY}
     proc = cli(PRE, "run", "--config_file", files, "--logging_file", "configs/logging.conf", *overrides_cli(args),
@@ -265,3 +261,66 @@ def test_ddp_gloo_two_processes(tmp_path):
     p1 = torch.load(tmp_path / "policy_rank1.pt", weights_only=True)
     for k in p0:
         assert torch.equal(p0[k], p1[k]), k
+
+
+def test_finetune_bundle_is_an_overlay_of_the_pretrain_bundle():
+    """The two bundles share no copied config: <= 20% of the fine-tune bundle's config lines repeat the pretrain's."""
+    pre_lines = set()
+    for path in (PRE / "configs").iterdir():
+        pre_lines |= {line.strip() for line in path.read_text().splitlines() if len(line.strip()) > 3}
+    own, repeated = 0, 0
+    for path in (FT / "configs").iterdir():
+        if path.is_symlink():  # the same file, not a copy
+            assert path.resolve().parent == (PRE / "configs").resolve(), path
+            continue
+        lines = [line.strip() for line in path.read_text().splitlines() if len(line.strip()) > 3]
+        if path.name == "metadata.json":  # the bundle's own description (data, not program)
+            continue
+        own += len(lines)
+        repeated += sum(line in pre_lines for line in lines)
+    assert own > 0 and repeated / own <= 0.2, (repeated, own)
+    # the single-process train.json knows nothing of DDP; the DDP overlay picks rank-0 handlers by rank
+    train = (PRE / "configs" / "train.json").read_text()
+    assert "sampler" not in train and "wrap_ddp" not in train and "is_main_process" not in train
+    multi = json.loads((PRE / "configs" / "multi_gpu_train.json").read_text())
+    assert "@train#writers if pgnm_monai.distributed.is_main_process()" in multi["train#trainer#train_handlers"]
+    assert "[:" not in json.dumps(multi)  # no positional slicing of handler lists
+
+
+def test_bundle_transform_chains_equal_the_python_chains():
+    """train#preprocessing / validate#preprocessing (inline, overridable) give the Python chains' tensors."""
+    from monai.utils import set_determinism
+
+    from pgnm_monai.data import load_datalist
+    from pgnm_monai.transforms import eval_transforms, train_transforms
+
+    wf = workflow("pgnm_pretrain", "train", **TINY)
+    wf.initialize()
+    items = load_datalist("embedded", split="train").items[:4]
+    for name, python_chain in (
+        ("train#preprocessing", train_transforms(image_size=32, channels=1)),
+        ("validate#preprocessing", eval_transforms(image_size=32, channels=1)),
+    ):
+        config_chain = wf.parser.get_parsed_content(name)
+        for chain in (config_chain, python_chain):
+            chain.set_random_state(seed=3)
+        for item in items:
+            a, b = config_chain(dict(item))["image"], python_chain(dict(item))["image"]
+            assert a.shape == (1, 32, 32) and torch.equal(a, b), name
+    set_determinism(None)
+    # one transform overridden from the command line
+    wf = workflow("pgnm_pretrain", "train", **{**TINY, "train#preprocessing#transforms#2#prob": 0.0})
+    wf.initialize()
+    assert wf.parser.get_parsed_content("train#preprocessing").transforms[2].prob == 0.0
+
+
+def test_tensorboard_event_files_hold_losses_metrics_and_policy_state(pretrained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set()
+    for events in (pretrained["root"] / "logs").glob("events.out.tfevents.*"):
+        acc = EventAccumulator(os.fspath(events))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    assert "train_loss" in tags and "val_macro_f1" in tags
+    assert {"policy_loss", "reward_mean", "mask_std"} <= tags, tags

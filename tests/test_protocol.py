@@ -12,7 +12,8 @@ import pytest
 from nbclient import NotebookClient
 
 from pgnm_monai.cli import main as cli_main
-from pgnm_monai.protocol import delta_table, mean_ci, parse_task, per_modality_table, summary_table
+from pgnm_monai.experiments.protocol import parse_task
+from pgnm_monai.experiments.report import delta_table, mean_ci, per_modality_table, summary_table
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "runs_fixture.csv"

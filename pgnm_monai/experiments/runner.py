@@ -21,6 +21,7 @@ __all__ = [
     "bundles_dir",
     "evaluate",
     "finetune",
+    "make_workflow",
     "pretrain",
     "read_json",
     "run_bundle",
@@ -74,8 +75,8 @@ def stage_configs(bundle: str, stage: str) -> list[Path]:
     return [root / c for c in STAGES[(bundle, stage)]]
 
 
-def run_bundle(bundle: str, stage: str, **overrides: Any):
-    """Run ``stage`` of ``bundle`` with ``overrides`` (``None`` values are dropped) and return the ``ConfigWorkflow``.
+def make_workflow(bundle: str, stage: str, **overrides: Any):
+    """The ``ConfigWorkflow`` of ``stage`` of ``bundle`` with ``overrides`` (``None`` values dropped), not yet run.
 
     The same as ``python -m monai.bundle run --config_file "[<stage configs>]" --meta_file
     <bundle>/configs/metadata.json --logging_file <bundle>/configs/logging.conf --<id> <value> ...``.
@@ -84,13 +85,18 @@ def run_bundle(bundle: str, stage: str, **overrides: Any):
 
     files = [os.fspath(p) for p in stage_configs(bundle, stage)]
     configs = bundles_dir() / bundle / "configs"
-    wf = ConfigWorkflow(
+    return ConfigWorkflow(
         config_file=files if len(files) > 1 else files[0],
         meta_file=os.fspath(configs / "metadata.json"),
         logging_file=os.fspath(configs / "logging.conf"),
         workflow_type="infer" if stage == "inference" else "train",
         **{k: v for k, v in overrides.items() if v is not None},
     )
+
+
+def run_bundle(bundle: str, stage: str, **overrides: Any):
+    """Initialise, run and finalise :func:`make_workflow` (``bundle``, ``stage``, ``overrides``); return it."""
+    wf = make_workflow(bundle, stage, **overrides)
     wf.initialize()
     wf.run()
     wf.finalize()
