@@ -324,3 +324,20 @@ def test_tensorboard_event_files_hold_losses_metrics_and_policy_state(pretrained
         tags |= set(acc.Tags()["scalars"])
     assert "train_loss" in tags and "val_macro_f1" in tags
     assert {"policy_loss", "reward_mean", "mask_std"} <= tags, tags
+
+
+@pytest.mark.slow
+def test_mlflow_tracking_through_monai(tmp_path):
+    """``--tracking mlflow`` (MONAI's MLFlowHandler) logs the run to a local store under eval/, no server."""
+    mlflow = pytest.importorskip("mlflow", reason="mlflow is an optional dependency (pip install '.[tracking]')")
+    pytest.importorskip("sqlalchemy", reason="MLflow's local SQLite store needs sqlalchemy")
+    args = {"bundle_root": os.fspath(tmp_path), "arm": "pgnm", "epochs": 2, "tensorboard": False, **TINY}
+    run("pgnm_pretrain", "train", tracking="mlflow", **args)
+    uri = "sqlite:///" + os.fspath(tmp_path / "eval" / "mlruns.db")
+    runs = mlflow.tracking.MlflowClient(tracking_uri=uri).search_runs(
+        [e.experiment_id for e in mlflow.tracking.MlflowClient(tracking_uri=uri).search_experiments()]
+    )
+    assert len(runs) == 1
+    metrics = runs[0].data.metrics
+    assert {"train_loss", "val_macro_f1"} <= set(metrics), sorted(metrics)
+    assert not list((tmp_path / "logs").glob("events.out.tfevents.*"))  # tensorboard off

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,3 +153,31 @@ def test_bad_output_raises(tmp_path):
     writer = PredictionWriter(str(tmp_path), CLASSES)
     with pytest.raises(ValueError, match="'pred'"):
         writer._item_logits(torch.zeros(2, 3))
+
+
+def _ddp_worker(rank: int, out: str, init: str, decollate: bool) -> None:
+    import torch.distributed as dist
+
+    os.environ["LOCAL_RANK"] = str(rank)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    try:
+        torch.set_num_threads(1)
+        batches = make_batches()
+        mine = batches[:2] if rank == 0 else batches[2:]  # uneven shards: 7 and 2 items
+        run_eval(Path(out), decollate, epochs=2, batches=mine)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("decollate", [False, True])
+def test_gathers_over_gloo_ranks(tmp_path, decollate):
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "out"
+    mp.spawn(_ddp_worker, args=(str(out), f"file://{tmp_path / 'rdzv'}", decollate), nprocs=2)
+    _, rows = read_rows(out / "predictions.csv")
+    assert [int(r["slice_index"]) for r in rows] == list(range(sum(SIZES)))  # rank 0's rows, then rank 1's
+    run_eval(tmp_path / "single", decollate)
+    assert (out / "predictions.csv").read_text() == (tmp_path / "single" / "predictions.csv").read_text()
+    assert json.loads((out / "metrics.json").read_text())["n_items"] == sum(SIZES)

@@ -12,9 +12,11 @@ loop does), so the PGNM handler masks the batch, computes its reward and steps i
 the timed step. Variants (same classifier initialisation, optimiser, batch and seed):
 
 - ``baseline``: arm ``none``;
-- ``pgnm-paper``: arm ``pgnm``, preset ``paper`` (ResNet-10 policy trunk at full resolution);
-- ``pgnm-fast``: arm ``pgnm``, preset ``fast`` (the trunk sees the image resized to 16 x 16, fused SGD);
-- ``pgnm-fast-1thread``: the same with the policy's hooks on one CPU thread (for shared CPUs).
+- ``pgnm[paper]``: arm ``pgnm``, preset ``paper`` (ResNet-10 policy trunk at full resolution);
+- ``pgnm[fast]``: arm ``pgnm``, preset ``fast`` (the trunk sees the image resized to 16 x 16, fused SGD);
+- ``pgnm[fast,1-thread]``: the same with the policy's hooks on one CPU thread (for shared CPUs).
+
+The classifier is :func:`pgnm_monai.networks.build_classifier` (MONAI's ResNets).
 
 The variants run round-robin, one step each per round, so load from other processes hits all of them
 alike. Reported per variant: median and interquartile range of the step time over ``--steps`` rounds
@@ -39,29 +41,20 @@ from monai.engines import SupervisedTrainer
 from monai.utils import IgniteInfo, min_version, optional_import
 from torch import nn
 
-from pgnm_monai.arms import build_arm_handler
+from pgnm_monai.arms import PRESETS, build_arm_handler
+from pgnm_monai.networks import CLASSIFIERS, build_classifier
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
-__all__ = ["VARIANTS", "build_classifier", "build_trainer", "run_step", "measure", "main"]
+__all__ = ["VARIANTS", "build_trainer", "run_step", "measure", "main"]
 
-#: variant name -> keyword arguments of :func:`~pgnm_monai.arms.build_arm_handler`.
+#: variant label -> keyword arguments of :func:`~pgnm_monai.arms.build_arm_handler`: the baseline, then the
+#: ``pgnm`` arm with each preset of :data:`~pgnm_monai.arms.PRESETS`.
 VARIANTS: dict[str, dict[str, Any]] = {
     "baseline": {"arm": "none"},
-    "pgnm-paper": {"arm": "pgnm", "preset": "paper"},
-    "pgnm-fast": {"arm": "pgnm", "preset": "fast"},
-    "pgnm-fast-1thread": {"arm": "pgnm", "preset": "fast", "policy_num_threads": 1},
+    **{f"pgnm[{preset}]": {"arm": "pgnm", "preset": preset} for preset in PRESETS},
+    "pgnm[fast,1-thread]": {"arm": "pgnm", "preset": "fast", "policy_num_threads": 1},
 }
-
-
-def build_classifier(name: str, in_channels: int, num_classes: int) -> nn.Module:
-    """A torchvision ResNet (``resnet18`` / ``resnet50``) with ``in_channels`` inputs, randomly initialised."""
-    import torchvision
-
-    net = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
-    if in_channels != 3:
-        net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-    return net
 
 
 def build_trainer(
@@ -204,7 +197,7 @@ def format_table(results: dict[str, dict[str, float]], title: str) -> str:
 def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]]:
     """Command-line entry point; prints one table per (model, image size)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", nargs="+", default=["resnet18"], choices=["resnet18", "resnet50"])
+    parser.add_argument("--model", nargs="+", default=["resnet18"], choices=CLASSIFIERS)
     parser.add_argument("--image-size", nargs="+", type=int, default=[128])
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=20, help="timed rounds (each variant once per round)")

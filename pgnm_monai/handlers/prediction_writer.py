@@ -116,7 +116,7 @@ class PredictionWriter(ClassificationSaver):
         if not metas:
             return
         probs = to_probabilities(batch_data)
-        for meta, p in zip(metas, probs):
+        for meta, p in zip(metas, probs, strict=True):
             label, pred = int(meta.pop("label")), int(p.argmax())
             row = {k: meta.get(k, "") for k in self.META}
             row.update(

@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 class LossProgressBar:
     """An ignite ``ProgressBar`` (tqdm) of a trainer's iterations with the running loss; ``enabled=False``: none.
 
+    A thin switch around ``ignite.handlers.ProgressBar`` so that a bundle id can turn it off.
+
     Args:
         enabled: attach the bar at all.
         kwargs: arguments of ``ignite.handlers.ProgressBar`` (e.g. ``persist``).
@@ -37,6 +39,8 @@ class LossProgressBar:
         from ignite.handlers import ProgressBar
 
         def loss(output: Any) -> dict:
+            if isinstance(output, (list, tuple)) and output:  # decollated: every item holds the batch loss
+                output = output[0]
             value = output.get("loss") if isinstance(output, dict) else None
             return {"loss": float(torch.as_tensor(value).detach())} if value is not None else {}
 
