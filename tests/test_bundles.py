@@ -89,6 +89,10 @@ def test_pretrain_outputs_and_resume(pretrained):
     assert "fc.weight" in heated and "policy" not in heated  # classifier only
     history = json.loads((root / "eval" / "val_metrics.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2] and "val_macro_f1" in history[0]
+    with open(root / "eval" / "train_curves.csv") as f:  # one row per epoch, continued across the resume
+        curves = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in curves] == [1, 2]
+    assert all(float(r["train_loss"]) > 0 and float(r["weight_norm"]) > 0 for r in curves)
     # resume: continued at epoch 2 with the policy state saved after epoch 1
     seen = pretrained["seen"]
     assert seen["epoch"] == 1 and seen["epochs_run"] == [2] and pretrained["trainer_epoch"] == 2

@@ -4,7 +4,7 @@ The wheel is built offline from a copy of the checkout, unpacked into a temporar
 pure-Python wheel is an installed copy) and used from subprocesses that cannot see the checkout:
 
 - ``python -S``: ``site`` is not imported, so no ``.pth`` file runs -- in particular not the editable install's
-  ``__editable__.pgnm_monai-0.1.0.pth``, whose meta-path finder maps ``pgnm_monai`` to the checkout;
+  ``__editable__.pgnm_monai-<version>.pth``, whose meta-path finder maps ``pgnm_monai`` to the checkout;
 - ``PYTHONPATH=<site>:<venv site-packages>``: the installed copy first, the dependencies from the venv;
 - ``PYTHONSAFEPATH=1`` and a working directory outside the checkout: no implicit ``''``/cwd entry on sys.path;
 - ``PGNM_BUNDLES_DIR`` unset (it would override the packaged bundles), ``PYTHONDONTWRITEBYTECODE=1`` so that

@@ -5,7 +5,7 @@
 - the other arms: :class:`BatchAugmentationHandler`;
 - checkpoints: :class:`AtomicCheckpointSaver`, :class:`TrainingStateSaver`, :class:`ResumeCheckpointLoader`;
 - outputs: :class:`PredictionWriter` (per-item CSV + metrics JSON), :class:`MetricsHistoryWriter`;
-- run control: :class:`LossProgressBar`, :class:`StopAtEpoch`.
+- run control and curves: :class:`LossProgressBar`, :class:`StopAtEpoch`, :class:`TrainingCurveWriter`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from .noise_policy import (
     iteration_seed,
     per_sample_cross_entropy,
 )
+from .policy_statistics import PolicyStatisticsHandler
 from .prediction_writer import PredictionWriter
 from .training_control import LossProgressBar, StopAtEpoch
+from .training_curves import TrainingCurveWriter
 
 __all__ = [
     "AtomicCheckpointSaver",
@@ -29,11 +31,13 @@ __all__ = [
     "LossProgressBar",
     "MetricsHistoryWriter",
     "NoisePolicyHandler",
+    "PolicyStatisticsHandler",
     "PredictionWriter",
     "ResumeCheckpointLoader",
     "STATE_ATTRIBUTES",
     "StopAtEpoch",
     "ThreadLimitedNoisePolicyHandler",
+    "TrainingCurveWriter",
     "TrainingStateSaver",
     "iteration_seed",
     "per_sample_cross_entropy",
