@@ -87,6 +87,23 @@ def test_pretrain_outputs_and_resume(pretrained):
     assert {"model.pt", "model_best.pt", "checkpoint_epoch=2.pt"} <= set(models)
     heated = torch.load(root / "models" / "model.pt", weights_only=True)
     assert "fc.weight" in heated and "policy" not in heated  # classifier only
+    # the trained policy beside it, with its base vectors: it loads into a fresh policy of the same settings
+    from pgnm_monai.arms import build_policy_handler
+
+    policy_state = torch.load(root / "models" / "policy.pt", weights_only=True)
+    fresh = build_policy_handler(in_channels=1, grid=8, trunk="small", seed=123).policy
+    assert any("base" in k for k in policy_state) and not all(
+        torch.equal(v, fresh.state_dict()[k]) for k, v in policy_state.items()
+    )
+    final_state = torch.load(root / "models" / "checkpoint_epoch=2.pt", weights_only=True)["arm"]["policy"]
+    assert policy_state.keys() == final_state.keys()
+    assert all(torch.equal(policy_state[k], final_state[k]) for k in policy_state)
+    fresh.load_state_dict(policy_state)
+    fresh.eval()
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        alpha, beta = fresh(x)
+    assert alpha.shape == (2, 64) and bool((alpha > 0).all() and (beta > 0).all())
     history = json.loads((root / "eval" / "val_metrics.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2] and "val_macro_f1" in history[0]
     with open(root / "eval" / "train_curves.csv") as f:  # one row per epoch, continued across the resume
