@@ -345,6 +345,11 @@ def test_tensorboard_event_files_hold_losses_metrics_and_policy_state(pretrained
         tags |= set(acc.Tags()["scalars"])
     assert "train_loss" in tags and "val_macro_f1" in tags
     assert {"policy_loss", "reward_mean", "mask_std"} <= tags, tags
+    assert {"policy/kl_to_init", "policy/mask_between_std", "policy/log_alpha_mean"} <= tags, tags
+    with open(pretrained["root"] / "eval" / "policy_stats.csv") as f:  # per epoch, continued across the resume
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert float(rows[1]["kl_to_init"]) > 0  # the policy moved from its seeded initialisation
 
 
 @pytest.mark.slow
