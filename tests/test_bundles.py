@@ -132,8 +132,19 @@ def test_pretrain_evaluate_inference_export(pretrained, tmp_path):
     # ckpt_export (CLI) gives the checkpoint's outputs
     ts = tmp_path / "model.ts"
     cli(
-        PRE, "ckpt_export", "network_def", "--filepath", os.fspath(ts), "--ckpt_file", f"{root}/models/model.pt",
-        "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json", "--network", "small",
+        PRE,
+        "ckpt_export",
+        "network_def",
+        "--filepath",
+        os.fspath(ts),
+        "--ckpt_file",
+        f"{root}/models/model.pt",
+        "--meta_file",
+        "configs/metadata.json",
+        "--config_file",
+        "configs/inference.json",
+        "--network",
+        "small",
     )
     from pgnm_monai.networks import build_classifier
 
@@ -164,7 +175,7 @@ def test_finetune_chain_loads_heated_trunk(pretrained, tmp_path):
     assert report["overall"]["n"] == 9
 
 
-def test_check_properties_metadata_and_verify():
+def test_check_properties_metadata_and_verify(tmp_path):
     from monai.bundle import verify_net_in_out
 
     required = {"version", "changelog", "monai_version", "pytorch_version", "numpy_version", "task", "description"}
@@ -186,6 +197,7 @@ def test_check_properties_metadata_and_verify():
             ([*base, bundle / "configs" / "multi_gpu_train.json"], "train", {"initialize": ["$None"]}),
             ([bundle / "configs" / "inference.json"], "infer", {"initialize": ["$None"]}),  # no model.pt needed
         ):
+            extra = {**extra, "bundle_root": os.fspath(tmp_path)}  # resolving the handlers creates logs/
             if bundle == FT and kind == "train":
                 extra = {**extra, "pretrained_ckpt": None}  # resolving the trainer would load it
             wf = ConfigWorkflow(
@@ -272,8 +284,16 @@ def test_ddp_gloo_two_processes(tmp_path):
     extra.write_text(json.dumps({"finalize": [dump, "$pgnm_monai.distributed.cleanup_distributed()"]}))
     files = f"['configs/train.json','configs/multi_gpu_train.json','{extra}']"
     args = {"bundle_root": tmp_path, "arm": "pgnm", "epochs": 2, **TINY}
-    proc = cli(PRE, "run", "--config_file", files, "--logging_file", "configs/logging.conf", *overrides_cli(args),
-               torchrun=True)
+    proc = cli(
+        PRE,
+        "run",
+        "--config_file",
+        files,
+        "--logging_file",
+        "configs/logging.conf",
+        *overrides_cli(args),
+        torchrun=True,
+    )
     log = proc.stdout + proc.stderr
     assert "backend=gloo" in log or "backend=nccl" in log
     assert log.count("saved final checkpoint") == 1
@@ -308,14 +328,14 @@ def test_finetune_bundle_is_an_overlay_of_the_pretrain_bundle():
     assert "[:" not in json.dumps(multi)  # no positional slicing of handler lists
 
 
-def test_bundle_transform_chains_equal_the_python_chains():
+def test_bundle_transform_chains_equal_the_python_chains(tmp_path):
     """train#preprocessing / validate#preprocessing (inline, overridable) give the Python chains' tensors."""
     from monai.utils import set_determinism
 
     from pgnm_monai.data import load_datalist
     from pgnm_monai.transforms import eval_transforms, train_transforms
 
-    wf = workflow("pgnm_pretrain", "train", **TINY)
+    wf = workflow("pgnm_pretrain", "train", bundle_root=os.fspath(tmp_path), **TINY)
     wf.initialize()
     items = load_datalist("embedded", split="train").items[:4]
     for name, python_chain in (
@@ -330,7 +350,12 @@ def test_bundle_transform_chains_equal_the_python_chains():
             assert a.shape == (1, 32, 32) and torch.equal(a, b), name
     set_determinism(None)
     # one transform overridden from the command line
-    wf = workflow("pgnm_pretrain", "train", **{**TINY, "train#preprocessing#transforms#2#prob": 0.0})
+    wf = workflow(
+        "pgnm_pretrain",
+        "train",
+        bundle_root=os.fspath(tmp_path),
+        **{**TINY, "train#preprocessing#transforms#2#prob": 0.0},
+    )
     wf.initialize()
     assert wf.parser.get_parsed_content("train#preprocessing").transforms[2].prob == 0.0
 
