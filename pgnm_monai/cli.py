@@ -73,7 +73,10 @@ def _demo(args: argparse.Namespace) -> int:
     from pgnm_monai.demo import run_demo
 
     summary = run_demo(
-        output_dir=args.output_dir, image_size=args.image_size, grid=args.grid, iterations=args.iterations,
+        output_dir=args.output_dir,
+        image_size=args.image_size,
+        grid=args.grid,
+        iterations=args.iterations,
         seed=args.seed,
     )
     print(json.dumps(summary, indent=2))

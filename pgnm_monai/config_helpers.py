@@ -25,7 +25,7 @@ from pgnm_monai.data import Datalist, few_shot_subset, load_datalist
 from pgnm_monai.data.schema import IMAGE_PATH
 from pgnm_monai.networks.classifiers import CLASSIFIERS, HEAD_PREFIXES
 from pgnm_monai.networks.policy import TRUNKS
-from pgnm_monai.objectives import OBJECTIVES
+from pgnm_monai.objectives import ADVANTAGES, OBJECTIVES
 
 __all__ = [
     "as_bool",
@@ -61,14 +61,24 @@ def check_train_args(
     batch_size: int = 1,
     lr: float = 0.1,
     policy_trunk: str = "resnet10",
+    reward_sign: int = -1,
+    advantage: str = "baseline",
 ) -> bool:
-    """Check the plain ids of a training config; raise ``ValueError`` naming the id at fault."""
+    """Check the plain ids of a training config; raise ``ValueError`` naming the id at fault.
+
+    ``reward_sign`` (-1: reward ``-CE``; +1: adversarial) and ``advantage`` (``"baseline"`` or ``"normalized"``)
+    are the ``reinforce`` settings; an arm that fixes them (e.g. ``pgnm-adversarial``) overrides the ids.
+    """
     if arm not in ARMS:
         raise ValueError(f"config id 'arm' must be one of {tuple(ARMS)}, got {arm!r}.")
     if objective not in OBJECTIVES:
         raise ValueError(f"config id 'objective' must be one of {OBJECTIVES}, got {objective!r}.")
     if network not in CLASSIFIERS:
         raise ValueError(f"config id 'network' must be one of {CLASSIFIERS}, got {network!r}.")
+    if isinstance(reward_sign, bool) or reward_sign not in (-1, 1):
+        raise ValueError(f"config id 'reward_sign' must be -1 or 1, got {reward_sign!r}.")
+    if advantage not in ADVANTAGES:
+        raise ValueError(f"config id 'advantage' must be one of {ADVANTAGES}, got {advantage!r}.")
     if policy_trunk not in TRUNKS:
         raise ValueError(f"config id 'policy_trunk' must be one of {TRUNKS}, got {policy_trunk!r}.")
     for name, value, low in (("image_size", image_size, 8), ("grid", grid, 1), ("epochs", epochs, 1)):

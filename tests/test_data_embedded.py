@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from pgnm_monai.data import ITEM_KEYS, load_datalist
-from pgnm_monai.transforms import eval_transforms, train_transforms
 from pgnm_monai.data.embedded import EMBEDDED_CLASSES
+from pgnm_monai.transforms import eval_transforms, train_transforms
 
 
 def test_embedded_all_classes_and_schema():

@@ -16,8 +16,8 @@ from nibabel.testing import data_path as NIB_DATA
 from pydicom.data.data_manager import DATA_ROOT
 
 from pgnm_monai.data import load_class_map, load_datalist
-from pgnm_monai.transforms import eval_transforms, train_transforms
 from pgnm_monai.data.utils import shared_data_dir
+from pgnm_monai.transforms import eval_transforms, train_transforms
 
 SHARED = shared_data_dir()
 MEDNIST_TGZ = SHARED / "mednist" / "MedNIST.tar.gz"

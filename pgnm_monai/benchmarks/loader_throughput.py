@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from pgnm_monai.data import load_datalist
-from pgnm_monai.transforms import PAPER_MEAN, PAPER_STD, eval_transforms, train_transforms
 from pgnm_monai.data.utils import shared_data_dir
+from pgnm_monai.transforms import PAPER_MEAN, PAPER_STD, eval_transforms, train_transforms
 
 __all__ = ["main", "measure"]
 

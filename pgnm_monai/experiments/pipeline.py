@@ -102,8 +102,9 @@ def run_pipeline(
         val_history = runner.read_json(pre_root / "eval" / "val_metrics.json")
         data = {"dataset_dir": finetune_dataset_dir, "dataset_kind": finetune_dataset_kind}
         logger.info(f"[{arm}] fine-tuning -> {ft_root}")
-        runner.finetune(ft_root, heated, epochs=finetune_epochs, few_shot=few_shot, **data, **common,
-                        **(extra_finetune or {}))
+        runner.finetune(
+            ft_root, heated, epochs=finetune_epochs, few_shot=few_shot, **data, **common, **(extra_finetune or {})
+        )
         overall = runner.evaluate(ft_root, **data, **common, **(extra_finetune or {}))["overall"]
         rows.append(
             {

@@ -7,20 +7,20 @@ from .array import LoadMedicalImage, PolicyNoiseMask, RandomBetaMask, RandResize
 from .chains import PAPER_MEAN, PAPER_STD, eval_transforms, train_transforms
 from .dictionary import (
     LoadMedicalImageD,
-    LoadMedicalImageDict,
     LoadMedicalImaged,
+    LoadMedicalImageDict,
     PolicyNoiseMaskD,
-    PolicyNoiseMaskDict,
     PolicyNoiseMaskd,
+    PolicyNoiseMaskDict,
     RandomBetaMaskD,
-    RandomBetaMaskDict,
     RandomBetaMaskd,
+    RandomBetaMaskDict,
     RandResizedCropD,
-    RandResizedCropDict,
     RandResizedCropd,
+    RandResizedCropDict,
     ResizeShortSideD,
-    ResizeShortSideDict,
     ResizeShortSided,
+    ResizeShortSideDict,
 )
 
 __all__ = [

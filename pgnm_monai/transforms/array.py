@@ -302,5 +302,3 @@ class ResizeShortSide(Transform):
         s = min(spatial)
         out = tuple(self.size if n == s else max(1, int(self.size * n / s)) for n in spatial)
         return _resize(img, out)
-
-
