@@ -90,10 +90,22 @@ def test_benchmark_command_micro_profile_end_to_end(tmp_path, capsys):
     for section in ("## Macro-F1 after fine-tuning", "## Macro-F1: arm − baseline", "## Win / tie / loss", "command:"):
         assert section in report
     assert (out / "f1_vs_n.png").stat().st_size > 1000
+    # the probe protocol and the pretraining evidence, through the same command
+    probe = pd.read_csv(out / "probe_runs.csv")
+    assert set(probe["arm"]) == {"none", "pgnm-reinforce"} and set(probe["probe"]) == {"linear", "centroid"}
+    assert probe.groupby(["arm", "probe"]).size().eq(20).all()  # the micro profile's 20 episodes
+    for section in ("## Frozen-feature probes", "## What pretraining did", "policy_curves.png", "masks.png"):
+        assert section in report, section
+    for figure in ("policy_curves.png", "pretrain_curves.png", "masks.png"):
+        assert (out / figure).stat().st_size > 1000, figure
     # resumable: a second call redoes nothing
     stamp = (out / "runs.csv").stat().st_mtime_ns
     assert cli_main(["benchmark", "--profile", "micro", "--output-dir", str(out)]) == 0
     assert (out / "runs.csv").stat().st_mtime_ns == stamp and len(pd.read_csv(out / "runs.csv")) == 2
+    # deterministic for a fixed seed: a fresh run of the probe on the same models gives the same rows
+    (out / "probe_runs.csv").unlink()
+    assert cli_main(["benchmark", "--profile", "micro", "--output-dir", str(out)]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(out / "probe_runs.csv"), probe)
 
 
 @pytest.mark.slow

@@ -32,11 +32,19 @@ from typing import Any
 import pandas as pd
 
 from pgnm_monai.arms import ARMS
-from pgnm_monai.data.utils import atomic_write_text, shared_data_dir
-from pgnm_monai.experiments import runner
-from pgnm_monai.experiments.report import number, write_report
+from pgnm_monai.data.utils import atomic_save_figure, atomic_write_text, shared_data_dir
+from pgnm_monai.experiments import policy_figures, probe, runner
+from pgnm_monai.experiments.report import markdown_table, number, write_report
 
-__all__ = ["PROFILES", "Task", "default_tasks", "git_commit", "parse_task", "run_protocol"]
+__all__ = [
+    "PROFILES",
+    "Task",
+    "default_tasks",
+    "git_commit",
+    "parse_task",
+    "pretraining_section",
+    "run_protocol",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +72,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "warmup_epochs": 1,
         "finetune_lr": 0.001,
         "val_items": 16,
+        "probe_shots": (8,),
+        "probe_episodes": 20,
         "pretrain": "embedded",
         "tasks": ("embedded",),
     },
@@ -92,6 +102,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "pretrain": "mednist",
         "tasks": ("breastmnist", "pneumoniamnist"),
     },
+    # the evidence profile (<= 90 min on 2 CPU cores, measured: results/standard/NOTES.md): every control arm,
+    # 3 pretrain seeds, long enough for the policy to move (policy_stats.csv), frozen-feature probes with 200
+    # shared episodes (tight intervals) plus one full fine-tune per model and task as the second measure
     # the paper's settings (RadImageNet-scale; GPUs)
     "paper": {
         "arms": ("none", "pgnm-paper", "pgnm-reinforce", "random_mask", "gaussian"),
@@ -115,6 +128,32 @@ PROFILES: dict[str, dict[str, Any]] = {
         "pretrain": "mednist",
         "tasks": ("breastmnist", "pneumoniamnist", "retinamnist", "brain_tumor_mri"),
     },
+}
+
+# the evidence profile (<= 90 min on 2 CPU cores, measured: results/standard/NOTES.md): the quick profile's
+# models and data with every control arm, 3 pretrain seeds, a longer pretraining so the policy can move
+# (policy_stats.csv shows it), the fast policy preset (16 px policy input), all four unseen-concept tasks,
+# frozen-feature probes on 200 shared episodes (tight intervals) and one full fine-tune per model and task
+PROFILES["standard"] = {
+    **PROFILES["quick"],
+    "arms": (
+        "none",
+        "pgnm-paper",
+        "pgnm-paper-unscaled",
+        "pgnm-reinforce",
+        "pgnm-adversarial",
+        "frozen_policy",
+        "random_mask",
+        "gaussian",
+    ),
+    "pretrain_seeds": (0, 1, 2),
+    "finetune_seeds": (0,),
+    "shots": (64,),
+    "probe_shots": (16, 64),
+    "probe_episodes": 200,
+    "policy_input_size": 16,
+    "pretrain_epochs": 4,
+    "tasks": ("breastmnist", "pneumoniamnist", "retinamnist", "brain_tumor_mri"),
 }
 
 
@@ -281,10 +320,32 @@ def run_protocol(
             kernel_size=cfg["kernel_size"],
             sigma=cfg["sigma"],
             policy_trunk=cfg["policy_trunk"],
+            policy_input_size=cfg.get("policy_input_size"),
+            tensorboard=False,
             **common,
         )
         pretrain_seconds[(arm, seed)] = round(time.perf_counter() - t0, 1)
         atomic_write_text(marker, json.dumps({"seconds": pretrain_seconds[(arm, seed)], "commit": commit}) + "\n")
+
+    sections: list[str] = []
+    if cfg.get("probe_shots"):
+        probe_csv = out / "probe_runs.csv"
+        if probe_csv.exists():
+            probe_frame = pd.read_csv(probe_csv)
+        else:
+            probe_frame = probe.run_probe(
+                out,
+                task_list,
+                cfg["arms"],
+                cfg["pretrain_seeds"],
+                cfg["probe_shots"],
+                n_episodes=cfg["probe_episodes"],
+                network=cfg["network"],
+                image_size=cfg["image_size"],
+                in_channels=1,
+            )
+        sections.append(probe.probe_report_markdown(probe.write_probe_report(probe_frame, out)))
+    sections.append(pretraining_section(out, cfg, task_list))
 
     jobs = [
         (task, n, fseed, arm, pseed)
@@ -345,5 +406,65 @@ def run_protocol(
         shutil.rmtree(ft_root, ignore_errors=True)  # checkpoints of every fine-tune would fill the disk
     frame = pd.DataFrame(rows)
     wall = time.perf_counter() - started
-    write_report(frame, out, command=command, profile=profile, settings=cfg, wall_seconds=wall, commit=commit)
+    write_report(
+        frame, out, command=command, profile=profile, settings=cfg, wall_seconds=wall, commit=commit, sections=sections
+    )
     return frame
+
+
+def pretraining_section(out: Path, cfg: dict[str, Any], tasks: Sequence[Task]) -> str:
+    """Draw what pretraining did (policy curves, training curves, trained masks) and return the report's section."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from pgnm_monai.config_helpers import load_data
+    from pgnm_monai.transforms import eval_transforms
+
+    curves = policy_figures.read_pretrain_curves(out)
+    if not len(curves):
+        return ""
+    atomic_save_figure(policy_figures.policy_curves_figure(curves), out / "policy_curves.png", dpi=110)
+    atomic_save_figure(policy_figures.collapse_figure(curves), out / "pretrain_curves.png", dpi=110)
+    last = curves.sort_values("epoch").groupby("arm").last(numeric_only=True)
+    shown = [
+        c
+        for c in (
+            "kl_to_init",
+            "mask_between_std",
+            "mask_within_std",
+            "sample_std",
+            "weight_norm",
+            "train_loss",
+            "val_macro_f1",
+        )
+        if c in last
+    ]
+    lines = [
+        "## What pretraining did",
+        "",
+        "Last pretraining epoch, mean over pretrain seeds (policy statistics on a fixed probe batch of "
+        "validation images; `E[m]` is a cell's expected mask value):",
+        "",
+        markdown_table(last[shown].round(4).reset_index()),
+        "",
+        "![policy-learning curves](policy_curves.png)",
+        "",
+        "![pretraining curves of the official objective and its controls](pretrain_curves.png)",
+        "",
+    ]
+    seed = cfg["pretrain_seeds"][0]
+    policies = {}
+    for label, arm in policy_figures.MASK_ROWS.items():
+        run = out / "pretrain" / f"{arm}_seed{seed}" if arm else None
+        if arm is None or (run / "models" / "policy.pt").is_file():
+            policies[label] = policy_figures.load_policy(run, cfg, seed=seed)
+    if len(policies) > 1:
+        chain = eval_transforms(image_size=cfg["image_size"], channels=1)
+        images = {}
+        for task in tasks:
+            item = load_data(task.kind, task.dataset_dir, "test", options=dict(task.options)).items[0]
+            images[f"{task.name} ({item.get('modality', '')})"] = chain(dict(item))["image"]
+        fig = policy_figures.mask_figure(images, policies, title=f"expected masks, pretrain seed {seed}")
+        atomic_save_figure(fig, out / "masks.png", dpi=110)
+        lines += ["![trained masks per modality](masks.png)", ""]
+    return "\n".join(lines)

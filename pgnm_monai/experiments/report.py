@@ -23,6 +23,7 @@ __all__ = [
     "curves_figure",
     "delta_table",
     "format_table",
+    "markdown_table",
     "mean_ci",
     "number",
     "per_modality_table",
@@ -48,7 +49,7 @@ def _cell(v: Any, column: str = "") -> str:
 def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
     """A Markdown table of ``rows`` (dicts) with ``columns``."""
     cells = [{c: _cell(r.get(c), c) for c in columns} for r in rows]
-    return _markdown(pd.DataFrame(cells, columns=list(columns)))
+    return markdown_table(pd.DataFrame(cells, columns=list(columns)))
 
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, int]:
@@ -116,7 +117,8 @@ def per_modality_table(frame: pd.DataFrame) -> pd.DataFrame:
     return per.reindex([a for a in ARMS if a in per.index])
 
 
-def _markdown(frame: pd.DataFrame) -> str:
+def markdown_table(frame: pd.DataFrame) -> str:
+    """``frame`` as a Markdown table (a non-default index becomes columns)."""
     frame = frame.reset_index() if not isinstance(frame.index, pd.RangeIndex) else frame
     head = "| " + " | ".join(map(str, frame.columns)) + " |"
     rule = "|" + "---|" * len(frame.columns)
@@ -163,8 +165,9 @@ def write_report(
     settings: dict | None = None,
     wall_seconds: float | None = None,
     commit: str = "",
+    sections: Sequence[str] = (),
 ) -> None:
-    """Write ``report.md`` and ``f1_vs_n.png`` for the runs in ``frame``."""
+    """Write ``report.md`` and ``f1_vs_n.png`` for the runs in ``frame``; ``sections`` (Markdown) come first."""
     out = Path(out)
     settings = {k: v for k, v in (settings or {}).items()}
     lines = [
@@ -184,16 +187,17 @@ def write_report(
             "compare at this scale only; they are not a reproduction of the paper's RadImageNet-scale results.",
             "",
         ]
+    lines += [section for section in sections if section]
     for metric, title in (("macro_f1", "Macro-F1"), ("balanced_accuracy", "Balanced accuracy"), ("auroc", "AUROC")):
-        lines += [f"## {title} after fine-tuning", "", _markdown(summary_table(frame, metric)), ""]
+        lines += [f"## {title} after fine-tuning", "", markdown_table(summary_table(frame, metric)), ""]
     deltas, tally = delta_table(frame)
-    lines += ["## Macro-F1: arm − baseline (`none`)", "", _markdown(deltas) if len(deltas) else "(no pairs)", ""]
+    lines += ["## Macro-F1: arm − baseline (`none`)", "", markdown_table(deltas) if len(deltas) else "(no pairs)", ""]
     lines += ["## Win / tie / loss against the baseline (macro-F1, per task and N)", ""]
     lines += ["| arm | wins | ties | losses |", "|---|---|---|---|"]
     lines += [f"| {arm} | {w} | {t} | {lo} |" for arm, (w, t, lo) in tally.items()]
     per = per_modality_table(frame)
     if len(per.columns):
-        lines += ["", "## Macro-F1 per modality (mean over tasks, N and seeds)", "", _markdown(per)]
+        lines += ["", "## Macro-F1 per modality (mean over tasks, N and seeds)", "", markdown_table(per)]
     if "finetune_seconds" in frame:
         lines += ["", f"Fine-tune + evaluation time per run: median {frame['finetune_seconds'].median():.1f} s."]
     lines += ["", "![macro-F1 vs N](f1_vs_n.png)", ""]

@@ -1,0 +1,456 @@
+"""The probe protocol: frozen penultimate features of every heated model, hundreds of seeded episodes, tight
+intervals (DESIGN.md §6, "Tight intervals").
+
+Full fine-tuning with a few seed pairs gives ±0.05–0.3 macro-F1, far wider than the differences between arms.
+Few-shot practice measures a representation instead: freeze it, and on each of many seeded, stratified
+episodes of ``N`` training images fit a cheap classifier on the features and score it on the whole test
+split. Here:
+
+- features: the input of the classifier head of each pretrained model
+  (``<output_dir>/pretrain/<arm>_seed<seed>/models/model.pt``, the layout of :mod:`.protocol`), the head
+  replaced by ``nn.Identity`` (:data:`~pgnm_monai.networks.HEAD_PREFIXES`), images through the evaluation chain
+  (:func:`~pgnm_monai.transforms.eval_transforms`). Each task's images are decoded once for all models.
+- episodes (:func:`draw_episodes`): depend only on the task's labels, ``N`` and ``seed``, so every arm and
+  every pretrain seed sees the same episodes and differences are paired.
+- probes: a linear probe (standardise, then multinomial ``LogisticRegression``, lbfgs, C = 1) and a
+  nearest-centroid classifier on the same standardised features; scores: macro-F1 and balanced accuracy
+  on the whole test split (the same definitions as :func:`pgnm_monai.metrics.classification_metrics`).
+- intervals (:func:`probe_summary`): a hierarchical bootstrap that resamples pretrain seeds, then episodes
+  within each drawn seed, so the variation between pretrained models is part of the interval.
+
+Outputs of :func:`run_probe`: ``probe_runs.csv``, one row per (arm, pretrain seed, task, N, episode, probe).
+:func:`write_probe_report` adds ``probe_summary.csv`` and ``probe_report.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score, f1_score
+from sklearn.neighbors import NearestCentroid
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+from torch import nn
+
+from pgnm_monai.arms import ARMS
+from pgnm_monai.data.schema import LABEL
+from pgnm_monai.data.utils import atomic_write_text
+from pgnm_monai.experiments.report import markdown_table
+from pgnm_monai.networks.classifiers import HEAD_PREFIXES, build_classifier
+
+if TYPE_CHECKING:  # protocol may import this module; avoid the cycle at run time
+    from pgnm_monai.experiments.protocol import Task
+
+__all__ = [
+    "PROBES",
+    "RUN_COLUMNS",
+    "bootstrap_interval",
+    "draw_episodes",
+    "episode_hash",
+    "extract_features",
+    "feature_extractor",
+    "preprocess",
+    "probe_report_markdown",
+    "probe_summary",
+    "run_probe",
+    "stratified_quotas",
+    "win_tie_loss",
+    "write_probe_report",
+]
+
+logger = logging.getLogger(__name__)
+
+#: the columns of ``probe_runs.csv``, in order.
+RUN_COLUMNS = (
+    "arm",
+    "pretrain_seed",
+    "task",
+    "n",
+    "episode",
+    "episode_hash",
+    "probe",
+    "macro_f1",
+    "balanced_accuracy",
+    "n_test",
+)
+
+
+def _linear_probe() -> Pipeline:
+    return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, solver="lbfgs", max_iter=2000))
+
+
+def _centroid_probe() -> Pipeline:
+    return make_pipeline(StandardScaler(), NearestCentroid())
+
+
+#: probe name -> factory of an unfitted scikit-learn pipeline (standardisation fit on the episode's train set).
+PROBES: dict[str, Callable[[], Pipeline]] = {"linear": _linear_probe, "centroid": _centroid_probe}
+
+
+# ---------------------------------------------------------------------------------------------- features
+
+
+def preprocess(items: Sequence[Mapping], image_size: int, in_channels: int) -> torch.Tensor:
+    """Every item through the evaluation chain: a float32 ``(len(items), in_channels, S, S)`` tensor."""
+    from pgnm_monai.transforms import eval_transforms
+
+    chain = eval_transforms(image_size=int(image_size), channels=int(in_channels))
+    return torch.stack([chain(dict(it))["image"] for it in items])
+
+
+def feature_extractor(checkpoint: str | os.PathLike, network: str, in_channels: int) -> tuple[nn.Module, int]:
+    """The classifier of ``checkpoint`` with its head replaced by ``nn.Identity`` (penultimate features).
+
+    The class count of the pretraining set is read from the head's weight in the state dict.
+
+    Returns:
+        the network in eval mode, on the CPU, and the pretraining class count.
+    """
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):  # a training-state checkpoint
+        state = state["model"]
+    heads = HEAD_PREFIXES[network]
+    head_weight = [k for k in state if any(k.startswith(h) for h in heads) and k.endswith("weight")]
+    if len(head_weight) != 1:
+        raise ValueError(f"{checkpoint}: expected one head weight under {heads} for network {network!r}.")
+    num_classes = int(state[head_weight[0]].shape[0])
+    model = build_classifier(network, in_channels, num_classes)
+    model.load_state_dict(state)
+    for prefix in heads:  # e.g. "fc." -> model.fc; "class_layers.out." -> model.class_layers.out
+        *parents, leaf = prefix.rstrip(".").split(".")
+        owner = model
+        for name in parents:
+            owner = getattr(owner, name)
+        setattr(owner, leaf, nn.Identity())
+    return model.eval(), num_classes
+
+
+@torch.no_grad()
+def extract_features(
+    model: nn.Module,
+    items: Sequence[Mapping] | torch.Tensor,
+    image_size: int,
+    in_channels: int,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """Penultimate features ``(len(items), F)`` (float64) of ``model`` (see :func:`feature_extractor`).
+
+    Args:
+        model: a classifier whose head is ``nn.Identity`` (:func:`feature_extractor`).
+        items: datalist items (through the evaluation chain) or the tensor :func:`preprocess` made of them.
+        image_size: side of the evaluation crop.
+        in_channels: image channels.
+        batch_size: images per forward pass.
+        device: where the model runs (default: CUDA when available, else CPU).
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    images = items if isinstance(items, torch.Tensor) else preprocess(items, image_size, in_channels)
+    model = model.to(device).eval()
+    out = [model(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
+    return torch.cat(out).flatten(1).numpy().astype(np.float64)
+
+
+# ---------------------------------------------------------------------------------------------- episodes
+
+
+def stratified_quotas(counts: Sequence[int], n: int) -> np.ndarray:
+    """Items per class of a stratified subset of ``n`` (the class counts of :func:`pgnm_monai.data.few_shot_subset`).
+
+    One item of every class first (most frequent first) while ``n`` allows, then each next item to the class
+    furthest below its share ``(m + 1) * p_c``.
+    """
+    counts = np.asarray(counts, dtype=int)
+    total = int(counts.sum())
+    if not 1 <= n <= total:
+        raise ValueError(f"episode size n must be in [1, {total}] (the training split), got {n}.")
+    share = counts / total
+    taken = np.zeros(len(counts), dtype=int)
+    present = [c for c in sorted(range(len(counts)), key=lambda c: (-counts[c], c)) if counts[c] > 0]
+    for c in present[:n]:
+        taken[c] = 1
+    for m in range(int(taken.sum()), n):
+        deficit = np.where(taken < counts, (m + 1) * share - taken, -np.inf)
+        taken[int(np.argmax(deficit))] += 1  # ties: the lowest class index, as few_shot_order
+    return taken
+
+
+def draw_episodes(labels: Sequence[int], n: int, n_episodes: int, seed: int = 0) -> list[np.ndarray]:
+    """``n_episodes`` seeded, stratified episodes of ``n`` training indices (sorted int arrays).
+
+    Every episode has the class counts of :func:`stratified_quotas` (every class present when ``n`` is at
+    least the class count), drawn without replacement within each class. The episodes depend only on
+    ``labels``, ``n``, ``n_episodes`` and ``seed``: every arm and pretrain seed gets the same ones.
+    """
+    labels = np.asarray(labels, dtype=int)
+    classes, counts = np.unique(labels, return_counts=True)
+    quotas = stratified_quotas(counts, int(n))
+    members = [np.flatnonzero(labels == c) for c in classes]
+    rng = np.random.default_rng([int(seed), int(n)])
+    episodes = []
+    for _ in range(int(n_episodes)):
+        picks = [rng.choice(idx, size=q, replace=False) for idx, q in zip(members, quotas, strict=True) if q]
+        episodes.append(np.sort(np.concatenate(picks)))
+    return episodes
+
+
+def episode_hash(indices: np.ndarray) -> str:
+    """A short hash of an episode's training indices (to check that arms share episodes)."""
+    return hashlib.sha1(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()[:12]
+
+
+def _score(y_true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*y_pred contains classes not in y_true.*")
+        bal = float(balanced_accuracy_score(y_true, pred))
+    return {"macro_f1": float(f1_score(y_true, pred, average="macro", zero_division=0)), "balanced_accuracy": bal}
+
+
+def _probe_episodes(
+    train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], episodes: Sequence[np.ndarray]
+) -> list[dict[str, Any]]:
+    """Fit every probe of :data:`PROBES` on each episode; score on the whole test split."""
+    (x_train, y_train), (x_test, y_test) = train, test
+    rows = []
+    # one BLAS thread: the fits are tiny, and thread barriers made them ~10x slower on a shared 2-core CPU
+    with threadpool_limits(1), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*within_class_std_dev_.*")  # classes with one image
+        for e, idx in enumerate(episodes):
+            for name, factory in PROBES.items():
+                probe = factory().fit(x_train[idx], y_train[idx])
+                scores = _score(y_test, probe.predict(x_test))
+                rows.append({"episode": e, "episode_hash": episode_hash(idx), "probe": name} | scores)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- protocol
+
+
+def run_probe(
+    output_dir: str | os.PathLike,
+    tasks: Sequence[Task],
+    arms: Sequence[str],
+    pretrain_seeds: Sequence[int],
+    shots: Sequence[int],
+    n_episodes: int = 200,
+    seed: int = 0,
+    network: str = "resnet10t",
+    image_size: int = 32,
+    in_channels: int = 1,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+) -> pd.DataFrame:
+    """Probe every pretrained model on every task; write ``<output_dir>/probe_runs.csv`` (atomically).
+
+    Args:
+        output_dir: the protocol's output folder, holding ``pretrain/<arm>_seed<seed>/models/model.pt``.
+        tasks: :class:`~pgnm_monai.experiments.protocol.Task` objects (train and test splits are used).
+        arms: arm names (:data:`~pgnm_monai.arms.ARMS`).
+        pretrain_seeds: pretrain seeds of the models to probe.
+        shots: episode sizes ``N`` (those larger than a task's training split are skipped, with a warning).
+        n_episodes: episodes per (task, N), shared by every arm and pretrain seed.
+        seed: seed of the episodes.
+        network: the classifier architecture of the pretrained models.
+        image_size: evaluation crop side (as in pretraining).
+        in_channels: image channels (as in pretraining).
+        batch_size: images per forward pass of the feature extraction.
+        device: where the feature extraction runs (default: CUDA when available, else CPU).
+
+    Returns:
+        the rows of ``probe_runs.csv`` (columns :data:`RUN_COLUMNS`), deterministic for fixed arguments.
+    """
+    from pgnm_monai.config_helpers import load_data
+
+    unknown = set(arms) - set(ARMS)
+    if unknown:
+        raise ValueError(f"unknown arms {sorted(unknown)}; known: {list(ARMS)}.")
+    out = Path(output_dir)
+    models = {
+        (a, int(s)): out / "pretrain" / f"{a}_seed{s}" / "models" / "model.pt" for a in arms for s in pretrain_seeds
+    }
+    missing = [str(p) for p in models.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"pretrained models missing (run the protocol's pretraining first): {missing[:3]}")
+    rows: list[dict[str, Any]] = []
+    for task in tasks:
+        t0 = time.perf_counter()
+        splits = {s: load_data(task.kind, task.dataset_dir, s, options=dict(task.options)) for s in ("train", "test")}
+        images = {s: preprocess(dl.items, image_size, in_channels) for s, dl in splits.items()}  # decoded once
+        labels = {s: np.array([int(it[LABEL]) for it in dl.items]) for s, dl in splits.items()}
+        sizes = [int(n) for n in shots if int(n) <= len(labels["train"])]
+        if len(sizes) < len(shots):
+            logger.warning("task %s: shots above its %d training items skipped", task.name, len(labels["train"]))
+        episodes = {n: draw_episodes(labels["train"], n, n_episodes, seed) for n in sizes}
+        for (arm, pseed), path in models.items():
+            model, _ = feature_extractor(path, network, in_channels)
+            feats = {s: extract_features(model, images[s], image_size, in_channels, batch_size, device) for s in images}
+            for n in sizes:
+                scored = _probe_episodes(
+                    (feats["train"], labels["train"]), (feats["test"], labels["test"]), episodes[n]
+                )
+                key = {"arm": arm, "pretrain_seed": pseed, "task": task.name, "n": n, "n_test": len(labels["test"])}
+                rows += [key | r for r in scored]
+        atomic_write_text(out / "probe_runs.csv", pd.DataFrame(rows, columns=list(RUN_COLUMNS)).to_csv(index=False))
+        logger.info("probe of task %s: %.1f s", task.name, time.perf_counter() - t0)
+    frame = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
+    atomic_write_text(out / "probe_runs.csv", frame.to_csv(index=False))
+    return frame
+
+
+# ---------------------------------------------------------------------------------------------- intervals
+
+
+def bootstrap_interval(
+    values: np.ndarray, n_boot: int = 2000, seed: int = 0, resample_seeds: bool = True, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """Mean and percentile bootstrap interval of a ``(pretrain seeds, episodes)`` matrix.
+
+    Hierarchical (``resample_seeds=True``): each replicate draws pretrain seeds with replacement, then
+    episodes with replacement within each drawn seed; the statistic is the grand mean. With
+    ``resample_seeds=False`` only episodes are resampled (every seed kept): the interval then ignores the
+    variation between pretrained models.
+
+    Returns:
+        ``(mean, low, high)``.
+    """
+    v = np.asarray(values, dtype=float)
+    if v.ndim != 2 or v.size == 0:
+        raise ValueError(f"values must be a non-empty (seeds, episodes) matrix, got shape {v.shape}.")
+    s, e = v.shape
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(s, size=(n_boot, s)) if resample_seeds else np.broadcast_to(np.arange(s), (n_boot, s))
+    cols = rng.integers(e, size=(n_boot, s, e))
+    stats = v[rows[:, :, None], cols].mean(axis=(1, 2))
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(stats, [tail, 100 - tail])
+    return float(v.mean()), float(low), float(high)
+
+
+def _matrix(group: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """``metric`` as a (pretrain seed x episode) table."""
+    return group.pivot_table(index="pretrain_seed", columns="episode", values=metric, aggfunc="first")
+
+
+def probe_summary(
+    frame: pd.DataFrame, baseline: str = "none", n_boot: int = 2000, seed: int = 0, metric: str = "macro_f1"
+) -> pd.DataFrame:
+    """Per task, N, probe and arm: mean and 95% CI of ``metric``, and the paired difference to ``baseline``.
+
+    The difference pairs each arm's row with the baseline's on the same pretrain seed and the same episode;
+    both intervals are the hierarchical bootstrap of :func:`bootstrap_interval` (pretrain seeds, then
+    episodes). ``delta_half_episodes`` is the half-width when only episodes are resampled, for comparison.
+    ``result`` is ``win`` (delta CI entirely above 0), ``loss`` (entirely below) or ``tie``; empty for the
+    baseline and for an arm with no pairs.
+    """
+    order = {a: i for i, a in enumerate(ARMS)}
+    records = []
+    for (task, n, probe), group in frame.groupby(["task", "n", "probe"], sort=True):
+        base = _matrix(group[group["arm"] == baseline], metric) if baseline in set(group["arm"]) else None
+        for arm in sorted(set(group["arm"]), key=lambda a: order.get(a, len(order))):
+            mat = _matrix(group[group["arm"] == arm], metric).dropna(axis=1)
+            mean, low, high = bootstrap_interval(mat.to_numpy(), n_boot, seed)
+            rec = {
+                "task": task,
+                "N": int(n),
+                "probe": probe,
+                "arm": arm,
+                "seeds": mat.shape[0],
+                "episodes": mat.shape[1],
+                "mean": mean,
+                "low": low,
+                "high": high,
+                "half": (high - low) / 2,
+            }
+            rec |= dict.fromkeys(("delta", "delta_low", "delta_high", "delta_half", "delta_half_episodes"), np.nan)
+            rec["result"] = ""
+            if base is not None and arm != baseline:
+                diff = (mat - base).dropna(axis=0, how="all").dropna(axis=1)  # same seed, same episode
+                if diff.size:
+                    d, lo, hi = bootstrap_interval(diff.to_numpy(), n_boot, seed)
+                    _, elo, ehi = bootstrap_interval(diff.to_numpy(), n_boot, seed, resample_seeds=False)
+                    rec |= {
+                        "delta": d,
+                        "delta_low": lo,
+                        "delta_high": hi,
+                        "delta_half": (hi - lo) / 2,
+                        "delta_half_episodes": (ehi - elo) / 2,
+                    }
+                    rec["result"] = "win" if lo > 0 else "loss" if hi < 0 else "tie"
+            records.append(rec)
+    return pd.DataFrame(records)
+
+
+def win_tie_loss(summary: pd.DataFrame) -> pd.DataFrame:
+    """Wins, ties and losses against the baseline per probe and arm (over tasks and N)."""
+    paired = summary[summary["result"] != ""]
+    table = paired.groupby(["probe", "arm"])["result"].value_counts().unstack(fill_value=0)
+    return table.reindex(columns=["win", "tie", "loss"], fill_value=0).reset_index()
+
+
+def probe_report_markdown(summary: pd.DataFrame, baseline: str = "none") -> str:
+    """A Markdown report of :func:`probe_summary`: the interval explained, the tables, win/tie/loss."""
+
+    def ci(m: float, lo: float, hi: float) -> str:
+        return "n/a" if m != m else f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
+
+    seeds = ", ".join(str(s) for s in sorted(set(summary["seeds"])))
+    lines = [
+        "## Frozen-feature probes (macro-F1 on the whole test split)",
+        "",
+        "Each pretrained model's penultimate features are frozen; on every episode (N training images, "
+        "stratified, seeded, the same episodes for every arm and pretrain seed) a linear probe (standardised "
+        "features, logistic regression) and a nearest-centroid classifier are fit and scored on the whole "
+        "test split. Intervals are 95% percentile intervals of a hierarchical bootstrap: each replicate "
+        "resamples pretrain seeds with replacement, then episodes within each drawn seed, so the variation "
+        "between pretrained models is inside the interval, not only the episode-to-episode noise. The delta "
+        f"is arm − `{baseline}` paired on the same pretrain seed and episode; `± episodes only` is its "
+        "half-width when pretrain seeds are held fixed (what the interval would be if the models' own "
+        "variation were ignored). A *win* is a delta interval entirely above 0, a *loss* entirely below. "
+        f"Pretrain seeds per arm: {seeds}; with fewer than 3 the interval cannot be wider than the spread "
+        "of the seeds' means, so read it as a lower bound on the uncertainty.",
+        "",
+    ]
+    for probe, sub in summary.groupby("probe", sort=True):
+        table = pd.DataFrame(
+            {
+                "task": sub["task"],
+                "N": sub["N"],
+                "arm": sub["arm"],
+                "macro-F1 [95% CI]": [ci(*r) for r in sub[["mean", "low", "high"]].itertuples(index=False)],
+                f"delta vs {baseline} [95% CI]": [
+                    "" if d != d else ci(d, lo, hi)
+                    for d, lo, hi in sub[["delta", "delta_low", "delta_high"]].itertuples(index=False)
+                ],
+                "± (half-width)": ["" if h != h else f"{h:.3f}" for h in sub["delta_half"]],
+                "± episodes only": ["" if h != h else f"{h:.3f}" for h in sub["delta_half_episodes"]],
+                "result": sub["result"],
+            }
+        )
+        lines += [f"### Probe `{probe}`", "", markdown_table(table), ""]
+    tally = win_tie_loss(summary) if len(summary) else pd.DataFrame()
+    if len(tally):
+        lines += [f"### Win / tie / loss against `{baseline}` (per task and N)", "", markdown_table(tally), ""]
+    return "\n".join(lines)
+
+
+def write_probe_report(
+    frame: pd.DataFrame, output_dir: str | os.PathLike, baseline: str = "none", n_boot: int = 2000, seed: int = 0
+) -> pd.DataFrame:
+    """Write ``probe_summary.csv`` and ``probe_report.md`` for ``frame`` (the rows of :func:`run_probe`)."""
+    out = Path(output_dir)
+    summary = probe_summary(frame, baseline=baseline, n_boot=n_boot, seed=seed)
+    atomic_write_text(out / "probe_summary.csv", summary.to_csv(index=False))
+    atomic_write_text(out / "probe_report.md", "# PGNM probe protocol\n\n" + probe_report_markdown(summary, baseline))
+    return summary

@@ -1,0 +1,161 @@
+"""End to end: pretrain two arms x two seeds on the embedded data, probe them, summarise with paired bootstrap CIs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pgnm_monai.data import few_shot_subset
+from pgnm_monai.experiments import runner
+from pgnm_monai.experiments.probe import (
+    RUN_COLUMNS,
+    bootstrap_interval,
+    draw_episodes,
+    extract_features,
+    feature_extractor,
+    preprocess,
+    probe_report_markdown,
+    probe_summary,
+    run_probe,
+    stratified_quotas,
+    write_probe_report,
+)
+from pgnm_monai.experiments.protocol import Task
+from pgnm_monai.networks import build_classifier
+
+ARMS = ("none", "pgnm-reinforce")
+SEEDS = (0, 1)
+EPISODES = 20
+SETTINGS = {"network": "small", "image_size": 32, "in_channels": 1, "batch_size": 8, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("probe")
+    for arm in ARMS:
+        for seed in SEEDS:
+            runner.pretrain(
+                out / "pretrain" / f"{arm}_seed{seed}",
+                arm=arm,
+                seed=seed,
+                epochs=1,
+                network="small",
+                image_size=32,
+                grid=8,
+                kernel_size=3,
+                sigma=1.0,
+                batch_size=8,
+                progress_bar=False,
+                tensorboard=False,
+            )
+    return out
+
+
+@pytest.fixture(scope="module")
+def probed(pretrained):
+    args = ([Task("embedded", None, None)], ARMS, SEEDS, (8,))
+    first = run_probe(pretrained, *args, n_episodes=EPISODES, seed=0, **SETTINGS)
+    second = run_probe(pretrained, *args, n_episodes=EPISODES, seed=0, **SETTINGS)
+    return pretrained, first, second
+
+
+def test_episodes_are_stratified_seeded_and_match_few_shot_counts():
+    labels = np.array([0] * 30 + [1] * 9 + [2] * 3 + [3] * 1)
+    items = [{"label": int(y)} for y in labels]
+    for n in (2, 4, 7, 16, 43):
+        expected = np.bincount([it["label"] for it in few_shot_subset(items, n, seed=3)], minlength=4)
+        np.testing.assert_array_equal(stratified_quotas(np.bincount(labels), n), expected)
+    episodes = draw_episodes(labels, 8, 50, seed=1)
+    assert all(len(e) == 8 and len(set(e)) == 8 and set(labels[e]) == {0, 1, 2, 3} for e in episodes)
+    assert len({tuple(e) for e in episodes}) > 40  # episodes differ
+    again = draw_episodes(labels, 8, 50, seed=1)
+    assert all(np.array_equal(a, b) for a, b in zip(episodes, again, strict=True))
+    assert not np.array_equal(draw_episodes(labels, 8, 1, seed=2)[0], episodes[0])
+
+
+def test_feature_extractor_gives_the_head_input(pretrained):
+    path = pretrained / "pretrain" / "none_seed0" / "models" / "model.pt"
+    model, classes = feature_extractor(path, "small", 1)
+    assert classes == 4 and isinstance(model.fc, torch.nn.Identity)
+    full = build_classifier("small", 1, classes)
+    full.load_state_dict(torch.load(path, weights_only=True))
+    full.eval()
+    from pgnm_monai.config_helpers import load_data
+
+    items = load_data(None, None, "test").items
+    feats = extract_features(model, items, 32, 1, batch_size=4, device="cpu")
+    assert feats.shape == (len(items), 64)
+    with torch.no_grad():
+        logits = full(preprocess(items, 32, 1)).numpy()
+    np.testing.assert_allclose(
+        feats @ full.fc.weight.detach().numpy().T + full.fc.bias.detach().numpy(), logits, rtol=1e-4, atol=1e-4
+    )
+
+
+def test_run_probe_rows_shared_episodes_and_determinism(probed):
+    out, frame, again = probed
+    assert list(frame.columns) == list(RUN_COLUMNS)
+    assert len(frame) == len(ARMS) * len(SEEDS) * 1 * EPISODES * 2  # arms x seeds x N x episodes x probes
+    assert set(frame["probe"]) == {"linear", "centroid"} and set(frame["n"]) == {8}
+    assert frame[["macro_f1", "balanced_accuracy"]].notna().all().all()
+    assert frame["n_test"].eq(9).all()
+    # the same episodes for every arm and pretrain seed
+    hashes = frame.groupby(["task", "n", "episode"])["episode_hash"].nunique()
+    assert hashes.eq(1).all()
+    assert frame["episode_hash"].nunique() > EPISODES // 2
+    pd.testing.assert_frame_equal(frame, again)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "probe_runs.csv"), frame, check_dtype=False)
+    # models differ: not every arm/seed gives the same scores
+    assert frame.groupby(["arm", "pretrain_seed"])["macro_f1"].mean().nunique() > 1
+
+
+def test_hierarchical_bootstrap_includes_seed_variation():
+    rng = np.random.default_rng(0)
+    noise = 0.02 * rng.standard_normal((4, 200))
+    same = 0.5 + noise
+    shifted = same + np.array([[-0.1], [0.0], [0.05], [0.1]])  # pretrain seeds that differ
+    for values in (same, shifted):
+        assert bootstrap_interval(values, 500, 0)[0] == pytest.approx(values.mean())
+    _, lo, hi = bootstrap_interval(shifted, 500, 0)
+    _, elo, ehi = bootstrap_interval(shifted, 500, 0, resample_seeds=False)
+    assert hi - lo > 5 * (ehi - elo)
+    _, lo, hi = bootstrap_interval(same, 500, 0)
+    _, elo, ehi = bootstrap_interval(same, 500, 0, resample_seeds=False)
+    assert hi - lo < 3 * (ehi - elo)
+
+
+def test_summary_paired_deltas_and_report(probed):
+    out, frame, _ = probed
+    summary = probe_summary(frame, n_boot=300)
+    assert len(summary) == 2 * len(ARMS)  # probes x arms for the one task and N
+    base = summary[summary["arm"] == "none"]
+    other = summary[summary["arm"] == "pgnm-reinforce"]
+    assert base["delta"].isna().all() and (base["result"] == "").all()
+    assert set(other["result"]) <= {"win", "tie", "loss"}
+    assert (other[["seeds", "episodes"]] == [len(SEEDS), EPISODES]).all().all()
+    for probe, row in other.set_index("probe").iterrows():
+        sub = frame[frame["probe"] == probe]
+        pivot = sub.pivot_table(index=["pretrain_seed", "episode"], columns="arm", values="macro_f1")
+        paired = (pivot["pgnm-reinforce"] - pivot["none"]).mean()
+        assert row["delta"] == pytest.approx(paired)
+        assert row["delta_low"] <= row["delta"] <= row["delta_high"]
+        assert row["delta_half"] == pytest.approx((row["delta_high"] - row["delta_low"]) / 2)
+        diffs = (pivot["pgnm-reinforce"] - pivot["none"]).unstack("episode").to_numpy()  # seeds x episodes
+        assert (row["delta"], row["delta_low"], row["delta_high"]) == pytest.approx(bootstrap_interval(diffs, 300, 0))
+    # the interval includes the pretrain-seed variation: shift one pretrain seed of one arm by a constant; the
+    # episodes-only half-width is unchanged, the hierarchical one grows with the gap between the seeds
+    shifted = frame.copy()
+    moved = (shifted["arm"] == "pgnm-reinforce") & (shifted["pretrain_seed"] == 1)
+    shifted.loc[moved, "macro_f1"] += 0.3
+    wide = probe_summary(shifted, n_boot=300).set_index(["probe", "arm"]).loc[(slice(None), "pgnm-reinforce"), :]
+    narrow = other.set_index(["probe", "arm"])
+    np.testing.assert_allclose(wide["delta_half_episodes"], narrow["delta_half_episodes"], atol=1e-9)
+    assert (wide["delta_half"] > 0.1).all() and (wide["delta_half"] > 1.5 * narrow["delta_half"]).all()
+    assert (wide["delta_half"] > 1.5 * wide["delta_half_episodes"]).all()
+    assert probe_summary(frame, n_boot=300).equals(summary)
+    text = probe_report_markdown(summary)
+    assert "hierarchical bootstrap" in text and "pgnm-reinforce" in text and "Win / tie / loss" in text
+    write_probe_report(frame, out, n_boot=100)
+    assert (out / "probe_report.md").is_file() and (out / "probe_summary.csv").is_file()
