@@ -423,6 +423,7 @@ def pretraining_section(out: Path, cfg: dict[str, Any], tasks: Sequence[Task]) -
     curves = policy_figures.read_pretrain_curves(out)
     if not len(curves):
         return ""
+    atomic_write_text(out / "pretrain_curves.csv", curves.to_csv(index=False))  # kept when pretrain/ is not
     atomic_save_figure(policy_figures.policy_curves_figure(curves), out / "policy_curves.png", dpi=110)
     atomic_save_figure(policy_figures.collapse_figure(curves), out / "pretrain_curves.png", dpi=110)
     last = curves.sort_values("epoch").groupby("arm").last(numeric_only=True)
