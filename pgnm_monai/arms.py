@@ -5,18 +5,30 @@ An *arm* is what the classifier trains on during pretraining; every arm runs in 
 ``SupervisedTrainer`` through one ignite handler (:func:`build_arm_handler`), so no experiment needs a
 training loop per arm. Each name in :data:`ARMS` maps to a *mechanism* and the settings it fixes:
 
-========================  =================  ==========================================================
-arm                       mechanism          what the classifier trains on
-========================  =================  ==========================================================
-``none``                  ``none``           clean images (the baseline; the handler attaches nothing)
-``pgnm``                  ``pgnm``           images times a mask from a learned :class:`NoisePolicy`
-                                             (objective: the ``objective`` argument)
-``pgnm-paper``            ``pgnm``           the same, objective ``paper`` (the official one)
-``pgnm-reinforce``        ``pgnm``           the same, objective ``reinforce``
-``random_mask``           ``random_mask``    images times the same Beta mask with fixed concentrations
-``gaussian``              ``gaussian``       MONAI ``RandGaussianNoise`` on each image
-``coarse_dropout``        ``coarse_dropout`` MONAI ``RandCoarseDropout`` on each image
-========================  =================  ==========================================================
+=========================  =================  =========================================================
+arm                        mechanism          what the classifier trains on
+=========================  =================  =========================================================
+``none``                   ``none``           clean images (the baseline; the handler attaches nothing)
+``pgnm``                   ``pgnm``           images times a mask from a learned :class:`NoisePolicy`
+                                              (objective: the ``objective`` argument)
+``pgnm-paper``             ``pgnm``           the same, objective ``paper`` (the official one)
+``pgnm-paper-unscaled``    ``pgnm``           the same, objective ``paper`` with ``scale_classifier_loss=
+                                              False``: the official policy gradient, the classifier on
+                                              plain CE (separates the policy from the ~log K step size)
+``pgnm-reinforce``         ``pgnm``           the same, objective ``reinforce`` (reward ``-CE``:
+                                              cooperative masks)
+``pgnm-adversarial``       ``pgnm``           the same, objective ``reinforce`` with ``reward_sign=+1``
+                                              (reward ``+CE``: adversarial masks)
+``frozen_policy``          ``pgnm``           a mask from the policy at its seeded initialisation, never
+                                              updated (``frozen=True``; "learned" vs "any Beta mask")
+``random_mask``            ``random_mask``    images times the same Beta mask with fixed concentrations
+``gaussian``               ``gaussian``       MONAI ``RandGaussianNoise`` on each image
+``coarse_dropout``         ``coarse_dropout`` MONAI ``RandCoarseDropout`` on each image
+=========================  =================  =========================================================
+
+The settings an arm fixes (its :attr:`Arm.settings`) win over the caller's keyword arguments; the others
+(e.g. ``objective`` of ``frozen_policy``, which only matters for ``paper``'s classifier-loss scaling) come
+from the caller.
 
 *Presets* (:data:`PRESETS`) are named policy settings of the ``pgnm`` mechanism:
 Named settings of the noise policy: ``paper`` (faithful) and ``fast`` (chosen by measurement).
@@ -100,7 +112,20 @@ ARMS: dict[str, Arm] = {
         Arm("none", "none", {}, "clean images (baseline)"),
         Arm("pgnm", "pgnm", {}, "learned Beta mask; objective from the objective argument"),
         Arm("pgnm-paper", "pgnm", {"objective": "paper"}, "learned Beta mask, official objective"),
+        Arm(
+            "pgnm-paper-unscaled",
+            "pgnm",
+            {"objective": "paper", "scale_classifier_loss": False},
+            "learned Beta mask, official policy gradient, classifier on plain CE",
+        ),
         Arm("pgnm-reinforce", "pgnm", {"objective": "reinforce"}, "learned Beta mask, REINFORCE, reward -CE"),
+        Arm(
+            "pgnm-adversarial",
+            "pgnm",
+            {"objective": "reinforce", "reward_sign": 1},
+            "learned Beta mask, REINFORCE, reward +CE (adversarial)",
+        ),
+        Arm("frozen_policy", "pgnm", {"frozen": True}, "Beta mask from the policy at its seeded initialisation"),
         Arm("random_mask", "random_mask", {}, "the same Beta mask with fixed concentrations"),
         Arm("gaussian", "gaussian", {}, "MONAI RandGaussianNoise"),
         Arm("coarse_dropout", "coarse_dropout", {}, "MONAI RandCoarseDropout"),
@@ -160,6 +185,9 @@ def build_policy_handler(
     seed: int = 0,
     fused_optimizer: bool = False,
     policy_num_threads: int | None = None,
+    advantage: str = "baseline",
+    scale_classifier_loss: bool = True,
+    frozen: bool = False,
 ) -> NoisePolicyHandler:
     """A :class:`NoisePolicyHandler` with the paper's policy optimiser.
 
@@ -169,6 +197,8 @@ def build_policy_handler(
     ``fused_optimizer=True`` uses PyTorch's fused SGD kernel (the same update, one kernel per parameter
     instead of several: the ``fast`` preset). ``policy_num_threads`` runs the policy's hooks with that
     many CPU threads (:class:`ThreadLimitedNoisePolicyHandler`; the ``fast`` preset uses 1).
+    ``advantage`` (``"baseline"``/``"normalized"``, ``reinforce``), ``scale_classifier_loss`` (``paper``) and
+    ``frozen`` (never update the policy) are passed to :class:`NoisePolicyHandler`.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}.")
@@ -206,6 +236,9 @@ def build_policy_handler(
         reward_sign=reward_sign,
         baseline_momentum=baseline_momentum,
         seed=seed,
+        advantage=advantage,
+        scale_classifier_loss=scale_classifier_loss,
+        frozen=frozen,
         **extra,
     )
 

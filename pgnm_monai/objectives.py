@@ -6,8 +6,13 @@
     detached policy term, and the policy's ``CE_mean.detach() * policy_term``.
 ``reinforce``
     Textbook REINFORCE: per-sample reward ``r_b = sign * CE_b`` (``sign = -1``: lower loss is better;
-    ``+1``: the adversarial variant), advantage ``A_b = r_b - baseline``, policy loss
-    ``-mean_b(A_b * sum_k log p(m_bk)) - entropy_weight * mean entropy``. The classifier keeps plain CE.
+    ``+1``: the adversarial variant), an advantage ``A_b``, and the policy loss
+    ``-mean_b(A_b * sum_k log p(m_bk)) - entropy_weight * mean_b(sum_k H_bk)``. The advantage is
+    ``r_b - baseline`` (``advantage="baseline"``: a moving average, :class:`RewardBaseline`) or the
+    batch-standardised reward ``(r_b - mean_b r) / (std_b r + 1e-8)`` (``advantage="normalized"``,
+    :func:`normalized_advantage`). The entropy bonus sums the per-cell entropies over the cells, as the
+    policy term sums the per-cell log-probabilities, so ``entropy_weight`` weighs the two on the same
+    scale whatever the grid. The classifier keeps plain CE.
 """
 
 from __future__ import annotations
@@ -17,9 +22,20 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-__all__ = ["OBJECTIVES", "PaperLoss", "ReinforceLoss", "paper_objective", "reinforce_objective", "RewardBaseline"]
+__all__ = [
+    "ADVANTAGES",
+    "OBJECTIVES",
+    "PaperLoss",
+    "ReinforceLoss",
+    "RewardBaseline",
+    "normalized_advantage",
+    "paper_objective",
+    "reinforce_objective",
+]
 
 OBJECTIVES = ("paper", "reinforce")
+#: how ``reinforce`` turns rewards into advantages (see :func:`reinforce_objective`).
+ADVANTAGES = ("baseline", "normalized")
 
 
 class PaperLoss(NamedTuple):
@@ -40,7 +56,7 @@ class ReinforceLoss(NamedTuple):
     reward: torch.Tensor
     """``(B,)`` per-sample rewards (detached)."""
     advantage: torch.Tensor
-    """``(B,)`` rewards minus the baseline (detached)."""
+    """``(B,)`` advantages (detached): rewards minus the baseline, or the standardised rewards."""
 
 
 def _check(log_prob: torch.Tensor, ce: torch.Tensor) -> None:
@@ -66,36 +82,75 @@ def paper_objective(log_prob: torch.Tensor, ce: torch.Tensor) -> PaperLoss:
     return PaperLoss(ce.detach().mean() * policy_term, policy_term.detach(), policy_term)
 
 
+def normalized_advantage(
+    reward: torch.Tensor,
+    mean: torch.Tensor | float | None = None,
+    std: torch.Tensor | float | None = None,
+    eps: float = 1e-8,
+) -> torch.Tensor:
+    """Standardised rewards ``(r - mean) / (std + eps)`` (detached).
+
+    Args:
+        reward: ``(B,)`` per-sample rewards.
+        mean: the reward mean to subtract; ``None``: the batch's own mean.
+        std: the reward standard deviation to divide by; ``None``: the batch's own, with no Bessel
+            correction (``correction=0``), so a batch of one gives an advantage of 0, not NaN.
+        eps: added to the standard deviation (a batch of equal rewards gives zero advantages).
+    """
+    reward = reward.detach()
+    mean = reward.mean() if mean is None else torch.as_tensor(mean, dtype=reward.dtype, device=reward.device)
+    std = reward.std(correction=0) if std is None else torch.as_tensor(std, dtype=reward.dtype, device=reward.device)
+    return (reward - mean.detach()) / (std.detach() + eps)
+
+
 def reinforce_objective(
     log_prob: torch.Tensor,
     ce: torch.Tensor,
-    baseline: torch.Tensor | float,
+    baseline: torch.Tensor | float | None = None,
     entropy: torch.Tensor | None = None,
     entropy_weight: float = 0.0,
     reward_sign: int = -1,
+    advantage: str = "baseline",
+    reward_std: torch.Tensor | float | None = None,
 ) -> ReinforceLoss:
-    """REINFORCE with a baseline and an entropy bonus.
+    """REINFORCE with a baseline (or standardised rewards) and an entropy bonus.
+
+    ``policy_loss = -mean_b(A_b * sum_k log p(m_bk)) - entropy_weight * mean_b(sum_k H_bk)``: the entropy
+    is summed over the cells like the log-probabilities, so both terms have the same per-sample scale
+    (about ``K = G^d`` times the per-cell value) and ``entropy_weight`` means the same at every grid size.
 
     Args:
         log_prob: ``(B, K)`` per-cell log-probabilities of the sampled mask (differentiable).
         ce: ``(B,)`` per-sample cross-entropy (detached here).
-        baseline: scalar reward baseline (e.g. :class:`RewardBaseline`).
+        baseline: ``advantage="baseline"``: the scalar reward baseline (e.g. :class:`RewardBaseline`),
+            required. ``"normalized"``: the reward mean to standardise with (``None``: this batch's).
         entropy: ``(B, K)`` per-cell entropies (differentiable); required when ``entropy_weight != 0``.
-        entropy_weight: ``lambda_H`` of the entropy bonus.
+        entropy_weight: ``lambda_H`` of the entropy bonus (per cell, summed over cells).
         reward_sign: ``-1`` (reward ``-CE``: masks the classifier copes with) or ``+1`` (reward ``+CE``:
             adversarial masks).
+        advantage: ``"baseline"`` (``A_b = r_b - baseline``) or ``"normalized"``
+            (``A_b = (r_b - mean) / (std + 1e-8)``, :func:`normalized_advantage`; no moving baseline).
+        reward_std: ``"normalized"`` only: the reward standard deviation (``None``: this batch's). Under
+            DDP the handler passes the mean and std of the batch over all ranks.
     """
     _check(log_prob, ce)
     if reward_sign not in (-1, 1):
         raise ValueError(f"reward_sign must be -1 or +1, got {reward_sign!r}.")
+    if advantage not in ADVANTAGES:
+        raise ValueError(f"advantage must be one of {ADVANTAGES}, got {advantage!r}.")
     reward = reward_sign * ce.detach()
-    advantage = reward - torch.as_tensor(baseline, dtype=reward.dtype, device=reward.device).detach()
-    loss = -(advantage * log_prob.sum(dim=1)).mean()
+    if advantage == "normalized":
+        adv = normalized_advantage(reward, baseline, reward_std)
+    else:
+        if baseline is None:
+            raise ValueError('baseline is required with advantage="baseline".')
+        adv = reward - torch.as_tensor(baseline, dtype=reward.dtype, device=reward.device).detach()
+    loss = -(adv * log_prob.sum(dim=1)).mean()
     if entropy_weight:
         if entropy is None:
             raise ValueError("entropy is required when entropy_weight != 0.")
-        loss = loss - entropy_weight * entropy.mean()
-    return ReinforceLoss(loss, reward, advantage)
+        loss = loss - entropy_weight * entropy.sum(dim=1).mean()
+    return ReinforceLoss(loss, reward, adv)
 
 
 class RewardBaseline(nn.Module):

@@ -12,7 +12,7 @@ from torch import nn
 
 from pgnm_monai.mask import apply_noise_mask, blur, sample_cells
 from pgnm_monai.networks import NoisePolicy
-from pgnm_monai.objectives import RewardBaseline, paper_objective, reinforce_objective
+from pgnm_monai.objectives import RewardBaseline, normalized_advantage, paper_objective, reinforce_objective
 from pgnm_monai.transforms import PolicyNoiseMask, PolicyNoiseMaskd, RandomBetaMask, RandomBetaMaskd
 
 
@@ -170,8 +170,8 @@ def test_reinforce_objective_values():
     out = reinforce_objective(log_prob, ce, baseline=-2.0, entropy=entropy, entropy_weight=0.5)
     assert out.reward.tolist() == [-1.0, -3.0]
     assert out.advantage.tolist() == [1.0, -1.0]
-    # -(1 * -1 + -1 * -1.5) / 2 - 0.5 * 0.2 = -0.25 - 0.1
-    assert out.policy_loss.item() == pytest.approx(-0.35)
+    # -(1 * -1 + -1 * -1.5) / 2 - 0.5 * mean_b(sum_k H) = -0.25 - 0.5 * 0.4
+    assert out.policy_loss.item() == pytest.approx(-0.45)
     adversarial = reinforce_objective(log_prob, ce, baseline=2.0, reward_sign=1)
     assert adversarial.reward.tolist() == [1.0, 3.0] and adversarial.advantage.tolist() == [-1.0, 1.0]
     with pytest.raises(ValueError, match="reward_sign"):
@@ -180,6 +180,47 @@ def test_reinforce_objective_values():
         reinforce_objective(log_prob, ce, baseline=0.0, entropy_weight=0.1)
     with pytest.raises(ValueError, match="ce must be"):
         reinforce_objective(log_prob, torch.ones(3), baseline=0.0)
+
+
+def test_reinforce_entropy_bonus_is_summed_over_cells_like_the_policy_term():
+    torch.manual_seed(0)
+    log_prob, entropy, ce = torch.randn(4, 16), torch.randn(4, 16), torch.rand(4)
+    plain = reinforce_objective(log_prob, ce, baseline=-0.5).policy_loss
+    with_bonus = reinforce_objective(log_prob, ce, baseline=-0.5, entropy=entropy, entropy_weight=0.1).policy_loss
+    # per-sample entropy summed over the cells, averaged over the batch
+    torch.testing.assert_close(with_bonus - plain, -0.1 * entropy.sum(dim=1).mean())
+    # commensurate with the policy term at any grid: twice the cells doubles both terms, the ratio is unchanged
+    doubled = reinforce_objective(
+        torch.cat([log_prob, log_prob], 1), ce, -0.5, torch.cat([entropy, entropy], 1), entropy_weight=0.1
+    ).policy_loss
+    torch.testing.assert_close(doubled, 2 * with_bonus)
+    # entropy_weight 0 ignores the entropy entirely (the default runs are unchanged)
+    assert torch.equal(reinforce_objective(log_prob, ce, -0.5, entropy, 0.0).policy_loss, plain)
+
+
+def test_normalized_advantage():
+    log_prob = torch.randn(4, 3, requires_grad=True)
+    ce = torch.tensor([1.0, 2.0, 4.0, 5.0])
+    out = reinforce_objective(log_prob, ce, advantage="normalized")
+    reward = -ce
+    expected = (reward - reward.mean()) / (reward.std(correction=0) + 1e-8)
+    torch.testing.assert_close(out.advantage, expected)
+    assert abs(out.advantage.mean().item()) < 1e-6 and out.advantage.std(correction=0).item() == pytest.approx(1.0)
+    torch.testing.assert_close(out.policy_loss, -(expected * log_prob.sum(1)).mean())
+    # invariant to the reward's scale and offset (the baseline argument is ignored unless given as the mean)
+    torch.testing.assert_close(reinforce_objective(log_prob, 10 * ce + 3, advantage="normalized").advantage, expected)
+    adversarial = reinforce_objective(log_prob, ce, advantage="normalized", reward_sign=1)
+    torch.testing.assert_close(adversarial.advantage, -expected)
+    # explicit (e.g. all-rank) statistics
+    torch.testing.assert_close(normalized_advantage(reward, mean=-3.0, std=2.0), (reward + 3.0) / (2.0 + 1e-8))
+    # equal rewards and a batch of one give zero advantages, not NaN
+    assert normalized_advantage(torch.full((4,), 0.7)).abs().max().item() < 1e-3
+    assert normalized_advantage(torch.tensor([1.5])).tolist() == [0.0]
+    assert not normalized_advantage(reward.requires_grad_()).requires_grad
+    with pytest.raises(ValueError, match="advantage must be one of"):
+        reinforce_objective(log_prob, ce, 0.0, advantage="gae")
+    with pytest.raises(ValueError, match="baseline is required"):
+        reinforce_objective(log_prob, ce)
 
 
 def test_reward_baseline_moving_average_and_state():

@@ -6,10 +6,14 @@ Hook points (MONAI 1.6.1, ignite 0.5.5):
   (detached, on the policy's device) and the mask's log-probabilities are kept.
 - ``IterationEvents.FORWARD_COMPLETED``: ``engine.state.output`` holds the raw logits; the per-sample
   cross-entropy (detached) gives the rewards and the policy loss.
-- ``IterationEvents.LOSS_COMPLETED`` (``paper`` only): the classifier loss is multiplied by the detached
-  policy term, which is exactly the gradient of the official objective.
+- ``IterationEvents.LOSS_COMPLETED`` (``paper`` with ``scale_classifier_loss=True`` only): the classifier
+  loss is multiplied by the detached policy term, which is exactly the gradient of the official objective.
 - ``IterationEvents.BACKWARD_COMPLETED``: back-propagate the policy loss, average the policy's gradients
-  over ranks, step the policy optimiser.
+  over ranks, record their norm, step the policy optimiser.
+
+With ``frozen=True`` (the ``frozen_policy`` control arm) the policy keeps its seeded initialisation: it
+runs in eval mode under ``torch.no_grad()`` (batch-norm running statistics and base vectors unchanged),
+and there is no policy loss, backward, optimiser or scheduler step.
 
 Logged on ``engine.state`` (for ``StatsHandler(state_attributes=...)``, TensorBoard, MLflow):
 :data:`STATE_ATTRIBUTES`.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -28,7 +33,7 @@ from monai.utils import CommonKeys, IgniteInfo, min_version, optional_import
 
 from pgnm_monai import distributed
 from pgnm_monai.networks.policy import NoisePolicy
-from pgnm_monai.objectives import OBJECTIVES, RewardBaseline, paper_objective, reinforce_objective
+from pgnm_monai.objectives import ADVANTAGES, OBJECTIVES, RewardBaseline, paper_objective, reinforce_objective
 from pgnm_monai.transforms import PolicyNoiseMask
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -41,6 +46,7 @@ __all__ = [
     "NoisePolicyHandler",
     "STATE_ATTRIBUTES",
     "ThreadLimitedNoisePolicyHandler",
+    "grad_norm",
     "iteration_seed",
     "per_sample_cross_entropy",
 ]
@@ -54,7 +60,22 @@ STATE_ATTRIBUTES = (
     "alpha_mean",
     "beta_mean",
     "policy_lr",
+    "policy_grad_norm",
 )
+"""Statistics set on ``engine.state`` every iteration (NaN until the first one):
+
+- ``policy_loss``: the policy's loss (0 when ``frozen``: there is none);
+- ``reward_mean``: the batch-mean reward (``-CE`` for ``paper``; ``reward_sign * CE`` for ``reinforce``,
+  the mean over all ranks);
+- ``entropy``: the mean per-cell entropy of the mask distribution;
+- ``mask_mean``, ``mask_std``: of the smooth mask over the batch;
+- ``alpha_mean``, ``beta_mean``: mean concentrations;
+- ``policy_lr``: the policy optimiser's learning rate;
+- ``policy_grad_norm``: L2 norm of the policy's gradient after the all-reduce, before the step (0 when
+  ``frozen``).
+"""
+
+_STEP_STATS = STATE_ATTRIBUTES[:7]  # the statistics computed from the forward pass
 
 
 def per_sample_cross_entropy(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -69,6 +90,12 @@ def per_sample_cross_entropy(logits: torch.Tensor, label: torch.Tensor) -> torch
         f"label must be class indices (B,) or one-hot (B, K) for logits {tuple(logits.shape)}, "
         f"got {tuple(label.shape)}."
     )
+
+
+def grad_norm(parameters: Sequence[torch.Tensor] | Any) -> float:
+    """The L2 norm of the gradients of ``parameters`` (those without a gradient count as 0)."""
+    norms = [torch.linalg.vector_norm(p.grad.detach().float()) for p in parameters if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
 
 
 def iteration_seed(seed: int, iteration: int, rank: int = 0) -> int:
@@ -91,9 +118,20 @@ class NoisePolicyHandler:
             ``"paper"`` (the official objective, including its scaling of the classifier loss).
         lr_scheduler: optional scheduler of ``optimizer``, stepped every epoch (paper: cosine to 0).
         image_key: key of the image in the batch dict.
-        entropy_weight: ``lambda_H`` of ``reinforce``.
+        entropy_weight: ``lambda_H`` of ``reinforce`` (weight of the per-sample entropy summed over cells).
         reward_sign: ``-1`` (reward ``-CE``) or ``+1`` (adversarial, reward ``+CE``) for ``reinforce``.
         baseline_momentum: momentum of the ``reinforce`` reward baseline.
+        advantage: ``reinforce`` only: ``"baseline"`` (reward minus a moving-average baseline, the default)
+            or ``"normalized"`` (rewards standardised over the batch, over all ranks under DDP; the
+            moving baseline is then not used).
+        scale_classifier_loss: ``paper`` only: multiply the classifier loss by the detached policy term
+            (the official objective). ``False`` keeps the official policy gradient but trains the
+            classifier on plain CE (the ``pgnm-paper-unscaled`` arm).
+        frozen: never update the policy: it draws masks from its seeded initialisation in eval mode under
+            ``torch.no_grad()`` (BN statistics and base vectors fixed); no policy loss, backward, optimiser
+            or scheduler step (the ``frozen_policy`` arm). ``policy_loss`` and ``policy_grad_norm`` are
+            logged as 0; with ``paper`` the classifier loss is still scaled (unless
+            ``scale_classifier_loss=False``).
         seed: seed of the mask draws; the draw of iteration ``i`` on rank ``r`` depends only on
             ``(seed, i, r)``.
         check_finite: reject batches with NaN/Inf and stop with ``FloatingPointError`` when the policy's
@@ -114,11 +152,16 @@ class NoisePolicyHandler:
         seed: int = 0,
         check_finite: bool = True,
         name: str | None = None,
+        advantage: str = "baseline",
+        scale_classifier_loss: bool = True,
+        frozen: bool = False,
     ) -> None:
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}.")
         if reward_sign not in (-1, 1):
             raise ValueError(f"reward_sign must be -1 or +1, got {reward_sign!r}.")
+        if advantage not in ADVANTAGES:
+            raise ValueError(f"advantage must be one of {ADVANTAGES}, got {advantage!r}.")
         self.policy = policy
         self.optimizer = optimizer
         self.objective = objective
@@ -127,6 +170,9 @@ class NoisePolicyHandler:
         self.entropy_weight = float(entropy_weight)
         self.reward_sign = reward_sign
         self.seed = int(seed)
+        self.advantage = advantage
+        self.scales_classifier_loss = bool(scale_classifier_loss)
+        self.frozen = bool(frozen)
         self.baseline = RewardBaseline(baseline_momentum).to(next(policy.parameters()).device)
         self.mask = PolicyNoiseMask(policy, check_finite=check_finite)
         self.logger = logging.getLogger(name or __name__)
@@ -138,10 +184,11 @@ class NoisePolicyHandler:
         engine.add_event_handler(Events.STARTED, self.synchronise)
         engine.add_event_handler(Events.ITERATION_STARTED, self)
         engine.add_event_handler(IterationEvents.FORWARD_COMPLETED, self.compute_policy_loss)
-        if self.objective == "paper":
+        if self.objective == "paper" and self.scales_classifier_loss:
             engine.add_event_handler(IterationEvents.LOSS_COMPLETED, self.scale_classifier_loss)
-        engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self.step_policy)
-        if self.lr_scheduler is not None:
+        if not self.frozen:
+            engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self.step_policy)
+        if self.lr_scheduler is not None and not self.frozen:
             engine.add_event_handler(Events.EPOCH_COMPLETED, lambda _: self.lr_scheduler.step())
         for attr in STATE_ATTRIBUTES:
             setattr(engine.state, attr, float("nan"))
@@ -155,10 +202,15 @@ class NoisePolicyHandler:
         batch = engine.state.batch
         if not isinstance(batch, dict) or self.image_key not in batch:
             raise ValueError(f"the batch must be a dict with the image under {self.image_key!r}.")
-        self.policy.train()
         self.mask.set_random_state(iteration_seed(self.seed, engine.state.iteration, distributed.rank()))
-        batch[self.image_key] = self.mask(batch[self.image_key])
         self._policy_loss = None
+        if self.frozen:
+            self.policy.eval()
+            with torch.no_grad():
+                batch[self.image_key] = self.mask(batch[self.image_key])
+            return
+        self.policy.train()
+        batch[self.image_key] = self.mask(batch[self.image_key])
 
     def compute_policy_loss(self, engine: Engine) -> None:
         """``FORWARD_COMPLETED``: per-sample CE from the raw logits -> policy loss and logged statistics."""
@@ -171,11 +223,11 @@ class NoisePolicyHandler:
             reward_mean = -ce.mean()
         else:
             reward_mean = distributed.all_reduce_mean(self.reward_sign * ce.mean())
-            baseline = self.baseline(reward_mean)
-            policy_loss = reinforce_objective(
-                sample.log_prob, ce, baseline, sample.entropy, self.entropy_weight, self.reward_sign
-            ).policy_loss
-        self._policy_loss = policy_loss
+            policy_loss = self._reinforce_loss(sample, ce, reward_mean)
+        if self.frozen:
+            policy_loss = torch.zeros((), device=ce.device)
+        else:
+            self._policy_loss = policy_loss
         with torch.no_grad():
             values = torch.stack(
                 [
@@ -188,7 +240,7 @@ class NoisePolicyHandler:
                     sample.beta.detach().mean().float(),
                 ]
             ).tolist()
-        stats = dict(zip(STATE_ATTRIBUTES[:-1], values, strict=True))
+        stats = dict(zip(_STEP_STATS, values, strict=True))
         if not all(map(math.isfinite, values)):
             raise FloatingPointError(
                 f"the noise policy produced a non-finite value at iteration {engine.state.iteration}: "
@@ -198,6 +250,33 @@ class NoisePolicyHandler:
         for attr, value in stats.items():
             setattr(engine.state, attr, value)
         engine.state.policy_lr = self.optimizer.param_groups[0]["lr"]
+        if self.frozen:
+            engine.state.policy_grad_norm = 0.0
+
+    def _reinforce_loss(self, sample: Any, ce: torch.Tensor, reward_mean: torch.Tensor) -> torch.Tensor:
+        """The ``reinforce`` policy loss; ``reward_mean`` is the batch-mean reward over all ranks."""
+        if self.frozen:  # nothing to learn: leave the moving baseline alone
+            return torch.zeros((), device=ce.device)
+        reward_std = None
+        if self.advantage == "normalized":
+            # standardise over the whole (all-rank) batch; one process: the objective uses its own batch stats
+            baseline = None
+            if distributed.world_size() > 1:
+                second = distributed.all_reduce_mean((ce.detach().float() ** 2).mean())
+                baseline = reward_mean
+                reward_std = (second - reward_mean.float() ** 2).clamp_min(0.0).sqrt()
+        else:
+            baseline = self.baseline(reward_mean)
+        return reinforce_objective(
+            sample.log_prob,
+            ce,
+            baseline,
+            sample.entropy,
+            self.entropy_weight,
+            self.reward_sign,
+            advantage=self.advantage,
+            reward_std=reward_std,
+        ).policy_loss
 
     def scale_classifier_loss(self, engine: Engine) -> None:
         """``LOSS_COMPLETED`` (``paper``): classifier loss times the detached policy term."""
@@ -210,6 +289,7 @@ class NoisePolicyHandler:
         self.optimizer.zero_grad(set_to_none=True)
         self._policy_loss.backward()
         distributed.average_gradients(self.policy)
+        engine.state.policy_grad_norm = grad_norm(self.policy.parameters())
         self.optimizer.step()
         # batch-norm running statistics differ per rank's data: keep rank 0's, as DDP does
         distributed.broadcast_module(self.policy, buffers_only=True)
