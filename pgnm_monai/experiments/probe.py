@@ -438,7 +438,7 @@ def probe_report_markdown(summary: pd.DataFrame, baseline: str = "none") -> str:
                 "result": sub["result"],
             }
         )
-        lines += [f"### Probe `{probe}`", "", markdown_table(table), ""]
+        lines += [f"### Probe `{probe}`", "", markdown_table(table.reset_index(drop=True)), ""]
     tally = win_tie_loss(summary) if len(summary) else pd.DataFrame()
     if len(tally):
         lines += [f"### Win / tie / loss against `{baseline}` (per task and N)", "", markdown_table(tally), ""]
