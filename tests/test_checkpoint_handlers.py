@@ -146,15 +146,20 @@ def test_final_checkpoint_on_exception(tmp_path, umask):
         assert torch.equal(model[key], value)
 
 
-def test_key_metric_saver_writes_model_best(tmp_path, umask):
-    net = _net()
-    evaluator = SupervisedEvaluator(
+def _evaluator(net: torch.nn.Module) -> SupervisedEvaluator:
+    """An evaluator of ``net`` with a key metric (``val_acc``)."""
+    return SupervisedEvaluator(
         device=torch.device("cpu"),
         val_data_loader=_data(seed=1),
         network=net,
         key_val_metric={"val_acc": Accuracy(output_transform=from_engine(["pred", "label"]))},
         decollate=False,
     )
+
+
+def test_key_metric_saver_writes_model_best(tmp_path, umask):
+    net = _net()
+    evaluator = _evaluator(net)
     saver = AtomicCheckpointSaver(
         save_dir=str(tmp_path), save_dict={"model": net}, save_key_metric=True, key_metric_filename="model_best.pt"
     )
@@ -172,13 +177,7 @@ def test_key_metric_saver_writes_model_best(tmp_path, umask):
 def test_key_metric_default_names_and_state(tmp_path):
     """Without a fixed name: MONAI's ``<name>_key_metric=X.XXXX.pt``; the tracking list can be restored."""
     net = _net()
-    evaluator = SupervisedEvaluator(
-        device=torch.device("cpu"),
-        val_data_loader=_data(seed=1),
-        network=net,
-        key_val_metric={"val_acc": Accuracy(output_transform=from_engine(["pred", "label"]))},
-        decollate=False,
-    )
+    evaluator = _evaluator(net)
     saver = AtomicCheckpointSaver(
         save_dir=str(tmp_path), save_dict={"model": net}, save_key_metric=True, key_metric_save_state=True
     )
