@@ -227,6 +227,8 @@ def _probe_episodes(
     # one BLAS thread: the fits are tiny, and thread barriers made them ~10x slower on a shared 2-core CPU
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*within_class_std_dev_.*")  # classes with one image
+        # NearestCentroid computes shrinkage deviations even without shrinkage: 0/0 for dead (all-zero) features
+        warnings.filterwarnings("ignore", message="invalid value encountered in divide", category=RuntimeWarning)
         for e, idx in enumerate(episodes):
             for name, factory in PROBES.items():
                 probe = factory().fit(x_train[idx], y_train[idx])
