@@ -401,8 +401,12 @@ def win_tie_loss(summary: pd.DataFrame) -> pd.DataFrame:
     return table.reindex(columns=["win", "tie", "loss"], fill_value=0).reset_index()
 
 
-def probe_report_markdown(summary: pd.DataFrame, baseline: str = "none") -> str:
-    """A Markdown report of :func:`probe_summary`: the interval explained, the tables, win/tie/loss."""
+def probe_report_markdown(summary: pd.DataFrame, baseline: str = "none", title: str | None = None) -> str:
+    """A Markdown report of :func:`probe_summary`: the interval explained, the tables, win/tie/loss.
+
+    With ``title``, the section gets that heading and a one-line reference to the interval's explanation
+    (for a second comparison in the same report).
+    """
 
     def ci(m: float, lo: float, hi: float) -> str:
         return "n/a" if m != m else f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
@@ -424,6 +428,8 @@ def probe_report_markdown(summary: pd.DataFrame, baseline: str = "none") -> str:
         "of the seeds' means, so read it as a lower bound on the uncertainty.",
         "",
     ]
+    if title is not None:
+        lines = [f"## {title}", "", f"Deltas are arm − `{baseline}`; intervals as in the probe section above.", ""]
     for probe, sub in summary.groupby("probe", sort=True):
         table = pd.DataFrame(
             {

@@ -349,6 +349,14 @@ def run_protocol(
                 in_channels=1,
             )
         sections.append(probe.probe_report_markdown(probe.write_probe_report(probe_frame, out)))
+        learned = [a for a in cfg["arms"] if ARMS[a].mechanism == "pgnm" and a != "frozen_policy"]
+        if "frozen_policy" in cfg["arms"] and learned:  # does *learning* the mask matter?
+            versus = probe.probe_summary(
+                probe_frame[probe_frame["arm"].isin([*learned, "frozen_policy"])], baseline="frozen_policy"
+            )
+            atomic_write_text(out / "probe_summary_vs_frozen.csv", versus.to_csv(index=False))
+            title = "Does learning matter? Learned policies against the frozen initial policy (probes)"
+            sections.append(probe.probe_report_markdown(versus, baseline="frozen_policy", title=title))
     sections.append(pretraining_section(out, cfg, task_list))
 
     jobs = [
