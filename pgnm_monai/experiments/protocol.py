@@ -54,7 +54,7 @@ KEY = ("arm", "pretrain_seed", "task", "n", "finetune_seed")
 PROFILES: dict[str, dict[str, Any]] = {
     # seconds: the tests' end-to-end check of the command
     "micro": {
-        "arms": ("none", "pgnm-reinforce"),
+        "arms": ("none", "pgnm-reinforce", "frozen_policy"),
         "pretrain_seeds": (0,),
         "finetune_seeds": (0,),
         "shots": (16,),
@@ -460,6 +460,7 @@ def pretraining_section(out: Path, cfg: dict[str, Any], tasks: Sequence[Task]) -
         "",
         markdown_table(last[shown].round(4).reset_index()),
         "",
+        *_collapse_sentence(curves),
         "![policy-learning curves](policy_curves.png)",
         "",
         "![pretraining curves of the official objective and its controls](pretrain_curves.png)",
@@ -481,3 +482,23 @@ def pretraining_section(out: Path, cfg: dict[str, Any], tasks: Sequence[Task]) -
         atomic_save_figure(fig, out / "masks.png", dpi=110)
         lines += ["![trained masks per modality](masks.png)", ""]
     return "\n".join(lines)
+
+
+def _collapse_sentence(curves: pd.DataFrame) -> list[str]:
+    """The measured cause of a ``pgnm-paper`` collapse: its scaled loss and weight growth against ``paper-unscaled``."""
+    arms = set(curves["arm"])
+    if not {"pgnm-paper", "pgnm-paper-unscaled"} <= arms or not {"weight_norm", "val_macro_f1"} <= set(curves):
+        return []
+    first = curves[curves["epoch"] == curves["epoch"].min()].groupby("arm")[["train_loss", "weight_norm"]].mean()
+    last = curves.sort_values("epoch").groupby("arm").last(numeric_only=True)
+    paper, unscaled = first.loc["pgnm-paper"], first.loc["pgnm-paper-unscaled"]
+    return [
+        "The official objective multiplies the classifier's loss by the detached policy term; the same policy "
+        "gradient without that scaling is `pgnm-paper-unscaled`. Measured here (mean over pretrain seeds): "
+        f"back-propagated loss in the first epoch {paper['train_loss']:.2f} against {unscaled['train_loss']:.2f}, "
+        f"classifier weight norm after it {paper['weight_norm']:.1f} against {unscaled['weight_norm']:.1f}, "
+        f"final validation macro-F1 {last.loc['pgnm-paper', 'val_macro_f1']:.3f} against "
+        f"{last.loc['pgnm-paper-unscaled', 'val_macro_f1']:.3f}. A collapse of `pgnm-paper` alone is therefore "
+        "the larger effective step size of the scaled loss, not the policy.",
+        "",
+    ]
