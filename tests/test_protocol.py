@@ -85,16 +85,16 @@ def test_benchmark_command_micro_profile_end_to_end(tmp_path, capsys):
     expected = {"arm", "pretrain_seed", "task", "n", "finetune_seed", "macro_f1", "balanced_accuracy", "auroc"}
     assert expected | {"finetune_seconds", "pretrain_seconds", "commit", "config"} <= set(runs.columns)
     assert any(c.startswith("macro_f1[") for c in runs.columns)  # per-modality values
-    assert sorted(runs["arm"]) == ["none", "pgnm-reinforce"] and set(runs["n"]) == {16}
+    assert sorted(runs["arm"]) == ["frozen_policy", "none", "pgnm-reinforce"] and set(runs["n"]) == {16}
     report = (out / "report.md").read_text()
     for section in ("## Macro-F1 after fine-tuning", "## Macro-F1: arm − baseline", "## Win / tie / loss", "command:"):
         assert section in report
     assert (out / "f1_vs_n.png").stat().st_size > 1000
     # the probe protocol and the pretraining evidence, through the same command
     probe = pd.read_csv(out / "probe_runs.csv")
-    assert set(probe["arm"]) == {"none", "pgnm-reinforce"} and set(probe["probe"]) == {"linear", "centroid"}
+    assert set(probe["arm"]) == {"none", "pgnm-reinforce", "frozen_policy"} and set(probe["probe"]) == {"linear", "centroid"}
     assert probe.groupby(["arm", "probe"]).size().eq(20).all()  # the micro profile's 20 episodes
-    for section in ("## Frozen-feature probes", "## What pretraining did", "policy_curves.png", "masks.png"):
+    for section in ("## Frozen-feature probes", "## Does learning matter?", "## What pretraining did", "masks.png"):
         assert section in report, section
     assert {"kl_to_init", "train_loss", "val_macro_f1"} <= set(pd.read_csv(out / "pretrain_curves.csv").columns)
     for figure in ("policy_curves.png", "pretrain_curves.png", "masks.png"):
@@ -102,7 +102,7 @@ def test_benchmark_command_micro_profile_end_to_end(tmp_path, capsys):
     # resumable: a second call redoes nothing
     stamp = (out / "runs.csv").stat().st_mtime_ns
     assert cli_main(["benchmark", "--profile", "micro", "--output-dir", str(out)]) == 0
-    assert (out / "runs.csv").stat().st_mtime_ns == stamp and len(pd.read_csv(out / "runs.csv")) == 2
+    assert (out / "runs.csv").stat().st_mtime_ns == stamp and len(pd.read_csv(out / "runs.csv")) == 3
     # deterministic for a fixed seed: a fresh run of the probe on the same models gives the same rows
     (out / "probe_runs.csv").unlink()
     assert cli_main(["benchmark", "--profile", "micro", "--output-dir", str(out)]) == 0
