@@ -393,3 +393,14 @@ def test_mlflow_tracking_through_monai(tmp_path):
     metrics = runs[0].data.metrics
     assert {"train_loss", "val_macro_f1"} <= set(metrics), sorted(metrics)
     assert not list((tmp_path / "logs").glob("events.out.tfevents.*"))  # tensorboard off
+
+
+@pytest.mark.parametrize("arm", ["frozen_policy", "pgnm-adversarial", "pgnm-paper-unscaled"])
+def test_control_arms_through_the_bundle(tmp_path, arm):
+    """Each control arm pretrains through the bundle by name; only the frozen policy stays at its initialisation."""
+    run("pgnm_pretrain", "train", bundle_root=os.fspath(tmp_path), arm=arm, epochs=1, tensorboard=False, **TINY)
+    assert (tmp_path / "models" / "model.pt").is_file() and (tmp_path / "models" / "policy.pt").is_file()
+    with open(tmp_path / "eval" / "policy_stats.csv") as f:
+        stats = list(csv.DictReader(f))
+    kl = float(stats[-1]["kl_to_init"])
+    assert kl == 0.0 if arm == "frozen_policy" else kl > 0.0, (arm, kl)
