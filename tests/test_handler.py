@@ -224,8 +224,21 @@ def test_ddp_two_processes_keep_the_policy_in_sync(mednist_small, tmp_path):
     _, _, data = mednist_small
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", str(SCRIPT),
-        "--data", data, "--epochs", "1", "--out", str(tmp_path), "--per-rank-dirs", "--batch-size", "8",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29533",
+        str(SCRIPT),
+        "--data",
+        data,
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--per-rank-dirs",
+        "--batch-size",
+        "8",
     ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -78,8 +78,19 @@ def wheel(tmp_path_factory) -> Path:
     src = _copy_sources(tmp / "src")
     out = tmp / "dist"
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
-    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-           "-w", str(out), str(src)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "-q",
+        "-w",
+        str(out),
+        str(src),
+    ]
     proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"pip wheel failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     wheels = sorted(out.glob("pgnm_monai-*.whl"))
@@ -112,8 +123,9 @@ def _run_installed(site_dir: Path, args: list[str], cwd: Path, timeout: float) -
         PYTHONNOUSERSITE="1",
     )
     cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.run([sys.executable, "-S", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-S", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
@@ -195,8 +207,21 @@ def test_installed_copy_finds_packaged_bundles(installed, tmp_path):
 def test_installed_cli_runs_end_to_end(installed, tmp_path):
     out = tmp_path / "out"
     before = _snapshot(installed)
-    args = ["-m", "pgnm_monai", "run", "--output-dir", str(out), "--network", "small", "--image-size", "32",
-            "--pretrain-epochs", "1", "--finetune-epochs", "1"]
+    args = [
+        "-m",
+        "pgnm_monai",
+        "run",
+        "--output-dir",
+        str(out),
+        "--network",
+        "small",
+        "--image-size",
+        "32",
+        "--pretrain-epochs",
+        "1",
+        "--finetune-epochs",
+        "1",
+    ]
     proc = _run_installed(installed, args, cwd=tmp_path / "elsewhere", timeout=300)
     assert proc.returncode == 0, f"pgnm run failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
 

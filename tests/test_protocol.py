@@ -92,7 +92,10 @@ def test_benchmark_command_micro_profile_end_to_end(tmp_path, capsys):
     assert (out / "f1_vs_n.png").stat().st_size > 1000
     # the probe protocol and the pretraining evidence, through the same command
     probe = pd.read_csv(out / "probe_runs.csv")
-    assert set(probe["arm"]) == {"none", "pgnm-reinforce", "frozen_policy"} and set(probe["probe"]) == {"linear", "centroid"}
+    assert set(probe["arm"]) == {"none", "pgnm-reinforce", "frozen_policy"} and set(probe["probe"]) == {
+        "linear",
+        "centroid",
+    }
     assert probe.groupby(["arm", "probe"]).size().eq(20).all()  # the micro profile's 20 episodes
     for section in ("## Frozen-feature probes", "## Does learning matter?", "## What pretraining did", "masks.png"):
         assert section in report, section
