@@ -284,7 +284,7 @@ def build_arm_handler(
         dropout_fraction: hole side as a fraction of ``image_size`` (``coarse_dropout``).
         image_key: key of the image in the batch dict.
         seed: seed of the policy initialisation and of every draw.
-        preset: ``None``, ``"paper"`` or ``"fast"`` (:mod:`pgnm_monai.presets`): default policy arguments of
+        preset: ``None``, ``"paper"`` or ``"fast"`` (:data:`PRESETS`): default policy arguments of
             ``pgnm``; explicit ``policy_kwargs`` win. Ignored by the other arms (but checked).
         policy_kwargs: passed to :func:`build_policy_handler` (objective, trunk, policy_lr, epochs, ...).
     """
