@@ -26,6 +26,7 @@ __all__ = [
     "MASK_ROWS",
     "collapse_figure",
     "expected_mask",
+    "last_epoch_means",
     "load_policy",
     "mask_figure",
     "policy_curves_figure",
@@ -64,6 +65,13 @@ def read_pretrain_curves(output_dir: str | Path) -> pd.DataFrame:
         frame.insert(0, "arm", match["arm"])
         frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def last_epoch_means(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per arm (in :data:`~pgnm_monai.arms.ARMS` order): the mean over pretrain seeds of each seed's last epoch."""
+    last = frame[frame["epoch"] == frame.groupby(["arm", "seed"])["epoch"].transform("max")]
+    means = last.drop(columns=["seed", "epoch"]).groupby("arm").mean(numeric_only=True)
+    return means.reindex(_ordered(means.index))
 
 
 def _ordered(arms: Sequence[str]) -> list[str]:

@@ -438,7 +438,7 @@ def pretraining_section(out: Path, cfg: dict[str, Any], tasks: Sequence[Task]) -
     atomic_write_text(out / "pretrain_curves.csv", curves.to_csv(index=False))  # kept when pretrain/ is not
     atomic_save_figure(policy_figures.policy_curves_figure(curves), out / "policy_curves.png", dpi=110)
     atomic_save_figure(policy_figures.collapse_figure(curves), out / "pretrain_curves.png", dpi=110)
-    last = curves.sort_values("epoch").groupby("arm").last(numeric_only=True)
+    last = policy_figures.last_epoch_means(curves)
     shown = [
         c
         for c in (
@@ -490,7 +490,7 @@ def _collapse_sentence(curves: pd.DataFrame) -> list[str]:
     if not {"pgnm-paper", "pgnm-paper-unscaled"} <= arms or not {"weight_norm", "val_macro_f1"} <= set(curves):
         return []
     first = curves[curves["epoch"] == curves["epoch"].min()].groupby("arm")[["train_loss", "weight_norm"]].mean()
-    last = curves.sort_values("epoch").groupby("arm").last(numeric_only=True)
+    last = policy_figures.last_epoch_means(curves)
     paper, unscaled = first.loc["pgnm-paper"], first.loc["pgnm-paper-unscaled"]
     return [
         "The official objective multiplies the classifier's loss by the detached policy term; the same policy "
