@@ -43,6 +43,7 @@ __all__ = [
     "auroc",
     "classification_metrics",
     "key_val_metric",
+    "label_metrics",
     "metrics_report",
     "to_probabilities",
 ]
@@ -98,6 +99,22 @@ def auroc(y_true: Any, y_prob: Any) -> float:
     return float(np.mean(scores))
 
 
+def label_metrics(y_true: Any, y_pred: Any) -> dict[str, float]:
+    """The metrics of predicted labels (module docstring): accuracy, balanced accuracy, macro P/R/F1."""
+    y, pred = np.asarray(y_true), np.asarray(y_pred)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*y_pred contains classes not in y_true.*")
+        bal = float(balanced_accuracy_score(y, pred))
+    prec, rec, f1, _ = precision_recall_fscore_support(y, pred, average="macro", zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(y, pred)),
+        "balanced_accuracy": bal,
+        "macro_precision": float(prec),
+        "macro_recall": float(rec),
+        "macro_f1": float(f1),
+    }
+
+
 def classification_metrics(y_true: Any, y_prob: Any, num_classes: int | None = None) -> dict[str, Any]:
     """All metrics of the module docstring for one set of predictions.
 
@@ -118,16 +135,8 @@ def classification_metrics(y_true: Any, y_prob: Any, num_classes: int | None = N
         nan = float("nan")
         return {**dict.fromkeys(SCALAR_METRICS, nan), "confusion_matrix": np.zeros((k, k), int).tolist(), "n": 0}
     pred = p.argmax(axis=1)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*y_pred contains classes not in y_true.*")
-        bal = float(balanced_accuracy_score(y, pred))
-    prec, rec, f1, _ = precision_recall_fscore_support(y, pred, average="macro", zero_division=0)
     return {
-        "accuracy": float(accuracy_score(y, pred)),
-        "balanced_accuracy": bal,
-        "macro_precision": float(prec),
-        "macro_recall": float(rec),
-        "macro_f1": float(f1),
+        **label_metrics(y, pred),
         "auroc": auroc(y, p),
         "confusion_matrix": confusion_matrix(y, pred, labels=list(range(k))).tolist(),
         "n": int(len(y)),

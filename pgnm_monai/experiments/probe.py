@@ -37,7 +37,6 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import balanced_accuracy_score, f1_score
 from sklearn.neighbors import NearestCentroid
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -45,9 +44,11 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 
 from pgnm_monai.arms import ARMS
+from pgnm_monai.data.few_shot import stratified_class_sequence
 from pgnm_monai.data.schema import LABEL
 from pgnm_monai.data.utils import atomic_write_text
 from pgnm_monai.experiments.report import markdown_table
+from pgnm_monai.metrics import label_metrics
 from pgnm_monai.networks.classifiers import HEAD_PREFIXES, build_classifier
 
 if TYPE_CHECKING:  # protocol may import this module; avoid the cycle at run time
@@ -73,6 +74,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: the columns of ``probe_runs.csv``, in order.
+#: the scores of every probe on the test split (definitions: :func:`pgnm_monai.metrics.label_metrics`).
+SCORES = ("macro_f1", "balanced_accuracy")
+
 RUN_COLUMNS = (
     "arm",
     "pretrain_seed",
@@ -81,8 +85,7 @@ RUN_COLUMNS = (
     "episode",
     "episode_hash",
     "probe",
-    "macro_f1",
-    "balanced_accuracy",
+    *SCORES,
     "n_test",
 )
 
@@ -167,24 +170,13 @@ def extract_features(
 
 
 def stratified_quotas(counts: Sequence[int], n: int) -> np.ndarray:
-    """Items per class of a stratified subset of ``n`` (the class counts of :func:`pgnm_monai.data.few_shot_subset`).
-
-    One item of every class first (most frequent first) while ``n`` allows, then each next item to the class
-    furthest below its share ``(m + 1) * p_c``.
-    """
+    """Items per class of a stratified subset of ``n``: the first ``n`` picks of
+    :func:`pgnm_monai.data.few_shot.stratified_class_sequence` (the class counts of ``few_shot_subset``)."""
     counts = np.asarray(counts, dtype=int)
     total = int(counts.sum())
     if not 1 <= n <= total:
         raise ValueError(f"episode size n must be in [1, {total}] (the training split), got {n}.")
-    share = counts / total
-    taken = np.zeros(len(counts), dtype=int)
-    present = [c for c in sorted(range(len(counts)), key=lambda c: (-counts[c], c)) if counts[c] > 0]
-    for c in present[:n]:
-        taken[c] = 1
-    for m in range(int(taken.sum()), n):
-        deficit = np.where(taken < counts, (m + 1) * share - taken, -np.inf)
-        taken[int(np.argmax(deficit))] += 1  # ties: the lowest class index, as few_shot_order
-    return taken
+    return np.bincount(stratified_class_sequence(counts.tolist())[:n], minlength=len(counts))
 
 
 def draw_episodes(labels: Sequence[int], n: int, n_episodes: int, seed: int = 0) -> list[np.ndarray]:
@@ -211,13 +203,6 @@ def episode_hash(indices: np.ndarray) -> str:
     return hashlib.sha1(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()[:12]
 
 
-def _score(y_true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*y_pred contains classes not in y_true.*")
-        bal = float(balanced_accuracy_score(y_true, pred))
-    return {"macro_f1": float(f1_score(y_true, pred, average="macro", zero_division=0)), "balanced_accuracy": bal}
-
-
 def _probe_episodes(
     train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], episodes: Sequence[np.ndarray]
 ) -> list[dict[str, Any]]:
@@ -232,7 +217,7 @@ def _probe_episodes(
         for e, idx in enumerate(episodes):
             for name, factory in PROBES.items():
                 probe = factory().fit(x_train[idx], y_train[idx])
-                scores = _score(y_test, probe.predict(x_test))
+                scores = {k: v for k, v in label_metrics(y_test, probe.predict(x_test)).items() if k in SCORES}
                 rows.append({"episode": e, "episode_hash": episode_hash(idx), "probe": name} | scores)
     return rows
 

@@ -34,7 +34,6 @@ them, are skipped; an epoch with none gives NaN).
 from __future__ import annotations
 
 import copy
-import csv
 import logging
 import math
 import os
@@ -44,8 +43,8 @@ import torch
 from monai.utils import IgniteInfo, convert_to_tensor, min_version, optional_import
 from torch.distributions import Beta, kl_divergence
 
-from pgnm_monai.data.utils import atomic_write_csv
 from pgnm_monai.distributed import is_main_process
+from pgnm_monai.handlers.epoch_csv import EpochCSV
 from pgnm_monai.networks.policy import NoisePolicy
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -126,16 +125,17 @@ class PolicyStatisticsHandler:
         self.logger = logging.getLogger(name or __name__)
         self.initial_policy = copy.deepcopy(policy).eval()
         self.initial_policy.requires_grad_(False)
-        self.columns = ("epoch", *PROBE_STATISTICS, *EPOCH_STATISTICS)
-        self.rows: dict[int, dict[str, Any]] = {}
+        self.table = (
+            None if self.csv_path is None else EpochCSV(self.csv_path, ("epoch", *PROBE_STATISTICS, *EPOCH_STATISTICS))
+        )
         self._sums = dict.fromkeys(EPOCH_STATISTICS, 0.0)
         self._counts = dict.fromkeys(EPOCH_STATISTICS, 0)
 
     # ----------------------------------------------------------------------------------------------- ignite
     def attach(self, engine: Engine) -> None:
         """Read the existing CSV (rank 0) and register the epoch/iteration hooks on ``engine``."""
-        if self.csv_path is not None and is_main_process():
-            self.rows = self._read_csv(self.csv_path)
+        if self.table is not None and is_main_process():
+            self.table.load()
         engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.accumulate)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
@@ -169,13 +169,8 @@ class PolicyStatisticsHandler:
             engine.state.metrics = metrics = {}
         for key, value in stats.items():
             metrics[self.prefix + key] = value
-        if self.csv_path is None or not is_main_process():
-            return
-        epoch = int(engine.state.epoch)
-        self.rows = {e: row for e, row in self.rows.items() if e < epoch}
-        self.rows[epoch] = {"epoch": epoch, **stats}
-        table = [[self.rows[e].get(c, "") for c in self.columns] for e in sorted(self.rows)]
-        atomic_write_csv(self.csv_path, self.columns, table)
+        if self.table is not None and is_main_process():
+            self.table.put(engine.state.epoch, stats)
 
     # ----------------------------------------------------------------------------------------- statistics
     @torch.no_grad()
@@ -237,21 +232,3 @@ class PolicyStatisticsHandler:
         if "initial_policy" not in state:
             raise ValueError(f"policy-statistics checkpoint lacks 'initial_policy'; keys found: {sorted(state)}.")
         self.initial_policy.load_state_dict(state["initial_policy"])
-
-    # ------------------------------------------------------------------------------------------------ CSV
-    def _read_csv(self, path: str) -> dict[int, dict[str, Any]]:
-        if not os.path.isfile(path):
-            return {}
-        rows: dict[int, dict[str, Any]] = {}
-        try:
-            with open(path, encoding="utf-8", newline="") as f:
-                for row in csv.DictReader(f):
-                    try:
-                        epoch = int(row.get("epoch") or "")
-                    except ValueError:
-                        continue
-                    rows[epoch] = {**row, "epoch": epoch}
-        except (OSError, csv.Error) as e:
-            self.logger.warning(f"could not read {path} ({e}); it will be rewritten from this run's epochs.")
-            return {}
-        return rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -14,9 +15,17 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
-__all__ = ["LossProgressBar", "StopAtEpoch"]
+__all__ = ["LossProgressBar", "StopAtEpoch", "batch_loss"]
 
 logger = logging.getLogger(__name__)
+
+
+def batch_loss(output: Any) -> float:
+    """The loss of a trainer's output (a batched dict, or decollated items that each hold it); NaN if none."""
+    if isinstance(output, (list, tuple)) and output:
+        output = output[0]
+    value = output.get("loss") if isinstance(output, dict) else None
+    return float(torch.as_tensor(value).detach()) if value is not None else float("nan")
 
 
 class LossProgressBar:
@@ -39,10 +48,8 @@ class LossProgressBar:
         from ignite.handlers import ProgressBar
 
         def loss(output: Any) -> dict:
-            if isinstance(output, (list, tuple)) and output:  # decollated: every item holds the batch loss
-                output = output[0]
-            value = output.get("loss") if isinstance(output, dict) else None
-            return {"loss": float(torch.as_tensor(value).detach())} if value is not None else {}
+            value = batch_loss(output)
+            return {"loss": value} if math.isfinite(value) else {}
 
         ProgressBar(**self.kwargs).attach(engine, output_transform=loss)
 

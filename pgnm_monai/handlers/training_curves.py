@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import csv
 import math
-import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 from torch import nn
 
-from pgnm_monai.data.utils import atomic_write_csv
 from pgnm_monai.distributed import is_main_process
+from pgnm_monai.handlers.epoch_csv import EpochCSV
+from pgnm_monai.handlers.training_control import batch_loss
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
@@ -23,13 +22,6 @@ else:
 __all__ = ["TrainingCurveWriter"]
 
 COLUMNS = ("epoch", "train_loss", "weight_norm", "lr")
-
-
-def _loss(output: Any) -> float:
-    if isinstance(output, (list, tuple)) and output:  # decollated: every item holds the batch loss
-        output = output[0]
-    value = output.get("loss") if isinstance(output, dict) else None
-    return float(torch.as_tensor(value).detach()) if value is not None else float("nan")
 
 
 class TrainingCurveWriter:
@@ -49,14 +41,13 @@ class TrainingCurveWriter:
         self.network = network
         self.path = path
         self.optimizer = optimizer
-        self.rows: list[dict] = []
+        self.table = EpochCSV(path, COLUMNS)
         self._losses: list[float] = []
 
     def attach(self, engine: Engine) -> None:
         """Register on ``EPOCH_STARTED``, ``ITERATION_COMPLETED`` and ``EPOCH_COMPLETED``; read an existing file."""
-        if os.path.isfile(self.path):
-            with open(self.path, encoding="utf-8", newline="") as f:
-                self.rows = [dict(r) for r in csv.DictReader(f)]
+        if is_main_process():
+            self.table.load()
         engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
@@ -65,7 +56,7 @@ class TrainingCurveWriter:
         self._losses = []
 
     def collect(self, engine: Engine) -> None:
-        self._losses.append(_loss(engine.state.output))
+        self._losses.append(batch_loss(engine.state.output))
 
     @torch.no_grad()
     def weight_norm(self) -> float:
@@ -73,15 +64,11 @@ class TrainingCurveWriter:
         return math.sqrt(sum(float(p.detach().float().pow(2).sum()) for p in self.network.parameters()))
 
     def __call__(self, engine: Engine) -> None:
-        epoch = int(engine.state.epoch)
         finite = [v for v in self._losses if math.isfinite(v)]
         row = {
-            "epoch": epoch,
             "train_loss": sum(finite) / len(finite) if finite else float("nan"),
             "weight_norm": self.weight_norm(),
             "lr": self.optimizer.param_groups[0]["lr"] if self.optimizer is not None else float("nan"),
         }
-        self.rows = [r for r in self.rows if int(r["epoch"]) < epoch] + [row]
         if is_main_process():
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            atomic_write_csv(self.path, list(COLUMNS), [[r[c] for c in COLUMNS] for r in self.rows])
+            self.table.put(engine.state.epoch, row)
