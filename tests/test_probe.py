@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -56,9 +58,41 @@ def pretrained(tmp_path_factory):
 @pytest.fixture(scope="module")
 def probed(pretrained):
     args = ([Task("embedded", None, None)], ARMS, SEEDS, (8,))
-    first = run_probe(pretrained, *args, n_episodes=EPISODES, seed=0, **SETTINGS)
-    second = run_probe(pretrained, *args, n_episodes=EPISODES, seed=0, **SETTINGS)
+    first = run_probe(pretrained, *args, n_episodes=EPISODES, seed=0, n_jobs=2, **SETTINGS)
+    shutil.rmtree(pretrained / "probe")  # recompute from scratch, in one process: the same rows
+    second = run_probe(pretrained, *args, n_episodes=EPISODES, seed=0, n_jobs=1, **SETTINGS)
     return pretrained, first, second
+
+
+def test_probe_is_incremental_per_model(pretrained, tmp_path):
+    """Models probed with the same settings are read back; new seeds, new settings or a changed model are probed."""
+    out = tmp_path / "out"
+    for arm in ARMS:
+        for seed in SEEDS:
+            shutil.copytree(
+                pretrained / "pretrain" / f"{arm}_seed{seed}" / "models",
+                out / "pretrain" / f"{arm}_seed{seed}" / "models",
+            )
+    task = [Task("embedded", None, None)]
+    run_probe(out, task, ARMS, SEEDS[:1], (8,), n_episodes=5, n_jobs=1, **SETTINGS)
+    cached = sorted((out / "probe" / "embedded").glob("*.csv"))
+    assert [p.name.rsplit("-", 1)[0] for p in cached] == ["none_seed0", "pgnm-reinforce_seed0"]
+    stamps = {p: p.stat().st_mtime_ns for p in cached}
+    frame = run_probe(out, task, ARMS, SEEDS, (8,), n_episodes=5, n_jobs=1, **SETTINGS)  # adds seed 1 only
+    assert {p: p.stat().st_mtime_ns for p in cached} == stamps
+    assert len(list((out / "probe" / "embedded").glob("*.csv"))) == 4 and len(frame) == 4 * 5 * 2
+    run_probe(out, task, ARMS, SEEDS, (8,), n_episodes=6, n_jobs=1, **SETTINGS)  # new settings: recomputed
+    assert len(list((out / "probe" / "embedded").glob("*.csv"))) == 4  # stale files replaced, not kept
+    assert all(not p.exists() for p in cached)
+    # a retrained model (other bytes) is probed again
+    model = out / "pretrain" / "none_seed0" / "models" / "model.pt"
+    state = torch.load(model, weights_only=True)
+    torch.save({k: v + 1 if v.is_floating_point() else v for k, v in state.items()}, model)
+    before = {p.name for p in (out / "probe" / "embedded").glob("none_seed0-*.csv")}
+    run_probe(out, task, ARMS, SEEDS, (8,), n_episodes=6, n_jobs=1, **SETTINGS)
+    after = {p.name for p in (out / "probe" / "embedded").glob("none_seed0-*.csv")}
+    assert len(after) == 1 and after != before
+    assert len(pd.read_csv(out / "probe_runs.csv")) == 4 * 6 * 2
 
 
 def test_episodes_are_stratified_seeded_and_match_few_shot_counts():

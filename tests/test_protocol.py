@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -107,6 +108,7 @@ def test_benchmark_command_micro_profile_end_to_end(tmp_path, capsys):
     assert cli_main(["benchmark", "--profile", "micro", "--output-dir", str(out)]) == 0
     assert (out / "runs.csv").stat().st_mtime_ns == stamp and len(pd.read_csv(out / "runs.csv")) == 3
     # deterministic for a fixed seed: a fresh run of the probe on the same models gives the same rows
+    shutil.rmtree(out / "probe")  # the per-model probe rows: recomputed
     (out / "probe_runs.csv").unlink()
     assert cli_main(["benchmark", "--profile", "micro", "--output-dir", str(out)]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(out / "probe_runs.csv"), probe)

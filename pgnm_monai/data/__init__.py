@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pgnm_monai.data.datasets import cached_dataset
 from pgnm_monai.data.schema import (
     IMAGE_PATH,
     ITEM_KEYS,
@@ -47,6 +48,7 @@ __all__ = [
     "ITEM_KEYS",
     "MODALITIES",
     "Datalist",
+    "cached_dataset",
     "few_shot_subset",
     "load_class_map",
     "load_datalist",

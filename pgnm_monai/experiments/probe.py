@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import torch
+from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import NearestCentroid
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -204,9 +205,12 @@ def episode_hash(indices: np.ndarray) -> str:
 
 
 def _probe_episodes(
-    train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], episodes: Sequence[np.ndarray]
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    episodes: Sequence[np.ndarray],
+    first: int = 0,
 ) -> list[dict[str, Any]]:
-    """Fit every probe of :data:`PROBES` on each episode; score on the whole test split."""
+    """Fit every probe of :data:`PROBES` on each episode (numbered from ``first``); score on the whole test split."""
     (x_train, y_train), (x_test, y_test) = train, test
     rows = []
     # one BLAS thread: the fits are tiny, and thread barriers made them ~10x slower on a shared 2-core CPU
@@ -214,12 +218,37 @@ def _probe_episodes(
         warnings.filterwarnings("ignore", message=".*within_class_std_dev_.*")  # classes with one image
         # NearestCentroid computes shrinkage deviations even without shrinkage: 0/0 for dead (all-zero) features
         warnings.filterwarnings("ignore", message="invalid value encountered in divide", category=RuntimeWarning)
-        for e, idx in enumerate(episodes):
+        for e, idx in enumerate(episodes, start=first):
             for name, factory in PROBES.items():
                 probe = factory().fit(x_train[idx], y_train[idx])
                 scores = {k: v for k, v in label_metrics(y_test, probe.predict(x_test)).items() if k in SCORES}
                 rows.append({"episode": e, "episode_hash": episode_hash(idx), "probe": name} | scores)
     return rows
+
+
+def _probe_in_parallel(
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    episodes: Sequence[np.ndarray],
+    n_jobs: int,
+) -> list[dict[str, Any]]:
+    """:func:`_probe_episodes` on contiguous chunks of ``episodes`` in ``n_jobs`` processes (joblib; same rows)."""
+    jobs = min(effective_n_jobs(n_jobs), len(episodes))
+    if jobs <= 1:
+        return _probe_episodes(train, test, episodes)
+    bounds = np.linspace(0, len(episodes), jobs + 1).astype(int)
+    parts = Parallel(n_jobs=jobs)(
+        delayed(_probe_episodes)(train, test, episodes[a:b], a) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    )
+    return [row for part in parts for row in part]
+
+
+def _cache_key(model_digest: str, task: Task, settings: Mapping[str, Any]) -> str:
+    """A short hash of everything a model's probe rows depend on: the model's bytes, the task and the settings."""
+    digest = hashlib.sha1(model_digest.encode())
+    digest.update(repr((task.name, task.kind, task.dataset_dir, sorted(task.options.items()))).encode())
+    digest.update(repr(sorted(settings.items())).encode())
+    return digest.hexdigest()[:12]
 
 
 # ---------------------------------------------------------------------------------------------- protocol
@@ -238,8 +267,13 @@ def run_probe(
     in_channels: int = 1,
     batch_size: int = 64,
     device: str | torch.device | None = None,
+    n_jobs: int = -1,
 ) -> pd.DataFrame:
     """Probe every pretrained model on every task; write ``<output_dir>/probe_runs.csv`` (atomically).
+
+    Incremental: each model's rows for a task are kept in ``<output_dir>/probe/<task>/<arm>_seed<seed>-<key>.csv``,
+    where ``key`` hashes the model file, the task and the settings below; a later call (more seeds, more arms)
+    probes only the models it has no rows for. Delete ``probe/`` to recompute everything.
 
     Args:
         output_dir: the protocol's output folder, holding ``pretrain/<arm>_seed<seed>/models/model.pt``.
@@ -254,6 +288,7 @@ def run_probe(
         in_channels: image channels (as in pretraining).
         batch_size: images per forward pass of the feature extraction.
         device: where the feature extraction runs (default: CUDA when available, else CPU).
+        n_jobs: processes fitting the probes (joblib; -1: one per CPU core). The rows do not depend on it.
 
     Returns:
         the rows of ``probe_runs.csv`` (columns :data:`RUN_COLUMNS`), deterministic for fixed arguments.
@@ -270,30 +305,58 @@ def run_probe(
     missing = [str(p) for p in models.values() if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"pretrained models missing (run the protocol's pretraining first): {missing[:3]}")
-    rows: list[dict[str, Any]] = []
+    settings = {
+        "shots": tuple(int(n) for n in shots),
+        "n_episodes": int(n_episodes),
+        "seed": int(seed),
+        "network": network,
+        "image_size": int(image_size),
+        "in_channels": int(in_channels),
+    }
+    digests = {key: hashlib.sha1(path.read_bytes()).hexdigest() for key, path in models.items()}
+    parts: list[pd.DataFrame] = []
     for task in tasks:
         t0 = time.perf_counter()
-        splits = {s: load_data(task.kind, task.dataset_dir, s, options=dict(task.options)) for s in ("train", "test")}
-        images = {s: preprocess(dl.items, image_size, in_channels) for s, dl in splits.items()}  # decoded once
-        labels = {s: np.array([int(it[LABEL]) for it in dl.items]) for s, dl in splits.items()}
-        sizes = [int(n) for n in shots if int(n) <= len(labels["train"])]
-        if len(sizes) < len(shots):
-            logger.warning("task %s: shots above its %d training items skipped", task.name, len(labels["train"]))
-        episodes = {n: draw_episodes(labels["train"], n, n_episodes, seed) for n in sizes}
-        for (arm, pseed), path in models.items():
-            model, _ = feature_extractor(path, network, in_channels)
+        cache = {
+            key: out / "probe" / task.name / f"{key[0]}_seed{key[1]}-{_cache_key(digests[key], task, settings)}.csv"
+            for key in models
+        }
+        todo = [key for key, path in cache.items() if not path.is_file()]
+        if todo:
+            splits = {
+                s: load_data(task.kind, task.dataset_dir, s, options=dict(task.options)) for s in ("train", "test")
+            }
+            images = {s: preprocess(dl.items, image_size, in_channels) for s, dl in splits.items()}  # decoded once
+            labels = {s: np.array([int(it[LABEL]) for it in dl.items]) for s, dl in splits.items()}
+            sizes = [int(n) for n in shots if int(n) <= len(labels["train"])]
+            if len(sizes) < len(shots):
+                logger.warning("task %s: shots above its %d training items skipped", task.name, len(labels["train"]))
+            episodes = {n: draw_episodes(labels["train"], n, n_episodes, seed) for n in sizes}
+        for arm, pseed in todo:
+            model, _ = feature_extractor(models[(arm, pseed)], network, in_channels)
             feats = {s: extract_features(model, images[s], image_size, in_channels, batch_size, device) for s in images}
+            rows = []
             for n in sizes:
-                scored = _probe_episodes(
-                    (feats["train"], labels["train"]), (feats["test"], labels["test"]), episodes[n]
+                scored = _probe_in_parallel(
+                    (feats["train"], labels["train"]), (feats["test"], labels["test"]), episodes[n], n_jobs
                 )
                 key = {"arm": arm, "pretrain_seed": pseed, "task": task.name, "n": n, "n_test": len(labels["test"])}
                 rows += [key | r for r in scored]
-        atomic_write_text(out / "probe_runs.csv", pd.DataFrame(rows, columns=list(RUN_COLUMNS)).to_csv(index=False))
-        logger.info("probe of task %s: %.1f s", task.name, time.perf_counter() - t0)
-    frame = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
+            path = cache[(arm, pseed)]
+            for stale in path.parent.glob(f"{arm}_seed{pseed}-*.csv"):
+                stale.unlink()
+            atomic_write_text(path, pd.DataFrame(rows, columns=list(RUN_COLUMNS)).to_csv(index=False))
+        parts += [pd.read_csv(cache[key]) for key in models]
+        logger.info(
+            "probe of task %s: %.1f s (%d of %d models probed, the rest cached)",
+            task.name,
+            time.perf_counter() - t0,
+            len(todo),
+            len(models),
+        )
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(RUN_COLUMNS))
     atomic_write_text(out / "probe_runs.csv", frame.to_csv(index=False))
-    return frame
+    return pd.read_csv(out / "probe_runs.csv")  # the same dtypes whether rows were computed or read back
 
 
 # ---------------------------------------------------------------------------------------------- intervals

@@ -1,0 +1,95 @@
+"""The bundles' dataset (pgnm_monai.data.cached_dataset): the on-disk cache gives the in-memory tensors, is
+shared between runs and processes, keys on the transforms' parameters, and is read by the bundles."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import torch
+from monai.data import CacheDataset, PersistentDataset
+from monai.utils import set_determinism
+
+from pgnm_monai.data import cached_dataset, load_datalist
+from pgnm_monai.experiments.runner import run_bundle
+from pgnm_monai.transforms import eval_transforms, train_transforms
+
+TINY = {"image_size": 32, "network": "small", "grid": 8, "batch_size": 8, "progress_bar": False, "tensorboard": False}
+
+
+def _images(dataset, epochs: int = 1) -> list[torch.Tensor]:
+    return [
+        dataset[i]["image"].as_tensor() if hasattr(dataset[i]["image"], "as_tensor") else dataset[i]["image"]
+        for _ in range(epochs)
+        for i in range(len(dataset))
+    ]
+
+
+def test_disk_cache_gives_the_in_memory_tensors(tmp_path):
+    items = load_datalist("embedded", split="train").items
+    for chain in (lambda: eval_transforms(32, 1), lambda: train_transforms(32, 1)):
+        tensors = []
+        for cache_dir in (None, tmp_path / "cache", tmp_path / "cache"):  # in memory, disk (fill), disk (read)
+            set_determinism(seed=3)
+            ds = cached_dataset(items, chain(), cache_dir=cache_dir)
+            assert isinstance(ds, PersistentDataset if cache_dir else CacheDataset)
+            tensors.append(_images(ds, epochs=2))
+        for other in tensors[1:]:
+            assert all(torch.equal(a, b) for a, b in zip(tensors[0], other, strict=True))
+    set_determinism(None)
+
+
+def test_disk_cache_keys_on_the_item_and_the_transform_parameters(tmp_path):
+    items = load_datalist("embedded", split="test").items
+    cache = tmp_path / "cache"
+    _images(cached_dataset(items, eval_transforms(32, 1), cache_dir=cache))
+    first = set(os.listdir(cache))
+    assert len(first) == len(items)
+    _images(cached_dataset(items, eval_transforms(32, 1), cache_dir=cache))  # the same chain: read, not written
+    assert set(os.listdir(cache)) == first
+    bigger = cached_dataset(items, eval_transforms(48, 1), cache_dir=cache)  # another size: its own entries
+    assert all(t.shape[-1] == 48 for t in _images(bigger))
+    assert len(os.listdir(cache)) == 2 * len(items)
+    # the key is the same in a fresh process (so later runs of the protocol reuse the files)
+    code = (
+        "from pgnm_monai.data import cached_dataset, load_datalist; from pgnm_monai.transforms import eval_transforms;"
+        "ds = cached_dataset(load_datalist('embedded', split='test').items, eval_transforms(32, 1), cache_dir='x');"
+        "print(ds.transform_hash)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True)
+    here = cached_dataset(items, eval_transforms(32, 1), cache_dir=cache).transform_hash
+    assert out.stdout.strip() == here and all(name.endswith(here + ".pt") for name in first)
+
+
+def test_bundles_read_the_shared_cache(tmp_path):
+    """Fine-tune + evaluate with ``cache_dir``: the in-memory run's model and predictions; the cache filled once."""
+    pre = tmp_path / "pre"
+    run_bundle("pgnm_pretrain", "train", bundle_root=os.fspath(pre), arm="none", epochs=1, **TINY)
+    results = {}
+    for name, cache_dir in (("memory", None), ("disk", tmp_path / "cache"), ("disk-again", tmp_path / "cache")):
+        root = tmp_path / name
+        args = {"bundle_root": os.fspath(root), "cache_dir": os.fspath(cache_dir) if cache_dir else None, **TINY}
+        run_bundle(
+            "pgnm_finetune",
+            "train",
+            pretrained_ckpt=os.fspath(pre / "models" / "model.pt"),
+            epochs=2,
+            warmup_epochs=1,
+            few_shot=12,
+            **args,
+        )
+        run_bundle("pgnm_finetune", "evaluate", **args)
+        results[name] = (
+            torch.load(root / "models" / "model.pt", weights_only=True),
+            (root / "eval" / "predictions.csv").read_text(),
+            json.loads((root / "eval" / "metrics.json").read_text())["overall"],
+        )
+        if name == "disk":
+            filled = set(os.listdir(tmp_path / "cache"))
+    assert filled and set(os.listdir(tmp_path / "cache")) == filled  # the second run wrote nothing new
+    base_state, base_preds, base_metrics = results["memory"]
+    for state, preds, metrics in (results["disk"], results["disk-again"]):
+        assert all(torch.equal(state[k], base_state[k]) for k in base_state)
+        assert preds == base_preds and metrics == base_metrics
