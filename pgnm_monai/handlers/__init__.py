@@ -3,7 +3,8 @@
 - the noise policy: :class:`NoisePolicyHandler` (REINFORCE inside ``SupervisedTrainer``) and
   :class:`ThreadLimitedNoisePolicyHandler`;
 - the other arms: :class:`BatchAugmentationHandler`;
-- checkpoints: :class:`AtomicCheckpointSaver`, :class:`TrainingStateSaver`, :class:`ResumeCheckpointLoader`;
+- checkpoints: :class:`AtomicCheckpointSaver`, :class:`TrainingStateSaver`, :class:`ResumeCheckpointLoader`,
+  :class:`RandomStates` (every random state, for exact resume);
 - outputs: :class:`PredictionWriter` (per-item CSV + metrics JSON), :class:`MetricsHistoryWriter`;
 - run control and curves: :class:`LossProgressBar`, :class:`StopAtEpoch`, :class:`TrainingCurveWriter`.
 """
@@ -22,6 +23,7 @@ from .noise_policy import (
 )
 from .policy_statistics import PolicyStatisticsHandler
 from .prediction_writer import PredictionWriter
+from .random_states import RandomStates
 from .training_control import LossProgressBar, StopAtEpoch
 from .training_curves import TrainingCurveWriter
 
@@ -33,6 +35,7 @@ __all__ = [
     "NoisePolicyHandler",
     "PolicyStatisticsHandler",
     "PredictionWriter",
+    "RandomStates",
     "ResumeCheckpointLoader",
     "STATE_ATTRIBUTES",
     "StopAtEpoch",

@@ -191,8 +191,14 @@ class AtomicCheckpointSaver:
             return -1
         return (-1 if self.key_metric_negative_sign else 1) * metric
 
+    def state_dict(self) -> dict:
+        """The list of best key-metric checkpoints and their scores (for a training-state checkpoint)."""
+        if self.key_metric_checkpoint is None:
+            return {}
+        return dict(self.key_metric_checkpoint.state_dict())
+
     def load_state_dict(self, state_dict: dict) -> None:
-        """Restore the list of best key-metric checkpoints (saved with ``key_metric_save_state=True``)."""
+        """Restore the list of best key-metric checkpoints (:meth:`state_dict`, or ``key_metric_save_state=True``)."""
         if self.key_metric_checkpoint is None:
             warnings.warn("no key metric checkpoint to resume the key metric tracking list of.", stacklevel=2)
             return
@@ -317,3 +323,22 @@ class TrainingStateSaver(AtomicCheckpointSaver):
         self.save_dict = {**self.save_dict, self.engine_key: engine}
         self.interval_checkpoint = self.interval_checkpointer(self.save_dict)
         super().attach(engine)
+
+    def interval_completed(self, engine: Engine) -> None:
+        """Save ``checkpoint_epoch=N.pt``; keep only the last ``n_saved`` of the folder's training states.
+
+        ignite forgets files of an earlier process, so after a resume the checkpoints written before the
+        interruption are pruned here (by epoch number; later epochs than this one belong to no live run).
+        """
+        super().interval_completed(engine)
+        if self.n_saved is None or idist.get_rank() != self.interval_checkpoint.save_handler.save_on_rank:
+            return
+        epochs = {}
+        for path in Path(self.save_dir).glob("checkpoint_epoch=*.pt"):
+            number = path.stem.partition("=")[2]
+            if number.isdigit():
+                epochs[path] = int(number)
+        keep = sorted(e for e in epochs.values() if e <= engine.state.epoch)[-self.n_saved :]
+        for path, epoch in epochs.items():
+            if epoch not in keep:
+                path.unlink(missing_ok=True)
