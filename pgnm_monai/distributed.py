@@ -1,5 +1,5 @@
 """``torch.distributed`` in one place: rank and world size, the device, process-group set-up, DDP wrapping,
-samplers, and the small collectives that keep the noise policy identical on every rank.
+samplers, synchronised batch norm, and the small collectives that keep the noise policy identical on every rank.
 
 Everything here is a no-op (or the single-process answer) outside ``torch.distributed``, so the
 single-process bundle config never needs a DDP branch; ``configs/multi_gpu_train.json`` calls these.
@@ -20,6 +20,8 @@ __all__ = [
     "average_gradients",
     "broadcast_module",
     "cleanup_distributed",
+    "convert_sync_batchnorm",
+    "GlobalBatchNorm",
     "distributed_sampler",
     "get_device",
     "init_distributed",
@@ -93,11 +95,16 @@ def cleanup_distributed() -> None:
         dist.destroy_process_group()
 
 
-def wrap_ddp(module: nn.Module, device: str | torch.device) -> nn.Module:
-    """``DistributedDataParallel(module)`` under ``torch.distributed`` (``device_ids`` on GPUs), else ``module``."""
+def wrap_ddp(module: nn.Module, device: str | torch.device, sync_bn: bool = False) -> nn.Module:
+    """``DistributedDataParallel(module)`` under ``torch.distributed`` (``device_ids`` on GPUs), else ``module``.
+
+    With ``sync_bn``, its batch norms first become synchronised ones (:func:`convert_sync_batchnorm`).
+    """
     if not _initialized():
         return module
     device = torch.device(device)
+    if sync_bn:
+        module = convert_sync_batchnorm(module, device)
     if device.type == "cuda":
         return nn.parallel.DistributedDataParallel(module, device_ids=[device])
     return nn.parallel.DistributedDataParallel(module)
@@ -150,3 +157,68 @@ def broadcast_module(module: nn.Module, src: int = 0, buffers_only: bool = False
     tensors += [b for b in module.buffers()]
     for t in tensors:
         dist.broadcast(t, src=src)
+
+
+class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch norm over the global batch (every rank's samples), on any device: the CPU/gloo ``SyncBatchNorm``.
+
+    torch's ``nn.SyncBatchNorm`` takes GPU inputs only. Here, in training mode under ``torch.distributed``, the
+    per-channel mean and variance are those of the union of the ranks' batches: sums are combined with the
+    differentiable ``torch.distributed.nn.functional.all_reduce`` (two passes: mean, then centred squares), so
+    the backward pass is that of the global batch too, and the running statistics get the unbiased global
+    variance, as ``nn.SyncBatchNorm`` does. Otherwise (evaluation, one process) it is plain batch norm.
+    """
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (N, C, ...), got {input.dim()}D.")
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if not (self.training and world_size() > 1):
+            return super().forward(input)
+        from torch.distributed.nn.functional import all_reduce
+
+        channels = input.shape[1]
+        dims = [0, *range(2, input.dim())]
+        shape = (1, channels) + (1,) * (input.dim() - 2)
+        local = torch.tensor([input.numel() // channels], dtype=input.dtype, device=input.device)
+        count = all_reduce(local.clone())
+        mean = all_reduce(input.sum(dims)) / count
+        centred = input - mean.view(shape)
+        var = all_reduce(centred.square().sum(dims)) / count
+        if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                unbiased = var * (count / (count - 1).clamp(min=1))
+                self.running_mean.lerp_(mean.detach(), momentum)
+                self.running_var.lerp_(unbiased.detach(), momentum)
+        out = centred * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out
+
+
+def convert_sync_batchnorm(module: nn.Module, device: str | torch.device | None = None) -> nn.Module:
+    """Every batch norm of ``module`` made synchronised across ranks (the same parameter and buffer objects).
+
+    On GPUs: ``nn.SyncBatchNorm.convert_sync_batchnorm``. Elsewhere: :class:`GlobalBatchNorm`. Parameters are
+    moved, not copied, so an optimiser built on ``module`` keeps training them. Returns ``module`` (changed in
+    place) or its replacement when ``module`` is itself a batch norm.
+    """
+    device = torch.device(device) if device is not None else next(module.parameters(), torch.empty(0)).device
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
+        out = GlobalBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
+        if module.affine:
+            out.weight, out.bias = module.weight, module.bias
+        out.running_mean, out.running_var = module.running_mean, module.running_var
+        out.num_batches_tracked = module.num_batches_tracked
+        out.train(module.training)
+        return out
+    for name, child in module.named_children():
+        module.add_module(name, convert_sync_batchnorm(child, device))
+    return module
