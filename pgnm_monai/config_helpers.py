@@ -1,20 +1,34 @@
-"""Thin functions that the bundle JSON configs call: argument checks, data loading, checkpoint lookup and
-warm-start.
+"""Thin functions that the bundle JSON configs call: argument, override, output-folder and checkpoint checks,
+data loading, checkpoint lookup and warm-start, and the error report of ``python -m monai.bundle run``.
 
 Each takes plain values, so a config calls it as ``"$pgnm_monai.config_helpers.f(@id, ...)"``, and each check
-raises an error that names the config id at fault. Nothing here is needed from Python: the library
-functions behind them (:func:`pgnm_monai.data.load_datalist`, :func:`pgnm_monai.arms.build_arm_handler`, ...)
-are the Python API.
+raises an error that names the config id (or file) at fault and what was expected. Nothing here is needed
+from Python: the library functions behind them (:func:`pgnm_monai.data.load_datalist`,
+:func:`pgnm_monai.arms.build_arm_handler`, ...) are the Python API.
+
+MONAI wraps an error raised inside a ``$`` expression or a ``_target_`` component in a ``RuntimeError``
+("Failed to evaluate ..." / "Failed to instantiate ..."), which Python prints last. :func:`root_error` finds the
+error under those wrappers; :func:`show_root_error_last` (the first ``initialize`` step of the bundles) prints
+its message again as the last line of an uncaught error's traceback, and
+:func:`pgnm_monai.experiments.runner.run_bundle` raises it unwrapped.
 """
 
 from __future__ import annotations
 
+import ast
+import difflib
 import glob
+import inspect
 import logging
 import os
 import re
+import sys
+import tempfile
+import traceback
 import warnings
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
 from typing import Any
 
 import torch
@@ -29,18 +43,25 @@ from pgnm_monai.objectives import ADVANTAGES, OBJECTIVES
 
 __all__ = [
     "as_bool",
+    "check_checkpoint",
+    "check_cli_overrides",
     "check_num_classes",
+    "check_output_dirs",
+    "check_override_ids",
     "check_train_args",
     "find_checkpoint",
     "inference_items",
     "load_data",
     "load_pretrained",
     "require_file",
+    "root_error",
+    "show_root_error_last",
 ]
 
 logger = logging.getLogger(__name__)
 
 _CKPT_RE = re.compile(r"epoch=(\d+)\.pt$")
+_TRAINING_STATE_KEYS = ("model", "trainer")  # what every TrainingStateSaver checkpoint of the bundles holds
 
 
 def as_bool(value: Any) -> bool:
@@ -152,6 +173,78 @@ def require_file(path: str, config_id: str) -> bool:
     return True
 
 
+def check_output_dirs(**folders: str | os.PathLike | None) -> bool:
+    """Check that every output folder (by config id) is writable, before any training; create missing ones.
+
+    A folder is writable when a temporary file can be created and removed in it. ``None`` folders are skipped
+    (e.g. ``log_dir`` without TensorBoard).
+
+    Args:
+        folders: config id -> folder, e.g. ``ckpt_dir=@ckpt_dir, output_dir=@output_dir``.
+
+    Raises:
+        PermissionError: a folder cannot be created or written (the message names its id and path).
+    """
+    for config_id, folder in folders.items():
+        if folder is None:
+            continue
+        path = os.path.expanduser(os.fspath(folder))
+        try:
+            os.makedirs(path, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".pgnm_write_check", dir=path)
+            os.close(fd)
+            os.remove(probe)
+        except OSError as e:
+            raise PermissionError(
+                f"config id {config_id!r} points to {path!r}, which is not a writable folder "
+                f"({e.strerror or e}); choose another {config_id} or bundle_root, or fix its permissions."
+            ) from e
+    return True
+
+
+def check_checkpoint(path: str | os.PathLike | None, config_id: str, keys: Sequence[str] = ()) -> str | None:
+    """Return ``path`` after checking that it is a readable PyTorch checkpoint (``None`` passes through).
+
+    The file is opened as ``torch.load(..., weights_only=True)`` will open it (memory-mapped when it is a zip
+    checkpoint, so large files are not read in full).
+
+    Args:
+        path: the checkpoint.
+        config_id: the config id that points to it (named in the error).
+        keys: top-level keys the checkpoint must hold (e.g. a training state's ``model``, ``trainer``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a truncated, corrupt or non-PyTorch file, or one without ``keys``.
+    """
+    if path is None:
+        return None
+    path = os.fspath(path)
+    _load_checkpoint(path, config_id, keys)
+    return path
+
+
+def _load_checkpoint(path: str, config_id: str, keys: Sequence[str] = ()) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU with errors that name ``config_id`` and ``path``."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config id {config_id!r} points to {path!r}, which does not exist.")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except Exception as e:
+        raise ValueError(
+            f"config id {config_id!r} points to {path!r}, which is not a readable PyTorch checkpoint "
+            f"(truncated or corrupt?): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from e
+    missing = [k for k in keys if not (isinstance(ckpt, Mapping) and k in ckpt)]
+    if missing:
+        found = sorted(map(str, ckpt))[:8] if isinstance(ckpt, Mapping) else type(ckpt).__name__
+        raise ValueError(
+            f"config id {config_id!r} points to {path!r}, which lacks {missing} (it holds {found}); "
+            "expected a training-state checkpoint_epoch=N.pt."
+        )
+    return ckpt
+
+
 def check_num_classes(num_classes: int, datalist: Datalist) -> int:
     """Return ``num_classes`` after checking it against the class count of ``datalist``."""
     if int(num_classes) != datalist.num_classes:
@@ -180,7 +273,7 @@ def inference_items(files: Sequence[str], modality: str = "other") -> list[dict]
 
 
 def find_checkpoint(ckpt_dir: str, resume: bool | str | None) -> str | None:
-    """The training-state checkpoint to resume from.
+    """The training-state checkpoint to resume from, checked to load (:func:`check_checkpoint`).
 
     Args:
         ckpt_dir: where :class:`TrainingStateSaver` writes ``checkpoint_epoch=N.pt``.
@@ -191,16 +284,14 @@ def find_checkpoint(ckpt_dir: str, resume: bool | str | None) -> str | None:
     if not resume:
         return None
     if isinstance(resume, str):
-        if not os.path.isfile(resume):
-            raise FileNotFoundError(f"config id 'resume' points to {resume!r}, which does not exist.")
-        return resume
+        return check_checkpoint(resume, "resume", _TRAINING_STATE_KEYS)
     paths = glob.glob(os.path.join(ckpt_dir, "*epoch=*.pt"))
     found = [(int(m.group(1)), p) for p in paths if (m := _CKPT_RE.search(p))]
     if not found:
         raise FileNotFoundError(
             f"config id 'resume' is true but {ckpt_dir!r} holds no training-state checkpoint (checkpoint_epoch=N.pt)."
         )
-    return max(found)[1]
+    return check_checkpoint(max(found)[1], "resume", _TRAINING_STATE_KEYS)
 
 
 def load_pretrained(
@@ -228,7 +319,11 @@ def load_pretrained(
             f"config id 'pretrained_ckpt' points to {path!r}, which does not exist; run the pretrain bundle "
             "first or set pretrained_ckpt to null to train from scratch."
         )
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = _load_checkpoint(path, "pretrained_ckpt")
+    if not isinstance(ckpt, Mapping):
+        raise ValueError(
+            f"config id 'pretrained_ckpt' points to {path!r}, which holds a {type(ckpt).__name__}, not a state dict."
+        )
     if isinstance(ckpt, dict) and "model" in ckpt and isinstance(ckpt["model"], dict):
         ckpt = ckpt["model"]
     own = network.state_dict()
@@ -256,3 +351,123 @@ def load_pretrained(
     network.load_state_dict(loaded, strict=False)
     logger.info(f"loaded {len(loaded)} tensors from {path}; new head: {skipped}")
     return network
+
+
+def check_override_ids(config: Mapping, ids: Iterable[str], files: str = "the bundle's configs") -> bool:
+    """Refuse override ids that name nothing in ``config`` (the merged config files), with close matches.
+
+    A top-level id must be defined; a nested ``a#b#c`` may add a key to the section ``a#b`` (e.g. a keyword of
+    a component) but that section must exist; a list item must exist. ``_meta_#...`` ids are not checked.
+
+    Args:
+        config: the merged content of the config files, before the overrides.
+        ids: the override ids (``#`` or ``::`` separated).
+        files: how to name the config files in the error.
+
+    Raises:
+        ValueError: naming the first unknown id and its closest defined ids.
+    """
+    from monai.bundle import ConfigParser
+    from monai.bundle.reference_resolver import ReferenceResolver
+
+    parser = ConfigParser(dict(config))
+    for raw in ids:
+        parts = ReferenceResolver.split_id(str(raw))
+        if parts[0] == "_meta_" or ReferenceResolver.normalize_id(str(raw)) in parser:
+            continue
+        depth = 0  # parts[:depth] is defined, parts[: depth + 1] is not
+        while "#".join(parts[: depth + 1]) in parser:
+            depth += 1
+        known = "#".join(parts[:depth])
+        section = parser[known] if known else parser.get()
+        if isinstance(section, dict) and 0 < depth == len(parts) - 1:
+            continue  # a new key of an existing section (e.g. a component's keyword)
+        missing = "#".join(parts[: depth + 1])
+        if isinstance(section, dict):
+            matches = difflib.get_close_matches(parts[depth], [str(k) for k in section], n=3, cutoff=0.6)
+            hint = "; did you mean " + " or ".join(repr(f"{known}#{m}".lstrip("#")) for m in matches) + "?"
+            where = f"{missing!r} is not defined in {files}" + (hint if matches else ".")
+        elif isinstance(section, list):
+            where = f"{known!r} is a list of {len(section)} items, which has no item {parts[depth]!r}."
+        else:
+            where = f"{known!r} is a {type(section).__name__}, which has no item {parts[depth]!r}."
+        raise ValueError(f"unknown config id {raw!r}: {where}")
+    return True
+
+
+def check_cli_overrides(argv: Sequence[str] | None = None) -> bool:
+    """Refuse unknown override ids given to ``python -m monai.bundle run`` (:func:`check_override_ids`).
+
+    MONAI adds any ``--id value`` to the config, so a misspelt id would be ignored silently. This reads the
+    command line (``sys.argv``) of ``python -m monai.bundle run`` and the config files it names; in any other
+    process (the Python API, which checks in :func:`pgnm_monai.experiments.runner.make_workflow`) it does
+    nothing. Overrides given through ``--args_file`` are not checked.
+    """
+    from monai.bundle import ConfigParser, scripts
+
+    argv = list(sys.argv if argv is None else argv)
+    main = os.path.join("monai", "bundle", "__main__.py")
+    if len(argv) < 2 or not os.path.normpath(argv[0]).endswith(main) or argv[1] != "run":
+        return True
+    args: dict[str, str] = {}
+    tokens = argv[2:]
+    if "--" in tokens:  # what follows a lone "--" is for fire itself
+        tokens = tokens[: tokens.index("--")]
+    for i, token in enumerate(tokens):
+        if token.startswith("--") and len(token) > 2:
+            name, eq, value = token[2:].partition("=")
+            args[name.replace("-", "_")] = value if eq else (tokens[i + 1] if i + 1 < len(tokens) else "")
+    files = args.get("config_file")
+    if files is None:
+        return True
+    try:
+        files = ast.literal_eval(files)
+    except (ValueError, SyntaxError):
+        pass
+    own = set(inspect.signature(scripts.run).parameters) | {"workflow_type", "properties_path"}
+    ids = [k for k in args if k not in own]
+    return check_override_ids(ConfigParser.load_config_files(files), ids, f"--config_file {args['config_file']}")
+
+
+def root_error(error: BaseException) -> BaseException:
+    """The error under MONAI's config wrappers: the first in ``error``'s chain that is not one of them.
+
+    MONAI raises ``RuntimeError("Failed to evaluate ...")`` / ``RuntimeError("Failed to instantiate ...")``
+    from the error of a ``$`` expression or a ``_target_`` component; those wrappers name the config item, not
+    the fault. An error that is not such a wrapper is returned as is.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if not (type(current) is RuntimeError and str(current).startswith(_MONAI_WRAPPERS)):
+            return current
+        current = current.__cause__ or current.__context__
+    return error
+
+
+_MONAI_WRAPPERS = ("Failed to evaluate", "Failed to instantiate")
+
+
+def show_root_error_last() -> bool:
+    """Make an uncaught error's report end with the message of :func:`root_error` (the project's message).
+
+    Installs a ``sys.excepthook`` that prints the usual traceback, then, when MONAI wrapped the error, the
+    wrapped error's type and message as the last line. It changes only what an uncaught error prints when the
+    process ends (``python -m monai.bundle run``); idempotent.
+    """
+    if getattr(sys.excepthook, "_pgnm_root_error_last", False):
+        return True
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
+        previous(kind, error, tb)
+        root = root_error(error)
+        if root is not error:
+            sys.stderr.write("\nThe error under MONAI's wrapper:\n")
+            sys.stderr.write("".join(traceback.format_exception_only(type(root), root)))
+            sys.stderr.flush()
+
+    hook._pgnm_root_error_last = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
+    return True

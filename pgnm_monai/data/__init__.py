@@ -16,12 +16,23 @@ source modules; ``kind`` is one of :data:`KINDS` (``"embedded"`` when ``dataset_
 - ``embedded``: ``max_per_volume``, ``fractions`` (:func:`pgnm_monai.data.embedded.load_embedded`).
 - ``mednist``: ``cache_dir``, ``split_file``, ``fractions`` (:func:`pgnm_monai.data.mednist.load_mednist`).
 - ``medmnist``: ``name``, ``slices`` (:func:`pgnm_monai.data.medmnist.load_medmnist`).
-- ``image_folder``: ``modality``, ``anatomy``, ``split_file``, ``fractions``, ``drop_cross_split_duplicates``
-  (:func:`pgnm_monai.data.image_folder.load_image_folder`).
+- ``image_folder``: ``modality``, ``anatomy``, ``split_file``, ``fractions``, ``drop_cross_split_duplicates``,
+  ``class_map`` (:func:`pgnm_monai.data.image_folder.load_image_folder`).
 - ``radimagenet``: ``layout``, ``class_map``, ``drop_defective``
   (:func:`pgnm_monai.data.radimagenet.load_radimagenet`).
 - ``clinical``: ``csv_file``, ``slices``, ``every_k``, ``fractions``
   (:func:`pgnm_monai.data.clinical.load_clinical`).
+
+Guarantees (each source's docstring gives its details):
+
+- One label map per dataset: ``class_names`` is built once from every split (or the user's class map) and is
+  the same for train, val and test; a label outside it, a non-whole numeric label and class names that differ
+  only in case are ``ValueError`` naming the file, split (or CSV line) and value.
+- Splits that come from folders are kept exactly (:mod:`pgnm_monai.data.image_folder`).
+- The pixel rule, non-finite pixels (refused at load time) and files that are not images (skipped with a
+  warning when a folder is listed, refused by name when named directly): :mod:`pgnm_monai.data.io`.
+- CSVs: UTF-8 with or without BOM, or Latin-1; repeated rows are used once (warning), contradicting rows are
+  errors naming the file, lines and values (:func:`pgnm_monai.data.utils.read_csv`).
 
 Few-shot subsets: :func:`few_shot_subset` (stratified, seeded, nested).
 """

@@ -9,18 +9,26 @@ items: every slice (``slices="all"``), the middle one (``"middle"``) or every k-
 ``Modality`` (CR/DX/RF/MG/XA -> ``X-ray``, PT -> ``PET``), then to the ``modality`` option. Intensities are
 windowed by the transform chain per modality (CT HU window, MR/US percentile scaling). With ``validate``
 each listed image is decoded once here, so a corrupt or truncated file fails now, naming the file.
+
+The CSV is read as UTF-8 (with or without BOM) or Latin-1 (:func:`pgnm_monai.data.utils.read_csv`). One label
+map for every split, built from every row before the split: labels that differ only in case (``CT`` / ``ct``)
+are an error; when every label is a number, labels must be whole numbers (``1.0`` is read as ``1``, ``1.5`` is
+an error). A file listed twice with the same fields is used once (warning naming the lines); listed twice
+with a different label, patient, modality or anatomy, it is an error naming the file, both lines and values.
+A ``modality`` must be spelled as in :data:`~pgnm_monai.data.schema.MODALITIES` (``ct`` is refused, naming the
+line). A listed path that is not a regular file or folder (e.g. a FIFO) is refused by name, never opened.
 """
 
 from __future__ import annotations
 
-import csv
+import math
 import os
 import warnings
 from pathlib import Path
 
 from pgnm_monai.data.io import file_kind, read_image, volume_shape
-from pgnm_monai.data.schema import MODALITIES, Datalist, make_item
-from pgnm_monai.data.utils import DEFAULT_FRACTIONS, split_by_group
+from pgnm_monai.data.schema import MODALITIES, Datalist, check_class_spelling, make_item
+from pgnm_monai.data.utils import DEFAULT_FRACTIONS, file_type_problem, read_csv, split_by_group
 
 __all__ = ["DICOM_MODALITY_MAP", "REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "load_clinical"]
 
@@ -62,6 +70,60 @@ def _dicom_header(path: str) -> tuple[dict, int]:
     return head, n
 
 
+def _unique_rows(csv_path: Path, rows: list[tuple[dict, int]]) -> list[tuple[dict, int]]:
+    """Rows with each file once: an exact repeat is dropped (warning), a contradicting one is an error."""
+    first: dict[str, tuple[dict, int]] = {}
+    out, repeats = [], []
+    for r, line in rows:
+        key = os.path.normcase(os.path.normpath(r["path"] if os.path.isabs(r["path"]) else csv_path.parent / r["path"]))
+        if key in first:
+            r0, line0 = first[key]
+            diff = [c for c in ("label",) + OPTIONAL_COLUMNS if r0.get(c, "") != r.get(c, "")]
+            if diff:
+                c = diff[0]
+                raise ValueError(
+                    f"clinical labels CSV {csv_path}: file {r['path']!r} is listed on line {line0} with {c}"
+                    f" {r0.get(c, '')!r} and on line {line} with {c} {r.get(c, '')!r}; give each file one row"
+                )
+            repeats.append(f"{r['path']} (lines {line0} and {line})")
+            continue
+        first[key] = (r, line)
+        out.append((r, line))
+    if repeats:
+        warnings.warn(
+            f"clinical labels CSV {csv_path}: {len(repeats)} repeated row(s) used once: {repeats[:5]}", stacklevel=3
+        )
+    return out
+
+
+def _label_map(csv_path: Path, rows: list[tuple[dict, int]]) -> list[str]:
+    """The class names of every row (one map for all splits), numeric labels normalised in ``rows``."""
+    for r, line in rows:
+        if r["label"] == "":
+            raise ValueError(f"clinical labels CSV {csv_path}, line {line}: field 'label' is empty")
+    numbers = {}
+    for r, _ in rows:
+        try:
+            numbers[r["label"]] = float(r["label"])
+        except ValueError:
+            break
+    else:  # every label is a number: whole numbers only, 1.0 counts as 1
+        for r, line in rows:
+            v = numbers[r["label"]]
+            if not math.isfinite(v) or v != int(v):
+                raise ValueError(
+                    f"clinical labels CSV {csv_path}, line {line}: field 'label' is {r['label']!r}; numeric labels"
+                    " must be whole numbers (class indices or codes)"
+                )
+            r["label"] = str(int(v))
+        return sorted({r["label"] for r, _ in rows}, key=int)
+    where: dict[str, str] = {}
+    for r, line in rows:
+        where.setdefault(r["label"], f"line {line}")
+    check_class_spelling(where, f"clinical labels CSV {csv_path}, field 'label'")
+    return sorted(where)
+
+
 def _pick_slices(n: int, slices: str, every_k: int) -> list[int]:
     if n <= 1:
         return [-1]
@@ -95,7 +157,7 @@ def load_clinical(
     """
     src = Path(dataset_dir)
     csv_path = src / (csv_file or "labels.csv") if src.is_dir() else src
-    if not csv_path.is_file():
+    if not csv_path.exists():
         raise FileNotFoundError(f"clinical labels CSV {csv_path} does not exist")
     if split not in ("train", "val", "test", "all"):
         raise ValueError(f"split must be one of train/val/test/all, got {split!r}")
@@ -105,29 +167,25 @@ def load_clinical(
         raise ValueError(f"every_k must be >= 1, got {every_k}")
     if modality not in MODALITIES:
         raise ValueError(f"modality {modality!r} is not one of {MODALITIES}")
-    with open(csv_path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        cols = [c.strip() for c in (reader.fieldnames or [])]
-        missing = [c for c in REQUIRED_COLUMNS if c not in cols]
-        if missing:
-            raise ValueError(
-                f"clinical labels CSV {csv_path}: missing column(s) {missing}; expected {list(REQUIRED_COLUMNS)}"
-                f" and optionally {list(OPTIONAL_COLUMNS)}, got {cols}"
-            )
-        rows = [({k.strip(): (v or "").strip() for k, v in r.items() if k}, i) for i, r in enumerate(reader, 2)]
-    if not rows:
+    header, lines = read_csv(csv_path, "clinical labels CSV")
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise ValueError(
+            f"clinical labels CSV {csv_path}: missing column(s) {missing}; expected {list(REQUIRED_COLUMNS)}"
+            f" and optionally {list(OPTIONAL_COLUMNS)}, got {header}"
+        )
+    if not lines:
         raise ValueError(f"clinical labels CSV {csv_path} has no data row")
-    labels = sorted({r["label"] for r, _ in rows})
-    if "" in labels:
-        line = next(i for r, i in rows if r["label"] == "")
-        raise ValueError(f"clinical labels CSV {csv_path}, line {line}: field 'label' is empty")
-    if all(lab.lstrip("-").isdigit() for lab in labels):
-        labels = sorted(labels, key=int)
+    rows = _unique_rows(csv_path, [(r, i) for i, r in lines])
+    labels = _label_map(csv_path, rows)
     items: list[dict] = []
     for r, line in rows:
         path = r["path"] if os.path.isabs(r["path"]) else os.fspath(csv_path.parent / r["path"])
         if not r["path"] or not os.path.exists(path):
             raise FileNotFoundError(f"clinical labels CSV {csv_path}, line {line}: file {path!r} does not exist")
+        problem = None if os.path.isdir(path) else file_type_problem(path)
+        if problem:
+            raise ValueError(f"clinical labels CSV {csv_path}, line {line}: {path} {problem}; refused")
         kind = file_kind(path)
         head = {"modality": "", "patient_id": ""}
         if kind == "dicom":
@@ -144,9 +202,10 @@ def load_clinical(
             n, index_key = 1, "slice_index"
         mod = r.get("modality") or DICOM_MODALITY_MAP.get(head["modality"].upper(), "") or modality
         if mod not in MODALITIES:
+            hint = next((f" (did you mean {m!r}?)" for m in MODALITIES if m.casefold() == mod.casefold()), "")
             raise ValueError(
                 f"clinical labels CSV {csv_path}, line {line}: field 'modality' is {mod!r}, "
-                f"expected one of {MODALITIES}"
+                f"expected one of {MODALITIES}{hint}"
             )
         pid = r.get("patient_id") or head["patient_id"] or os.path.relpath(path, csv_path.parent)
         anatomy = r.get("anatomy") or "unknown"

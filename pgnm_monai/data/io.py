@@ -1,10 +1,36 @@
 """Reading one item's image into a float array in [0, 1], shaped (C, H, W) (or (C, D, H, W) for 3D).
 
-Files: PNG/JPEG/BMP/TIFF (Pillow), DICOM files or series folders (MONAI ``PydicomReader``), NIfTI/MGH
-(MONAI ``NibabelReader``), ``.npy``. Arrays (MedMNIST) are taken as they are. Intensities: 8/16-bit
-natural images are divided by their type's maximum; DICOM/NIfTI CT by the HU window ``ct_window``
-(centre, width), every other modality by percentile scaling (``percentiles``). DICOM MONOCHROME1 is
-inverted, PALETTE COLOR expanded to RGB, enhanced (multi-frame) rescale slope/intercept applied.
+Files: PNG/JPEG/BMP/TIFF/GIF (Pillow), DICOM files or series folders (MONAI ``PydicomReader``), NIfTI/MGH
+(MONAI ``NibabelReader``), ``.npy``. Arrays (MedMNIST) are read the same way as files.
+
+**The pixel rule** (one rule for every reader and pixel type), in two steps:
+
+1. Layout. Pillow: palette images (``P``, ``PA``) become RGB through their palette; alpha is dropped, never
+   composited (``LA`` -> ``L``, ``RGBA``/``RGBa``/``PA`` -> ``RGB``); ``CMYK``, ``YCbCr``, ``LAB``, ``HSV`` and
+   ``RGBX`` become RGB (Pillow's conversion); ``1`` (1-bit) stays 1-bit, ``I;16*`` 16-bit, ``I`` 32-bit signed,
+   ``F`` 32-bit float. DICOM: rescale slope/intercept applied (enhanced multi-frame too), ``PALETTE COLOR``
+   expanded to RGB, ``MONOCHROME1`` inverted. NIfTI/MGH: the data as stored (nibabel's scaling). Only the first
+   frame of a multi-frame GIF/TIFF is read.
+2. Values, by the first case that applies:
+
+   a. CT from DICOM/NIfTI (values in HU): the window ``ct_window`` (level, width), clipped to [0, 1].
+   b. Integers with a fixed range: the integer pixels of image files (PNG/JPEG/BMP/TIFF/GIF), and 8-bit
+      (``uint8``) or 1-bit (``bool``) data from any reader, are divided by the largest value of their stored
+      type: 1-bit by 1, 8-bit by 255, 16-bit by 65535, 32-bit signed (``I``) by 2**31 - 1; negative values
+      clip to 0. (A 12-bit X-ray saved as 16-bit PNG therefore stays dark: values are never stretched.)
+   c. Everything else (float pixels of any source, DICOM/NIfTI integers wider than 8 bits other than CT,
+      ``.npy``/array integers wider than 8 bits): kept as they are when every value lies in [0, 1], else
+      percentile-scaled (``percentiles``, default 0.5-99.5) and clipped to [0, 1].
+
+**Non-finite pixels** (NaN, +Inf, -Inf) are refused at load time: :func:`read_image` raises ``ValueError``
+naming the file and the number of such values; nothing is sanitised silently.
+
+**Files that are not images.** :func:`read_image` refuses, naming the path, anything that is not a regular
+file (a FIFO, socket or device, a directory where a file is expected), checked with ``os.stat`` before any
+``open``, so no reader can block on a special file; a DICOM series folder holding such an entry is refused
+too. When a source lists a folder (image folders, MedNIST, RadImageNet), :func:`usable_image_files` skips,
+with one ``UserWarning`` naming each path, every entry with an image suffix that is not a regular file or
+whose first bytes are not those of a PNG, JPEG, BMP, TIFF or GIF file (e.g. a text file named ``x.png``).
 
 Volumes: ``slice_index`` picks a slice along the last spatial axis of a NIfTI / DICOM series volume
 (axis 0 of a 3D array, as MedMNIST stores (D, H, W)); ``frame_index`` a frame of a multi-frame DICOM
@@ -19,11 +45,15 @@ from pathlib import Path
 
 import numpy as np
 
+from pgnm_monai.data.utils import file_type_problem
+
 __all__ = [
     "IMAGE_SUFFIXES",
     "DICOM_SUFFIXES",
     "NIFTI_SUFFIXES",
     "file_kind",
+    "image_file_problem",
+    "usable_image_files",
     "read_image",
     "read_dicom",
     "read_nifti",
@@ -63,18 +93,80 @@ def file_kind(path: str | os.PathLike) -> str:
     )
 
 
+# first bytes of the formats in IMAGE_SUFFIXES (the content decides, not the suffix, as in Pillow)
+_IMAGE_MAGIC = (
+    b"\x89PNG\r\n\x1a\n",
+    b"\xff\xd8\xff",
+    b"BM",
+    b"II*\x00",
+    b"MM\x00*",
+    b"II+\x00",
+    b"MM\x00+",
+    b"GIF87a",
+    b"GIF89a",
+)
+
+
+def image_file_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be an image file (not a regular file, empty, or foreign first bytes), else ``None``.
+
+    Reads at most 8 bytes, and only from a regular file (never opens a FIFO or device).
+    """
+    problem = file_type_problem(path)
+    if problem:
+        return problem
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        return f"cannot be opened ({e.strerror})"
+    if not head:
+        return "is empty"
+    if not head.startswith(_IMAGE_MAGIC):
+        return f"is not a PNG, JPEG, BMP, TIFF or GIF image (it starts with {head!r})"
+    return None
+
+
+def usable_image_files(paths: list[str], source: str) -> list[str]:
+    """The ``paths`` that can be image files; the others are skipped with one warning naming each path.
+
+    Args:
+        paths: candidate files (an image suffix each).
+        source: where they were listed, for the warning (e.g. ``"image folder /data/brain"``).
+    """
+    kept, skipped = [], []
+    for p in paths:
+        problem = image_file_problem(p)
+        (skipped if problem else kept).append((p, problem))
+    if skipped:
+        shown = "; ".join(f"{p} {why}" for p, why in skipped[:10])
+        more = f"; and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        warnings.warn(
+            f"{source}: skipped {len(skipped)} path(s) with an image suffix that are not image files: {shown}{more}",
+            UserWarning,
+            stacklevel=2,
+        )
+    return [p for p, _ in kept]
+
+
+_TO_RGB = ("P", "PA", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+
+
 def _read_pil(path: str) -> tuple[np.ndarray, str]:
+    """Pillow read with step 1 of the pixel rule (module docstring): ``(array, "natural")``."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode in ("P", "PA", "RGBA", "LA", "CMYK", "YCbCr", "HSV"):
-                im = im.convert("L" if im.mode == "LA" else "RGB")
-            elif im.mode == "1":
+            if im.mode in ("P", "PA"):
+                im = im.convert("RGBA")  # the palette's colours (and its transparency, dropped next)
+            if im.mode in _TO_RGB:
+                im = im.convert("RGB")
+            elif im.mode in ("LA", "La"):
                 im = im.convert("L")
             arr = np.asarray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"image file {path} cannot be read as an image: {e}") from e
     return arr, "natural"
 
@@ -90,8 +182,14 @@ def read_dicom(path: str) -> tuple[np.ndarray, dict]:
     from monai.data import PydicomReader
 
     reader = PydicomReader(swap_ij=False, affine_lps_to_ras=True)
-    if os.path.isdir(path) and not any(pydicom.misc.is_dicom(str(f)) for f in Path(path).iterdir() if f.is_file()):
-        raise ValueError(f"DICOM series folder {path} contains no DICOM file")
+    if os.path.isdir(path):
+        entries = sorted(f for f in Path(path).iterdir() if not f.name.startswith("."))
+        for f in entries:  # MONAI opens every entry of the folder: refuse those that could block or fail
+            problem = file_type_problem(f)
+            if problem:
+                raise ValueError(f"DICOM series folder {path}: entry {f} {problem}; a series folder holds files only")
+        if not any(pydicom.misc.is_dicom(str(f)) for f in entries):
+            raise ValueError(f"DICOM series folder {path} contains no DICOM file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -141,8 +239,7 @@ def read_nifti(path: str) -> np.ndarray:
     """Read a NIfTI/MGH volume with MONAI's ``NibabelReader`` (array as stored, no reorientation)."""
     from monai.data import NibabelReader
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"NIfTI file {path} does not exist")
+    _check_regular(path, "NIfTI file")
     try:
         reader = NibabelReader()
         arr, _ = reader.get_data(reader.read(path))
@@ -151,10 +248,30 @@ def read_nifti(path: str) -> np.ndarray:
     return np.asarray(arr)
 
 
+def _check_regular(path: str, what: str) -> None:
+    """``FileNotFoundError`` / ``ValueError`` naming ``path`` unless it is a regular file (never opens it)."""
+    problem = file_type_problem(path)
+    if problem == "does not exist":
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    if problem:
+        raise ValueError(f"{what} {path} {problem}; refused")
+
+
+def _check_finite(arr: np.ndarray, source: str) -> None:
+    """Refuse NaN/Inf pixels (the module docstring's rule), naming ``source``."""
+    if np.issubdtype(arr.dtype, np.inexact) and not np.isfinite(arr).all():
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(
+            f"image {source}: {bad} of {arr.size} pixel values are NaN or infinite; images with non-finite"
+            " pixels are refused at load time (fix or remove the file)"
+        )
+
+
 def volume_shape(path: str) -> tuple[int, ...]:
     """Shape of a NIfTI volume from its header only (no pixel data read)."""
     import nibabel as nib
 
+    _check_regular(path, "NIfTI file")
     try:
         return tuple(int(s) for s in nib.load(path).shape)
     except Exception as e:
@@ -168,20 +285,29 @@ def scale_intensity(
     ct_window: tuple[float, float] = (40.0, 400.0),
     percentiles: tuple[float, float] = (0.5, 99.5),
 ) -> np.ndarray:
-    """Map intensities to [0, 1]: type range for natural images, HU window for CT, percentiles otherwise."""
-    if kind == "natural" or (arr.dtype == np.uint8 and modality != "CT"):
-        maxv = float(np.iinfo(arr.dtype).max) if np.issubdtype(arr.dtype, np.integer) else 1.0
-        if np.issubdtype(arr.dtype, np.integer) and arr.dtype.itemsize > 2:
-            return _percentile_scale(arr, percentiles)
-        out = arr.astype(np.float32) / maxv
-        return np.clip(out, 0.0, 1.0)
+    """Map intensities to [0, 1] by step 2 of the pixel rule (module docstring).
+
+    Args:
+        arr: the pixels after step 1.
+        kind: ``"natural"`` (an image file or a ``uint8`` array), ``"dicom"``, ``"nifti"`` or ``"array"``.
+        modality: the item's modality (``"CT"`` selects the HU window for DICOM/NIfTI).
+        ct_window: CT window ``(level, width)`` in HU.
+        percentiles: the percentiles mapped to 0 and 1 in case c.
+    """
     if modality == "CT" and kind in ("dicom", "nifti"):
         centre, width = float(ct_window[0]), float(ct_window[1])
         if width <= 0:
             raise ValueError(f"ct_window width must be > 0, got {ct_window}")
         lo = centre - width / 2.0
         return np.clip((arr.astype(np.float32) - lo) / width, 0.0, 1.0)
-    return _percentile_scale(arr, percentiles)
+    if arr.dtype == np.bool_:
+        return arr.astype(np.float32)
+    if np.issubdtype(arr.dtype, np.integer) and (kind == "natural" or arr.dtype == np.uint8):
+        return np.clip(arr.astype(np.float32) / float(np.iinfo(arr.dtype).max), 0.0, 1.0)
+    a = arr.astype(np.float32)
+    if a.size and float(a.min()) >= 0.0 and float(a.max()) <= 1.0:
+        return a
+    return _percentile_scale(a, percentiles)
 
 
 def _percentile_scale(arr: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
@@ -232,8 +358,8 @@ def read_image(
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
     if isinstance(image, (str, os.PathLike)):
         source = os.fspath(image)
-        if not os.path.exists(source):
-            raise FileNotFoundError(f"image file {source} does not exist")
+        if not os.path.isdir(source):  # a folder is a DICOM series (checked by read_dicom)
+            _check_regular(source, "image file")
         kind = file_kind(source)
         if kind == "image":
             arr, kind = _read_pil(source)
@@ -261,6 +387,7 @@ def read_image(
             except Exception as e:
                 raise ValueError(f"array file {source} cannot be read: {e}") from e
             kind = "array"
+        source = f"file {source}"
     else:
         source = "<array>"
         arr = np.asarray(image)
@@ -271,7 +398,9 @@ def read_image(
                 arr = arr[..., 0] if arr.shape[-1] == 1 else arr
             if arr.ndim == 3:
                 arr = _pick(arr, slice_index, 0, spatial_dims, source, "slice_index")
-    arr = scale_intensity(np.asarray(arr), kind, modality, ct_window, percentiles)
+    arr = np.asarray(arr)
+    _check_finite(arr, source)
+    arr = scale_intensity(arr, kind, modality, ct_window, percentiles)
     if arr.ndim == spatial_dims + 1 and arr.shape[-1] in (3, 4) and spatial_dims == 2:
         return np.ascontiguousarray(_channel_first_2d(arr, source), dtype=np.float32)
     if spatial_dims == 3:

@@ -4,6 +4,13 @@ Modality and anatomy come from the dataset name (:data:`MEDMNIST_INFO`); class n
 are in :data:`MEDMNIST_CLASSES` (others get ``"0"``, ``"1"``, ...). 3D volumes (``(N, D, H, W)``) are kept as
 3D items (``slices="none"``) or cut into 2D items: the middle slice (``"middle"``) or every slice
 (``"all"``) along D, the item's ``slice_index`` telling which.
+
+One label map for the file, whatever split is asked for: labels are whole numbers ``0..K-1`` (``1.0`` counts as
+1; ``1.5``, NaN or a negative label is an error naming the file, the split's key, the row and the value). ``K``
+is the official class count for the known MedMNIST names (:data:`MEDMNIST_NUM_CLASSES`); for any other name it
+comes from the train split: ``K = 1 + its largest label``, and every class ``0..K-1`` must occur in train. A
+label outside ``0..K-1`` in any split is an error naming the file, split, row and value. Float images with
+NaN/Inf values are refused, naming the file, key and row.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import numpy as np
 
 from pgnm_monai.data.schema import Datalist, make_item
 
-__all__ = ["MEDMNIST_INFO", "MEDMNIST_CLASSES", "load_medmnist"]
+__all__ = ["MEDMNIST_INFO", "MEDMNIST_CLASSES", "MEDMNIST_NUM_CLASSES", "load_medmnist"]
 
 # name -> (modality, anatomy)
 MEDMNIST_INFO: dict[str, tuple[str, str]] = {
@@ -44,6 +51,27 @@ MEDMNIST_CLASSES: dict[str, list[str]] = {
     "pneumoniamnist": ["normal", "pneumonia"],
     "retinamnist": ["grade0", "grade1", "grade2", "grade3", "grade4"],
     "adrenalmnist3d": ["normal", "hyperplasia"],
+}
+# official class counts (MedMNIST v2); chestmnist is multi-label, which this loader refuses
+MEDMNIST_NUM_CLASSES: dict[str, int] = {
+    "pathmnist": 9,
+    "chestmnist": 14,
+    "dermamnist": 7,
+    "octmnist": 4,
+    "pneumoniamnist": 2,
+    "retinamnist": 5,
+    "breastmnist": 2,
+    "bloodmnist": 8,
+    "tissuemnist": 8,
+    "organamnist": 11,
+    "organcmnist": 11,
+    "organsmnist": 11,
+    "organmnist3d": 11,
+    "nodulemnist3d": 2,
+    "adrenalmnist3d": 2,
+    "fracturemnist3d": 3,
+    "vesselmnist3d": 2,
+    "synapsemnist3d": 2,
 }
 _SPLITS = ("train", "val", "test")
 
@@ -89,16 +117,20 @@ def load_medmnist(
         missing = [f"{s}_{k}" for s in wanted for k in ("images", "labels") if f"{s}_{k}" not in npz.files]
         if missing:
             raise ValueError(f"MedMNIST file {path} is missing key(s) {missing}; it has {sorted(npz.files)}")
-        arrays = {s: (npz[f"{s}_images"], npz[f"{s}_labels"]) for s in wanted}
-    labels_all = np.concatenate([_labels(path, s, y) for s, (_, y) in arrays.items()])
-    class_names = MEDMNIST_CLASSES.get(name) or [str(i) for i in range(int(labels_all.max()) + 1)]
+        # the label map comes from every split in the file, not only the one asked for
+        labels = {s: _labels(path, s, npz[f"{s}_labels"]) for s in _SPLITS if f"{s}_labels" in npz.files}
+        arrays = {s: (npz[f"{s}_images"], labels[s]) for s in wanted}
+    class_names = _class_names(path, name, labels)
     items: list[dict] = []
     for s, (x, y) in arrays.items():
-        y = _labels(path, s, y)
         if len(x) != len(y):
             raise ValueError(f"MedMNIST file {path}: {s}_images has {len(x)} rows but {s}_labels has {len(y)}")
-        if np.any(y < 0) or np.any(y >= len(class_names)):
-            raise ValueError(f"MedMNIST file {path}: {s}_labels outside [0, {len(class_names)})")
+        if np.issubdtype(x.dtype, np.inexact) and not np.isfinite(x).all():
+            row = int(np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))[0])
+            raise ValueError(
+                f"MedMNIST file {path}: {s}_images row {row} (split {s!r}) has NaN or infinite pixel values;"
+                " images with non-finite pixels are refused"
+            )
         is3d = x.ndim == 4 and x.shape[-1] not in (3,)
         for i in range(len(x)):
             pid = f"{name}-{s}-{i}"
@@ -114,6 +146,7 @@ def load_medmnist(
 
 
 def _labels(path: Path, s: str, y: np.ndarray) -> np.ndarray:
+    """The ``{s}_labels`` array as ``int64`` of shape (N,); non-integer values are errors naming row and value."""
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
@@ -122,4 +155,47 @@ def _labels(path: Path, s: str, y: np.ndarray) -> np.ndarray:
             f"MedMNIST file {path}: {s}_labels has shape {y.shape}; expected (N,) or (N, 1) (multi-label sets"
             " are not supported)"
         )
+    if y.dtype == np.bool_:
+        return y.astype(np.int64)
+    if not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.complexfloating):
+        raise ValueError(f"MedMNIST file {path}: {s}_labels has dtype {y.dtype}; expected integer class indices")
+    if np.issubdtype(y.dtype, np.floating):
+        bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"MedMNIST file {path}: {s}_labels row {i} (split {s!r}) is {y[i].item()!r}; labels must be whole"
+                f" numbers 0..K-1 ({bad.size} such row(s))"
+            )
     return y.astype(np.int64)
+
+
+def _class_names(path: Path, name: str, labels: dict[str, np.ndarray]) -> list[str]:
+    """One class list for the file: declared (known name) or from the train split; stray labels are errors."""
+    declared = MEDMNIST_CLASSES.get(name)
+    k = len(declared) if declared else MEDMNIST_NUM_CLASSES.get(name)
+    if k is None:
+        ref = "train" if "train" in labels else next(iter(labels))
+        k = int(labels[ref].max()) + 1 if labels[ref].size else 0
+        present = set(np.unique(labels[ref]).tolist())
+        absent = [c for c in range(k) if c not in present]
+        if absent:  # a gap: the labels above it are strays (or the classes below them are missing)
+            stray = min(c for c in present if c > absent[0])
+            i = int(np.flatnonzero(labels[ref] == stray)[0])
+            raise ValueError(
+                f"MedMNIST file {path}: {ref}_labels row {i} (split {ref!r}) is {stray}, but class(es) {absent[:10]}"
+                f" never occur in split {ref!r}; labels must be 0..K-1 with every class present in {ref!r}"
+                f" (give name= of a known MedMNIST set to use its official class count)"
+            )
+        source = f"the classes of split {ref!r}"
+    else:
+        source = f"the official class count of {name!r}"
+    for s, y in labels.items():
+        bad = np.flatnonzero((y < 0) | (y >= k))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"MedMNIST file {path}: {s}_labels row {i} (split {s!r}) is {int(y[i])}, outside 0..{k - 1}"
+                f" ({source}); {bad.size} such row(s)"
+            )
+    return list(declared) if declared else [str(i) for i in range(k)]

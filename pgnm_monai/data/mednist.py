@@ -5,6 +5,8 @@ interrupted extraction leaves nothing half-written). Modality and anatomy come f
 (:data:`MEDNIST_CLASSES`). MedNIST has no official split: a seeded, stratified 70/15/15 split is made once
 and saved as a CSV (``relpath,label_name,split``), then re-read on later calls, so every run sees the same
 split. Byte-identical files are kept in the same split (grouped by MD5), so a repeat never crosses splits.
+The class map is the sorted class folders found, the same for every split.
+Entries with an image suffix that are not images are skipped with a warning naming them.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from pgnm_monai.data.io import usable_image_files
 from pgnm_monai.data.schema import Datalist, make_item
-from pgnm_monai.data.utils import DEFAULT_FRACTIONS, atomic_write_csv, split_by_group
+from pgnm_monai.data.utils import DEFAULT_FRACTIONS, atomic_write_csv, read_csv, split_by_group
 
 __all__ = ["MEDNIST_CLASSES", "default_cache_dir", "extract_mednist", "find_mednist_root", "load_mednist"]
 
@@ -79,11 +82,16 @@ def find_mednist_root(path: str | os.PathLike) -> Path:
 
 
 def _scan(root: Path) -> list[tuple[str, str]]:
-    rows = []
-    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+    """``(relpath, class)`` of every image; entries with an image suffix that are not images are skipped."""
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for d in folders:
         if d.name not in MEDNIST_CLASSES:
             raise ValueError(f"MedNIST folder {d}: class {d.name!r} is not in the class map {sorted(MEDNIST_CLASSES)}")
-        files = sorted(f.name for f in d.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES)
+    candidates = {d: sorted(os.fspath(f) for f in d.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES) for d in folders}
+    usable = set(usable_image_files([f for fs in candidates.values() for f in fs], f"MedNIST folder {root}"))
+    rows = []
+    for d, fs in candidates.items():
+        files = [os.path.basename(f) for f in fs if f in usable]
         if not files:
             raise ValueError(f"MedNIST class folder {d} holds no image ({_IMAGE_SUFFIXES})")
         rows += [(f"{d.name}/{f}", d.name) for f in files]
@@ -144,15 +152,25 @@ def load_mednist(
 
 
 def _read_split(sf: Path, rows: list[tuple[str, str]]) -> dict[str, str]:
-    import csv
-
-    with open(sf, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or not {"relpath", "split"} <= set(reader.fieldnames):
+    """``{relpath: split}`` from a saved split file; a file listed twice with two splits is an error."""
+    header, lines = read_csv(sf, "MedNIST split file")
+    if not {"relpath", "split"} <= set(header):
+        raise ValueError(f"MedNIST split file {sf}: expected columns relpath,label_name,split, got {header}")
+    assign: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    for line, r in lines:
+        rel, s = r["relpath"], r["split"]
+        if s not in ("train", "val", "test"):
             raise ValueError(
-                f"MedNIST split file {sf}: expected columns relpath,label_name,split, got {reader.fieldnames}"
+                f"MedNIST split file {sf}, line {line}: field 'split' is {s!r}, expected train, val or test"
             )
-        assign = {r["relpath"]: r["split"] for r in reader}
+        if rel in assign and assign[rel] != s:
+            raise ValueError(
+                f"MedNIST split file {sf}: {rel} is in split {assign[rel]!r} on line {first_line[rel]} and {s!r}"
+                f" on line {line}; delete the file to re-split"
+            )
+        assign.setdefault(rel, s)
+        first_line.setdefault(rel, line)
     missing = [r for r, _ in rows if r not in assign]
     if missing:
         raise ValueError(

@@ -11,22 +11,30 @@ Layouts (``layout="auto"`` picks by what is on disk):
 Class names are ``<modality>__<anatomy>__<label>`` (``US__<label>`` for US) in both layouts, sorted; with
 ``class_map`` the names come from that JSON (:func:`~pgnm_monai.data.schema.save_class_map`), which is
 written when it does not exist yet, so the class index stays the same across runs and checkpoints.
+Class names that differ only in case, and an image listed in two split CSVs, are errors naming both; entries
+with an image suffix that are not image files are skipped with a warning naming them.
 With ``check_defects`` every image of the split is decoded once: blank (constant) images, exact pixel
 duplicates and unreadable files are reported in ``report`` (and a warning); ``drop_defective`` drops them.
 """
 
 from __future__ import annotations
 
-import csv
 import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from pgnm_monai.data.io import IMAGE_SUFFIXES, _read_pil
-from pgnm_monai.data.schema import Datalist, class_index, load_class_map, make_item, save_class_map
-from pgnm_monai.data.utils import DEFAULT_FRACTIONS, pixel_hash, split_by_group
+from pgnm_monai.data.io import IMAGE_SUFFIXES, _read_pil, usable_image_files
+from pgnm_monai.data.schema import (
+    Datalist,
+    check_class_spelling,
+    class_index,
+    load_class_map,
+    make_item,
+    save_class_map,
+)
+from pgnm_monai.data.utils import DEFAULT_FRACTIONS, pixel_hash, read_csv, split_by_group
 
 __all__ = ["RADIMAGENET_MODALITIES", "load_radimagenet", "parse_class_name", "scan_defects"]
 
@@ -74,39 +82,59 @@ def _scan_original(root: Path, seed: int, fractions) -> tuple[list[tuple[str, st
             continue
         depth = 1 if mod == "US" else 2
         for cdir in sorted(p for p in mdir.glob("/".join(["*"] * depth)) if p.is_dir()):
-            imgs = sorted(f for f in cdir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-            if not imgs:
-                raise ValueError(f"RadImageNet class folder {cdir} holds no image file")
+            imgs = _images(cdir)
             cname = _class_from_relpath(os.path.relpath(cdir / "x", base.parent if base != root else root))
-            files += [(os.fspath(f), cname) for f in imgs]
+            files += [(f, cname) for f in imgs]
     if not files:
         raise ValueError(f"RadImageNet root {root}: no image under {base}/<CT|MR|US>/")
     csvs = {s: (base.parent if base != root else root) / _CSV.format(s) for s in ("train", "val", "test")}
     if all(p.is_file() for p in csvs.values()):
         by_path = {os.path.normpath(p): c for p, c in files}
-        rows = []
+        rows, listed = [], {}
         for s, p in csvs.items():
-            rows += [(f, c, s) for f, c in _read_split_csv(p, base, by_path)]
+            for f, c, line in _read_split_csv(p, base, by_path):
+                if f in listed:
+                    raise ValueError(
+                        f"RadImageNet split CSVs list {f} twice: {listed[f][0]}, line {listed[f][1]}"
+                        f" and {p}, line {line}; each image belongs to one split"
+                    )
+                listed[f] = (p, line)
+                rows.append((f, c, s))
         return rows, {"split_source": "csv"}
     names = sorted({c for _, c in files})
     splits = split_by_group([f for f, _ in files], [names.index(c) for _, c in files], fractions, seed)
     return [(f, c, s) for (f, c), s in zip(files, splits, strict=True)], {"split_source": f"seeded (seed={seed})"}
 
 
-def _read_split_csv(path: Path, base: Path, by_path: dict[str, str]) -> list[tuple[str, str]]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        if reader.fieldnames is None or not {"filename", "label"} <= set(reader.fieldnames):
-            raise ValueError(f"RadImageNet split CSV {path}: expected columns filename,label, got {reader.fieldnames}")
-        out = []
-        for i, r in enumerate(reader, start=2):
-            fn = r["filename"]
-            cands = [os.path.normpath(base.parent / fn), os.path.normpath(base / fn)]
-            hit = next((c for c in cands if c in by_path), None)
-            if hit is None:
-                raise FileNotFoundError(f"RadImageNet split CSV {path}, line {i}: file {fn!r} not found under {base}")
-            out.append((hit, by_path[hit]))
+def _read_split_csv(path: Path, base: Path, by_path: dict[str, str]) -> list[tuple[str, str, int]]:
+    """``(file, class, line)`` of the rows of one split CSV; a file listed twice in it is used once (warning)."""
+    header, lines = read_csv(path, "RadImageNet split CSV")
+    if not {"filename", "label"} <= set(header):
+        raise ValueError(f"RadImageNet split CSV {path}: expected columns filename,label, got {header}")
+    out, seen, repeats = [], {}, []
+    for i, r in lines:
+        fn = r["filename"]
+        cands = [os.path.normpath(base.parent / fn), os.path.normpath(base / fn)]
+        hit = next((c for c in cands if c in by_path), None)
+        if hit is None:
+            raise FileNotFoundError(f"RadImageNet split CSV {path}, line {i}: file {fn!r} not found under {base}")
+        if hit in seen:
+            repeats.append(f"{fn} (lines {seen[hit]} and {i})")
+            continue
+        seen[hit] = i
+        out.append((hit, by_path[hit], i))
+    if repeats:
+        warnings.warn(f"RadImageNet split CSV {path}: rows listed twice, used once: {repeats[:5]}", stacklevel=4)
     return out
+
+
+def _images(cdir: Path) -> list[str]:
+    """The image files of a class folder (entries that are not image files skipped with a warning)."""
+    cands = sorted(os.fspath(f) for f in cdir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    imgs = usable_image_files(cands, f"RadImageNet class folder {cdir}")
+    if not imgs:
+        raise ValueError(f"RadImageNet class folder {cdir} holds no image file")
+    return imgs
 
 
 def _scan_refined(root: Path) -> list[tuple[str, str, str]]:
@@ -117,10 +145,7 @@ def _scan_refined(root: Path) -> list[tuple[str, str, str]]:
             continue
         for cdir in sorted(p for p in sdir.iterdir() if p.is_dir()):
             parse_class_name(cdir.name)
-            imgs = sorted(f for f in cdir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-            if not imgs:
-                raise ValueError(f"RadImageNet class folder {cdir} holds no image file")
-            rows += [(os.fspath(f), cdir.name, s) for f in imgs]
+            rows += [(f, cdir.name, s) for f in _images(cdir)]
     return rows
 
 
@@ -180,7 +205,11 @@ def load_radimagenet(
     else:
         raise ValueError(f"layout must be 'auto', 'original' or 'refined', got {layout!r}")
     report["layout"] = layout
-    found = sorted({c for _, c, _ in rows})
+    where: dict[str, str] = {}
+    for p, c, s in rows:
+        where.setdefault(c, f"folder {os.path.dirname(p)}, split {s!r}")
+    check_class_spelling(where, f"RadImageNet root {root}")
+    found = sorted(where)
     if class_map and os.path.isfile(class_map):
         class_names = load_class_map(class_map)
         unknown = [c for c in found if c not in class_names]

@@ -9,6 +9,10 @@ Every source returns items (plain dicts, MONAI datalist style) with the same key
 - ``patient_id``: the patient/series id, or a per-item id where the source has none.
 - ``slice_index`` / ``frame_index``: the 2D slice or frame of a volume / multi-frame file, ``-1`` when the
   image is 2D already. Always present, so that every item of every source collates with every other.
+
+One label map per dataset: every source builds ``class_names`` once, from every split (or from the map the
+user declares), so ``load_datalist(kind, dir, split=s).class_names`` is the same for train, val and test.
+Class names that differ only in case (``Glioma`` / ``glioma``) are refused (:func:`check_class_spelling`).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ __all__ = [
     "save_class_map",
     "load_class_map",
     "class_index",
+    "check_class_spelling",
 ]
 
 IMAGE = "image"
@@ -148,6 +153,28 @@ def class_index(class_names: Sequence[str]) -> dict[str, int]:
     return idx
 
 
+def check_class_spelling(found: dict[str, str], source: str) -> None:
+    """Refuse class names that differ only in case.
+
+    Args:
+        found: class name -> where it was first seen (e.g. ``"folder /d/Training/Glioma, split 'train'"``).
+        source: the dataset, for the message (e.g. ``"image folder /d"``).
+
+    Raises:
+        ValueError: naming both spellings and where each was found.
+    """
+    seen: dict[str, str] = {}
+    for name in found:
+        key = name.casefold()
+        if key in seen and seen[key] != name:
+            other = seen[key]
+            raise ValueError(
+                f"{source}: class names {other!r} ({found[other]}) and {name!r} ({found[name]}) differ only in"
+                " case; give each class one spelling"
+            )
+        seen.setdefault(key, name)
+
+
 def save_class_map(path: str | os.PathLike, class_names: Sequence[str], **extra: Any) -> str:
     """Write the class map JSON (``class_names`` list and ``class_to_index``) atomically; return the path."""
     names = [str(n) for n in class_names]
@@ -162,12 +189,16 @@ def load_class_map(path: str | os.PathLike) -> list[str]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"class map file {path} does not exist")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             payload = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"class map file {path} is not valid JSON: {e}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"class map file {path} is not valid UTF-8 JSON: {e}") from e
     names = payload.get("class_names") if isinstance(payload, dict) else None
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise ValueError(f"class map file {path}: field 'class_names' must be a list of strings")
-    class_index(names)
+    try:
+        class_index(names)
+    except ValueError as e:
+        raise ValueError(f"class map file {path}: {e}") from e
+    check_class_spelling({n: "declared" for n in names}, f"class map file {path}")
     return names

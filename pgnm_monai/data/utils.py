@@ -1,10 +1,18 @@
-"""Shared helpers for the data sources: atomic writes, hashing, seeded patient-level splits, few paths."""
+"""Shared helpers for the data sources: atomic writes, CSV reading, file checks, hashing, seeded splits, paths.
+
+CSV files (clinical labels, split files, RadImageNet split CSVs) are read by :func:`read_csv`: UTF-8 with or
+without a byte-order mark, UTF-16 with a byte-order mark, and anything else as Latin-1 (ISO-8859-1, where
+every byte is a character, so a Latin-1 export is read as written). A file holding NUL characters, a
+malformed row or a repeated column name is refused with an error naming the file and the line.
+"""
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
+import stat
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -20,6 +28,8 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_csv",
+    "file_type_problem",
+    "read_csv",
     "pixel_hash",
     "split_by_group",
     "shared_data_dir",
@@ -81,6 +91,91 @@ def atomic_write_csv(path: str | os.PathLike, header: Sequence[str], rows: Seque
     w.writerow(header)
     w.writerows(rows)
     atomic_write_text(path, buf.getvalue())
+
+
+def file_type_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not a regular file (e.g. ``"is a FIFO (named pipe), not a regular file"``), else ``None``.
+
+    Uses ``os.stat`` only (symbolic links followed): the file is never opened, so a FIFO cannot block.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "is a broken symbolic link" if os.path.islink(path) else "does not exist"
+    except OSError as e:
+        return f"cannot be inspected ({e.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )
+    what = next((name for test, name in kinds if test(mode)), "a special file")
+    link = " (through a symbolic link)" if os.path.islink(path) else ""
+    return f"is {what}{link}, not a regular file"
+
+
+def _decode_csv(raw: bytes) -> str:
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return raw.decode("utf-16")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def read_csv(path: str | os.PathLike, what: str = "CSV file") -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Read a CSV file with a header row (encodings: see the module docstring).
+
+    Args:
+        path: the CSV file.
+        what: how errors name the file (e.g. ``"clinical labels CSV"``).
+
+    Returns:
+        the stripped column names, and ``(line number, {column: stripped value})`` for every non-blank row;
+        a short row gets ``""`` for its missing fields.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: not a regular file, NUL characters, a repeated column name, a row with more fields than
+            the header, or a malformed row; the message names the file (and the line).
+    """
+    path = os.fspath(path)
+    problem = file_type_problem(path)
+    if problem == "does not exist":
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    if problem:
+        raise ValueError(f"{what} {path} {problem}")
+    text = _decode_csv(Path(path).read_bytes())
+    if "\x00" in text:
+        raise ValueError(
+            f"{what} {path} holds NUL characters: it is not a text CSV (a spreadsheet file, or UTF-16 without"
+            " a byte-order mark?); save it as CSV in UTF-8"
+        )
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [c.strip() for c in next(reader, [])]
+        repeated = sorted({c for c in header if c and header.count(c) > 1})
+        if repeated:
+            raise ValueError(f"{what} {path}: column(s) {repeated} appear more than once in the header {header}")
+        rows = []
+        for fields in reader:
+            if not any(f.strip() for f in fields):
+                continue
+            extra = [f for f in fields[len(header) :] if f.strip()]
+            if extra:
+                raise ValueError(
+                    f"{what} {path}, line {reader.line_num}: {len(fields)} fields but the header has"
+                    f" {len(header)} ({header}); quote values that contain commas"
+                )
+            values = ([f.strip() for f in fields] + [""] * len(header))[: len(header)]
+            rows.append((reader.line_num, {k: v for k, v in zip(header, values, strict=True) if k}))
+    except csv.Error as e:
+        raise ValueError(f"{what} {path}, line {reader.line_num}: malformed CSV ({e})") from e
+    return header, rows
 
 
 def pixel_hash(array: np.ndarray) -> str:

@@ -59,6 +59,7 @@ __all__ = [
     "PROBES",
     "RUN_COLUMNS",
     "bootstrap_interval",
+    "delta_overview",
     "draw_episodes",
     "episode_hash",
     "extract_features",
@@ -449,6 +450,25 @@ def win_tie_loss(summary: pd.DataFrame) -> pd.DataFrame:
     return table.reindex(columns=["win", "tie", "loss"], fill_value=0).reset_index()
 
 
+def delta_overview(summary: pd.DataFrame, probe: str = "linear", baseline: str = "none") -> pd.DataFrame:
+    """One row per task and N: the baseline's score and every arm's paired delta, ``mean ± half-width``.
+
+    ▲ / ▼ mark a delta whose interval lies entirely above / below 0 (a win / loss of :func:`probe_summary`).
+    """
+    sub = summary[summary["probe"] == probe]
+    rows = []
+    for (task, n), group in sub.groupby(["task", "N"], sort=True):
+        row: dict[str, str] = {"task": task, "N": str(n)}
+        for r in group.itertuples(index=False):
+            if r.arm == baseline:
+                row[f"{baseline} (macro-F1)"] = f"{r.mean:.3f} ± {r.half:.3f}"
+            elif r.delta == r.delta:
+                mark = {"win": " ▲", "loss": " ▼"}.get(r.result, "")
+                row[r.arm] = f"{r.delta:+.3f} ± {r.delta_half:.3f}{mark}"
+        rows.append(row)
+    return pd.DataFrame(rows).fillna("")
+
+
 def probe_report_markdown(summary: pd.DataFrame, baseline: str = "none", title: str | None = None) -> str:
     """A Markdown report of :func:`probe_summary`: the interval explained, the tables, win/tie/loss.
 
@@ -478,6 +498,13 @@ def probe_report_markdown(summary: pd.DataFrame, baseline: str = "none", title: 
     ]
     if title is not None:
         lines = [f"## {title}", "", f"Deltas are arm − `{baseline}`; intervals as in the probe section above.", ""]
+    if baseline in set(summary["arm"]):
+        lines += [
+            f"### Overview: paired delta to `{baseline}`, linear probe (mean ± half-width; ▲ / ▼ win / loss)",
+            "",
+            markdown_table(delta_overview(summary, "linear", baseline)),
+            "",
+        ]
     for probe, sub in summary.groupby("probe", sort=True):
         table = pd.DataFrame(
             {

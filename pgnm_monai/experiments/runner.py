@@ -5,11 +5,18 @@ A stage is a list of config files merged in order, exactly as ``python -m monai.
 "[...]"`` merges them (see :data:`STAGES`); the fine-tune bundle is an overlay of the pretrain bundle's
 ``train.json``. Overrides are the bundle ids (``arm``, ``epochs``, ``dataset_dir``, ...); a value left
 ``None`` here is not passed, so the bundle's own default applies (defaults are stated once, in the bundle).
+An override id that the stage's configs do not define is refused by name, with the closest ids.
+
+:func:`run_bundle` raises the error a config check or handler raised (``ValueError``, ``FileNotFoundError``,
+``FloatingPointError``, :class:`~pgnm_monai.run_lock.BundleRootInUseError`, ...), not MONAI's
+"Failed to evaluate ..." wrapper around it, and releases the run lock of ``bundle_root`` whatever happens.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
+import logging
 import os
 from importlib import resources
 from pathlib import Path
@@ -27,6 +34,8 @@ __all__ = [
     "run_bundle",
     "stage_configs",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: (bundle, stage) -> config files, relative to the bundles folder, merged in order.
 STAGES: dict[tuple[str, str], tuple[str, ...]] = {
@@ -81,26 +90,57 @@ def make_workflow(bundle: str, stage: str, **overrides: Any):
     The same as ``python -m monai.bundle run --config_file "[<stage configs>]" --meta_file
     <bundle>/configs/metadata.json --logging_file <bundle>/configs/logging.conf --<id> <value> ...``.
     """
-    from monai.bundle import ConfigWorkflow
+    from monai.bundle import ConfigParser, ConfigWorkflow
+
+    from pgnm_monai.config_helpers import check_override_ids
 
     files = [os.fspath(p) for p in stage_configs(bundle, stage)]
     configs = bundles_dir() / bundle / "configs"
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    own = set(inspect.signature(ConfigWorkflow.__init__).parameters)  # tracking, run_id, ...: not config ids
+    names = ", ".join(os.path.relpath(f, bundles_dir()) for f in files)
+    check_override_ids(ConfigParser.load_config_files(files), [k for k in overrides if k not in own], names)
     return ConfigWorkflow(
         config_file=files if len(files) > 1 else files[0],
         meta_file=os.fspath(configs / "metadata.json"),
         logging_file=os.fspath(configs / "logging.conf"),
         workflow_type="infer" if stage == "inference" else "train",
-        **{k: v for k, v in overrides.items() if v is not None},
+        **overrides,
     )
 
 
 def run_bundle(bundle: str, stage: str, **overrides: Any):
-    """Initialise, run and finalise :func:`make_workflow` (``bundle``, ``stage``, ``overrides``); return it."""
+    """Initialise, run and finalise :func:`make_workflow` (``bundle``, ``stage``, ``overrides``); return it.
+
+    Raises:
+        the error under MONAI's "Failed to evaluate/instantiate" wrapper (see
+        :func:`pgnm_monai.config_helpers.root_error`); the run lock is released first.
+    """
+    from pgnm_monai.config_helpers import root_error
+
     wf = make_workflow(bundle, stage, **overrides)
-    wf.initialize()
-    wf.run()
-    wf.finalize()
-    return wf
+    try:
+        wf.initialize()
+        wf.run()
+    except Exception as e:
+        error = root_error(e)
+        _release_run_lock(wf)
+        if error is e:
+            raise
+    else:
+        wf.finalize()
+        return wf
+    raise error
+
+
+def _release_run_lock(wf: Any) -> None:
+    """Release the ``run_lock`` of a failed workflow (``finalize`` is not run after a failure)."""
+    if "run_lock" not in wf.parser:
+        return
+    try:
+        wf.parser.get_parsed_content("run_lock").release()
+    except Exception as e:  # the run failed already: report that error, not this one
+        logger.warning(f"could not release the run lock: {e}")
 
 
 def bundle_defaults(bundle: str = "pgnm_pretrain", stage: str = "train") -> dict[str, Any]:

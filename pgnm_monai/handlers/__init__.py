@@ -6,13 +6,15 @@
 - checkpoints: :class:`AtomicCheckpointSaver`, :class:`TrainingStateSaver`, :class:`ResumeCheckpointLoader`,
   :class:`RandomStates` (every random state, for exact resume);
 - outputs: :class:`PredictionWriter` (per-item CSV + metrics JSON), :class:`MetricsHistoryWriter`;
-- run control and curves: :class:`LossProgressBar`, :class:`StopAtEpoch`, :class:`TrainingCurveWriter`.
+- run control and curves: :class:`LossProgressBar`, :class:`StopAtEpoch`, :class:`TrainingCurveWriter`;
+- non-finite values: :class:`FiniteCheckHandler` (``FloatingPointError`` naming the epoch, iteration and files).
 """
 
 from __future__ import annotations
 
 from .batch_augmentation import BatchAugmentationHandler
 from .checkpoint import AtomicCheckpointSaver, ResumeCheckpointLoader, TrainingStateSaver
+from .finite_check import FiniteCheckHandler
 from .metrics_history import MetricsHistoryWriter
 from .noise_policy import (
     STATE_ATTRIBUTES,
@@ -30,6 +32,7 @@ from .training_curves import TrainingCurveWriter
 __all__ = [
     "AtomicCheckpointSaver",
     "BatchAugmentationHandler",
+    "FiniteCheckHandler",
     "LossProgressBar",
     "MetricsHistoryWriter",
     "NoisePolicyHandler",

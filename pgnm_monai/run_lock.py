@@ -1,0 +1,151 @@
+"""One live run per output folder: an OS file lock on ``bundle_root``, taken by the bundles' ``initialize``.
+
+The lock is ``bundle_root/.pgnm_run.lock`` (``filelock.FileLock``, one attempt, no waiting). The OS frees it
+when the holding process ends in any way (SIGKILL included), so a lock left by a killed run never blocks the
+next one; only a live process blocks. Beside it, ``.pgnm_run.json`` says who holds it (pid, host, start time,
+command line), for the error the next run gets; it is removed when the lock is released.
+
+The lock belongs to the process: runs in one process on one folder (the main job, a notebook, the tests)
+share it. Under ``torch.distributed`` only the global rank 0 takes it, so the single-process config needs
+no rank logic. Limits: the OS lock is advisory and local; on a network file system that lacks ``flock``
+(``filelock`` then falls back to a plain marker file) a killed run's marker must be deleted by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import socket
+import sys
+import tempfile
+import time
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from pgnm_monai import distributed
+
+__all__ = ["INFO_NAME", "LOCK_NAME", "BundleRootInUseError", "BundleRunLock"]
+
+LOCK_NAME = ".pgnm_run.lock"
+INFO_NAME = ".pgnm_run.json"
+
+
+class BundleRootInUseError(RuntimeError):
+    """Another live process holds the run lock of this ``bundle_root``."""
+
+
+class BundleRunLock:
+    """The run lock of ``bundle_root``: :meth:`acquire` at the start of a run, :meth:`release` at its end.
+
+    Args:
+        bundle_root: the run's output folder (created if missing).
+
+    Example (what ``configs/train.json`` does)::
+
+        "run_lock": {"_target_": "pgnm_monai.run_lock.BundleRunLock", "bundle_root": "@bundle_root"},
+        "initialize": [..., "$@run_lock.acquire()", ...],
+        "finalize": ["$@run_lock.release()"]
+    """
+
+    def __init__(self, bundle_root: str | os.PathLike) -> None:
+        self.bundle_root = Path(bundle_root)
+        self._lock: FileLock | None = None
+
+    @property
+    def lock_path(self) -> Path:
+        """The lock file, ``bundle_root/.pgnm_run.lock``."""
+        return self.bundle_root / LOCK_NAME
+
+    @property
+    def info_path(self) -> Path:
+        """The holder's description, ``bundle_root/.pgnm_run.json``."""
+        return self.bundle_root / INFO_NAME
+
+    def acquire(self) -> bool:
+        """Take the lock (global rank 0 only); ``True`` when taken.
+
+        Raises:
+            BundleRootInUseError: another live process holds it (the message names it).
+            PermissionError: ``bundle_root`` cannot be created or written.
+        """
+        if self._lock is not None:
+            return True
+        if _global_rank() != 0:
+            return False
+        try:
+            self.bundle_root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise PermissionError(f"config id 'bundle_root': cannot create {str(self.bundle_root)!r} ({e}).") from e
+        lock = FileLock(self.lock_path, timeout=0, is_singleton=True, thread_local=False)
+        first = not lock.is_locked  # not yet held by this process
+        try:
+            lock.acquire()
+        except Timeout:
+            raise BundleRootInUseError(
+                f"bundle_root {str(self.bundle_root)!r} is in use by another run ({self._holder()}); wait for it "
+                "to end, stop it, or give this run another bundle_root."
+            ) from None
+        except OSError as e:
+            raise PermissionError(
+                f"config id 'bundle_root': cannot write the run lock {str(self.lock_path)!r} ({e})."
+            ) from e
+        self._lock = lock
+        if first:
+            self._write_info()
+        return True
+
+    def release(self) -> None:
+        """Release the lock if this object holds it (nothing otherwise); the last holder removes the info file."""
+        lock, self._lock = self._lock, None
+        if lock is None:
+            return
+        if lock.lock_counter == 1:
+            with suppress(OSError):
+                self.info_path.unlink()
+        lock.release()
+
+    @property
+    def is_held(self) -> bool:
+        """Whether this object holds the lock."""
+        return self._lock is not None
+
+    def __enter__(self) -> BundleRunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        with suppress(Exception):
+            self.release()
+
+    def _write_info(self) -> None:
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+            "command": shlex.join([sys.executable, *sys.argv]),
+        }
+        fd, tmp = tempfile.mkstemp(prefix=INFO_NAME, dir=self.bundle_root)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(info, f, indent=1)
+        os.replace(tmp, self.info_path)
+
+    def _holder(self) -> str:
+        try:
+            info = json.loads(self.info_path.read_text(encoding="utf-8"))
+            return f"pid {info['pid']} on host {info['host']}, started {info['started']}: {info['command']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return f"holder unknown: {str(self.info_path)!r} is missing or unreadable"
+
+
+def _global_rank() -> int:
+    """The global rank; before the process group exists, torchrun's ``RANK`` (0 outside torchrun)."""
+    if distributed.world_size() > 1:
+        return distributed.rank()
+    return int(os.environ.get("RANK", "0"))
