@@ -49,6 +49,7 @@ __all__ = [
     "check_output_dirs",
     "check_override_ids",
     "check_train_args",
+    "label_map",
     "find_checkpoint",
     "inference_items",
     "load_data",
@@ -471,3 +472,40 @@ def show_root_error_last() -> bool:
     hook._pgnm_root_error_last = True  # type: ignore[attr-defined]
     sys.excepthook = hook
     return True
+
+
+def label_map(path: str | os.PathLike, *datalists: Datalist) -> list[str]:
+    """The one label map of a run: the class names shared by ``datalists``, written to (or checked against) ``path``.
+
+    Written atomically as ``class_map.json`` beside the models by the train stage; the evaluate stage finds
+    the file there and refuses data whose classes differ, so train, val and test use one map.
+
+    Args:
+        path: the class map JSON (:func:`pgnm_monai.data.save_class_map`).
+        datalists: the run's splits; their ``class_names`` must be equal.
+
+    Raises:
+        ValueError: naming the splits (or the file) whose class names differ.
+    """
+    from pgnm_monai.data import load_class_map, save_class_map
+
+    names = list(datalists[0].class_names)
+    for dl in datalists[1:]:
+        if list(dl.class_names) != names:
+            raise ValueError(
+                f"the {datalists[0].split!r} split has classes {names} but the {dl.split!r} split has "
+                f"{list(dl.class_names)}; every split of a dataset must share one label map."
+            )
+    if os.path.isfile(path):
+        saved = load_class_map(path)
+        if saved != names and all(dl.split != "train" for dl in datalists):
+            raise ValueError(
+                f"the model was trained with the classes of {os.fspath(path)!r} ({saved}) but the "
+                f"{datalists[0].split!r} data has classes {names}."
+            )
+    if any(dl.split == "train" for dl in datalists):
+        from pgnm_monai import distributed
+
+        if distributed.is_main_process():
+            save_class_map(path, names, dataset_kind=datalists[0].kind)
+    return names

@@ -228,6 +228,23 @@ def test_garbage_eval_ckpt(tmp_path):
     assert files_under(tmp_path / "eval") == []
 
 
+def test_evaluate_refuses_data_of_another_label_map(tmp_path):
+    """The train stage saves the one label map beside the models; evaluating data with other classes is refused."""
+    run_bundle("pgnm_pretrain", "train", bundle_root=os.fspath(tmp_path), arm="none", **TINY)
+    import json
+
+    saved = json.loads((tmp_path / "models" / "class_map.json").read_text())
+    from pgnm_monai.data import load_datalist
+
+    assert saved["class_names"] == list(load_datalist("embedded", split="train").class_names)
+    other = dict(saved, class_names=list(reversed(saved["class_names"])))
+    (tmp_path / "models" / "class_map.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="was trained with the classes of .*class_map.json") as info:
+        run_bundle("pgnm_pretrain", "evaluate", bundle_root=os.fspath(tmp_path), **TINY)
+    assert "'test' data has classes" in str(info.value)
+    assert not (tmp_path / "eval" / "metrics.json").exists()
+
+
 # 14-16: overrides -----------------------------------------------------------------------------------------------
 
 
