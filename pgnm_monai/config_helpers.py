@@ -474,14 +474,15 @@ def show_root_error_last() -> bool:
     return True
 
 
-def label_map(path: str | os.PathLike, *datalists: Datalist) -> list[str]:
+def label_map(path: str | os.PathLike | None, *datalists: Datalist) -> list[str]:
     """The one label map of a run: the class names shared by ``datalists``, written to (or checked against) ``path``.
 
-    Written atomically as ``class_map.json`` beside the models by the train stage; the evaluate stage finds
-    the file there and refuses data whose classes differ, so train, val and test use one map.
+    The train stage checks its splits at ``initialize`` (``path`` None) and, once training has finished, writes
+    the map atomically as ``class_map.json`` beside the models (a failed run leaves none); the evaluate stage
+    finds the file there and refuses data whose classes differ, so train, val and test use one map.
 
     Args:
-        path: the class map JSON (:func:`pgnm_monai.data.save_class_map`).
+        path: the class map JSON (:func:`pgnm_monai.data.save_class_map`); None only checks ``datalists``.
         datalists: the run's splits; their ``class_names`` must be equal.
 
     Raises:
@@ -496,6 +497,8 @@ def label_map(path: str | os.PathLike, *datalists: Datalist) -> list[str]:
                 f"the {datalists[0].split!r} split has classes {names} but the {dl.split!r} split has "
                 f"{list(dl.class_names)}; every split of a dataset must share one label map."
             )
+    if path is None:
+        return names
     if os.path.isfile(path):
         saved = load_class_map(path)
         if saved != names and all(dl.split != "train" for dl in datalists):
