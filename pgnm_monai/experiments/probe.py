@@ -357,7 +357,7 @@ def run_probe(
         )
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(RUN_COLUMNS))
     atomic_write_text(out / "probe_runs.csv", frame.to_csv(index=False))
-    return pd.read_csv(out / "probe_runs.csv")  # the same dtypes whether rows were computed or read back
+    return frame  # every part was read back from its CSV: the same dtypes whether computed now or cached
 
 
 # ---------------------------------------------------------------------------------------------- intervals

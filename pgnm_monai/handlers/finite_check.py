@@ -7,8 +7,8 @@ the iteration and the files of the batch (the batch's ``image_path`` metadata, w
   replaces it on ``ITERATION_STARTED``); the message names the files whose image holds NaN/Inf.
 - ``IterationEvents.FORWARD_COMPLETED``: the model output ``pred``.
 - ``IterationEvents.LOSS_COMPLETED``: the loss, before the backward pass (no optimiser step on it).
-- ``Events.ITERATION_COMPLETED`` (``__call__``): the loss and ``pred`` as the iteration ends (also for engines
-  without MONAI's iteration events).
+- ``Events.ITERATION_COMPLETED`` (``__call__``): the loss and ``pred`` as the iteration ends, for engines
+  without MONAI's iteration events only (on MONAI's engines the two events above have checked them).
 - ``Events.EPOCH_COMPLETED`` (with ``network``): the network's parameters, before the handlers attached after
   this one (validation, checkpoints) use them, so no checkpoint with non-finite weights is written.
 - ``Events.EXCEPTION_RAISED``: a ``FloatingPointError`` raised elsewhere during the iteration (e.g. by the noise
@@ -65,10 +65,11 @@ class FiniteCheckHandler:
     def attach(self, engine: Engine) -> None:
         """Register the checks on ``engine`` (a trainer or an evaluator), before ``StatsHandler``."""
         engine.add_event_handler(Events.GET_BATCH_COMPLETED, self.check_input)
-        if isinstance(engine, Workflow):  # MONAI's engines fire the iteration events
+        if isinstance(engine, Workflow):  # MONAI's engines fire the iteration events: check there, once
             engine.add_event_handler(IterationEvents.FORWARD_COMPLETED, self.check_output, (CommonKeys.PRED,))
             engine.add_event_handler(IterationEvents.LOSS_COMPLETED, self.check_output, (CommonKeys.LOSS,))
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+        else:
+            engine.add_event_handler(Events.ITERATION_COMPLETED, self)
         if self.network is not None:
             engine.add_event_handler(Events.EPOCH_COMPLETED, self.check_parameters)
         engine.add_event_handler(Events.EXCEPTION_RAISED, self.exception_raised)
