@@ -52,3 +52,12 @@ def mednist_small(tmp_path_factory) -> tuple[torch.Tensor, torch.Tensor, str]:
     path = tmp_path_factory.mktemp("mednist") / "mednist_240_32px.pt"
     torch.save({"image": x, "label": y}, path)
     return x, y, str(path)
+
+
+@pytest.fixture(autouse=True)
+def _monai_metadata_tracking_restored():
+    """Bundles switch MONAI's global metadata tracking off while they run; no test sees another's setting."""
+    from monai.data import set_track_meta
+
+    yield
+    set_track_meta(True)

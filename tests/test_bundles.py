@@ -329,27 +329,34 @@ def test_finetune_bundle_is_an_overlay_of_the_pretrain_bundle():
     assert "[:" not in json.dumps(multi)  # no positional slicing of handler lists
 
 
-def test_bundle_transform_chains_equal_the_python_chains(tmp_path):
+@pytest.mark.parametrize("channels", [1, 3])
+def test_bundle_transform_chains_equal_the_python_chains(tmp_path, channels):
     """train#preprocessing / validate#preprocessing (inline, overridable) give the Python chains' tensors."""
+    from monai.data import get_track_meta
     from monai.utils import set_determinism
 
     from pgnm_monai.data import load_datalist
     from pgnm_monai.transforms import eval_transforms, train_transforms
 
-    wf = workflow("pgnm_pretrain", "train", bundle_root=os.fspath(tmp_path), **TINY)
+    wf = workflow("pgnm_pretrain", "train", bundle_root=os.fspath(tmp_path), **TINY, in_channels=channels)
     wf.initialize()
+    assert not get_track_meta()  # the bundle runs its chains without MONAI's metadata (track_meta: false)
     items = load_datalist("embedded", split="train").items[:4]
     for name, python_chain in (
-        ("train#preprocessing", train_transforms(image_size=32, channels=1)),
-        ("validate#preprocessing", eval_transforms(image_size=32, channels=1)),
+        ("train#preprocessing", train_transforms(image_size=32, channels=channels)),
+        ("validate#preprocessing", eval_transforms(image_size=32, channels=channels)),
     ):
         config_chain = wf.parser.get_parsed_content(name)
         for chain in (config_chain, python_chain):
             chain.set_random_state(seed=3)
         for item in items:
             a, b = config_chain(dict(item))["image"], python_chain(dict(item))["image"]
-            assert a.shape == (1, 32, 32) and torch.equal(a, b), name
+            assert a.shape == (channels, 32, 32) and torch.equal(a, b), name
+    wf.finalize()
+    assert get_track_meta()  # restored for whatever runs next in the process
     set_determinism(None)
+    if channels == 3:
+        return
     # one transform overridden from the command line
     wf = workflow(
         "pgnm_pretrain",

@@ -3,12 +3,14 @@
 Usage::
 
     python -m pgnm_monai.benchmarks.loader_throughput [--mednist PATH] [--n 2000] [--image-size 64]
-        [--channels 3] [--workers 0 2] [--batch-size 32] [--cache-dir DIR]
+        [--channels 3] [--workers 0 2] [--batch-size 32] [--rounds 5] [--warmup 1] [--cache-dir DIR]
 
 ``PATH`` is ``MedNIST.tar.gz`` (extracted once into the cache dir) or an unpacked ``MedNIST`` folder;
 default ``<shared data>/mednist/MedNIST.tar.gz``. Both loaders read the same ``n`` files (a seeded sample)
 and apply the same operations: train (random resized crop + flip + normalise) and eval (resize short side
-+ centre crop + normalise). Prints images/s per loader, chain and worker count.
++ centre crop + normalise). Our chains run as the bundles run them (MONAI metadata tracking off). The two
+loaders of each chain and worker count are timed back to back in every round, in alternating order; prints
+the median images/s per loader and the median ratio with its range over rounds (the run's own noise).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 
 from pgnm_monai.data import load_datalist
 from pgnm_monai.data.utils import shared_data_dir
-from pgnm_monai.transforms import PAPER_MEAN, PAPER_STD, eval_transforms, train_transforms
+from pgnm_monai.transforms import PAPER_MEAN, PAPER_STD, eval_transforms, meta_tracking, train_transforms
 
 __all__ = ["main", "measure"]
 
@@ -62,6 +64,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rounds", type=int, default=5, help="interleaved timed rounds per configuration")
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     a = p.parse_args(argv)
 
     import monai
@@ -80,25 +84,63 @@ def main(argv: list[str] | None = None) -> list[dict]:
     tv_index = {p: i for i, (p, _) in enumerate(tv.samples)}
     tv_pick = [tv_index[it["image"]] for it in items]
     torch.set_num_threads(1)
-    rows = []
+    configs = []
     for train in (True, False):
-        chain = "train" if train else "eval"
         ours = (train_transforms if train else eval_transforms)(image_size=a.image_size, channels=a.channels)
         theirs = _torchvision_chain(train, a.image_size, a.channels)
+        tvds = ImageFolder(str(root), transform=theirs)
+        tvds.samples = tv.samples  # same file list, no rescan
         for w in a.workers:
-            ds = monai.data.Dataset(items, transform=ours)
-            ldr = monai.data.DataLoader(ds, batch_size=a.batch_size, num_workers=w, shuffle=False)
-            r1 = measure(ldr, n)
-            tvds = ImageFolder(str(root), transform=theirs)
-            tvds.samples = tv.samples  # same file list, no rescan
-            tl = DataLoader(Subset(tvds, tv_pick), batch_size=a.batch_size, num_workers=w, shuffle=False)
-            r2 = measure(tl, n)
-            rows.append({"chain": chain, "workers": w, "pgnm_monai": r1, "torchvision": r2})
-    print(f"MedNIST loader throughput: n={n} images, {a.image_size} px, {a.channels} channel(s), batch {a.batch_size}")
-    print(f"{'chain':<6} {'workers':>7} {'pgnm_monai img/s':>17} {'torchvision img/s':>18} {'ratio':>6}")
+            configs.append(
+                {
+                    "chain": "train" if train else "eval",
+                    "workers": w,
+                    "pgnm_monai": lambda w=w, ours=ours: monai.data.DataLoader(
+                        monai.data.Dataset(items, transform=ours), batch_size=a.batch_size, num_workers=w
+                    ),
+                    "torchvision": lambda w=w, tvds=tvds: DataLoader(
+                        Subset(tvds, tv_pick), batch_size=a.batch_size, num_workers=w
+                    ),
+                }
+            )
+    # one interleaved run: every round measures each configuration's two loaders back to back, in alternating
+    # order, so drifts in machine load hit both sides of a ratio alike
+    rates: dict[tuple[str, int, str], list[float]] = {}
+    with meta_tracking(False):  # as the bundles run the chains (track_meta: false)
+        for r in range(a.warmup + a.rounds):
+            for cfg in configs:
+                order = ("pgnm_monai", "torchvision") if r % 2 == 0 else ("torchvision", "pgnm_monai")
+                for side in order:
+                    rate = measure(cfg[side](), n)
+                    if r >= a.warmup:
+                        rates.setdefault((cfg["chain"], cfg["workers"], side), []).append(rate)
+    rows = []
+    for cfg in configs:
+        ours_r = np.array(rates[(cfg["chain"], cfg["workers"], "pgnm_monai")])
+        theirs_r = np.array(rates[(cfg["chain"], cfg["workers"], "torchvision")])
+        ratios = ours_r / theirs_r
+        rows.append(
+            {
+                "chain": cfg["chain"],
+                "workers": cfg["workers"],
+                "pgnm_monai": float(np.median(ours_r)),
+                "torchvision": float(np.median(theirs_r)),
+                "ratio": float(np.median(ratios)),
+                "ratio_min": float(ratios.min()),
+                "ratio_max": float(ratios.max()),
+            }
+        )
+    print(
+        f"MedNIST loader throughput: n={n} images, {a.image_size} px, {a.channels} channel(s), batch {a.batch_size}, "
+        f"{a.rounds} interleaved rounds (+{a.warmup} warm-up); medians, ratio range over rounds"
+    )
+    print(f"{'chain':<6} {'workers':>7} {'pgnm_monai img/s':>17} {'torchvision img/s':>18} {'ratio':>6} {'range':>12}")
     for r in rows:
-        ratio = r["pgnm_monai"] / r["torchvision"]
-        print(f"{r['chain']:<6} {r['workers']:>7} {r['pgnm_monai']:>17.0f} {r['torchvision']:>18.0f} {ratio:>6.2f}")
+        rng_s = f"{r['ratio_min']:.2f}-{r['ratio_max']:.2f}"
+        print(
+            f"{r['chain']:<6} {r['workers']:>7} {r['pgnm_monai']:>17.0f} {r['torchvision']:>18.0f} "
+            f"{r['ratio']:>6.2f} {rng_s:>12}"
+        )
     return rows
 
 

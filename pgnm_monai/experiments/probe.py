@@ -109,10 +109,11 @@ PROBES: dict[str, Callable[[], Pipeline]] = {"linear": _linear_probe, "centroid"
 
 def preprocess(items: Sequence[Mapping], image_size: int, in_channels: int) -> torch.Tensor:
     """Every item through the evaluation chain: a float32 ``(len(items), in_channels, S, S)`` tensor."""
-    from pgnm_monai.transforms import eval_transforms
+    from pgnm_monai.transforms import eval_transforms, meta_tracking
 
     chain = eval_transforms(image_size=int(image_size), channels=int(in_channels))
-    return torch.stack([chain(dict(it))["image"] for it in items])
+    with meta_tracking(False):
+        return torch.stack([chain(dict(it))["image"] for it in items])
 
 
 def feature_extractor(checkpoint: str | os.PathLike, network: str, in_channels: int) -> tuple[nn.Module, int]:

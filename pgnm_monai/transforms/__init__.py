@@ -3,8 +3,8 @@ the paper's preprocessing chains in :mod:`.chains`."""
 
 from __future__ import annotations
 
-from .array import LoadMedicalImage, PolicyNoiseMask, RandomBetaMask, RandResizedCrop, ResizeShortSide
-from .chains import PAPER_MEAN, PAPER_STD, eval_transforms, train_transforms
+from .array import LoadMedicalImage, PolicyNoiseMask, RandomBetaMask, RandResizedCrop, ResizeShortSide, ToChannels
+from .chains import PAPER_MEAN, PAPER_STD, eval_transforms, meta_tracking, train_transforms
 from .dictionary import (
     LoadMedicalImageD,
     LoadMedicalImaged,
@@ -21,6 +21,9 @@ from .dictionary import (
     ResizeShortSideD,
     ResizeShortSided,
     ResizeShortSideDict,
+    ToChannelsD,
+    ToChannelsd,
+    ToChannelsDict,
 )
 
 __all__ = [
@@ -46,6 +49,11 @@ __all__ = [
     "ResizeShortSideD",
     "ResizeShortSideDict",
     "ResizeShortSided",
+    "ToChannels",
+    "ToChannelsD",
+    "ToChannelsDict",
+    "ToChannelsd",
     "eval_transforms",
+    "meta_tracking",
     "train_transforms",
 ]

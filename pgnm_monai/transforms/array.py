@@ -16,6 +16,8 @@ Preprocessing, on one ``(C, *spatial)`` item (the paper's chains, :mod:`pgnm_mon
 
 - :class:`LoadMedicalImage`: a path or an array to a float32 ``(C, *spatial)`` tensor in [0, 1], with the
   modality's intensity rule (:func:`pgnm_monai.data.io.read_image`).
+- :class:`ToChannels`: 1 or 3 channels (grey repeated, colour to luminance); the chains load grey images as
+  one channel and repeat it last, so a 3-channel network costs no more to feed than a 1-channel one.
 - :class:`RandResizedCrop`: torchvision's ``RandomResizedCrop`` sampling, resized with antialiasing.
 - :class:`ResizeShortSide`: torchvision's ``Resize(int)``: the shortest side to ``size``, aspect kept.
 """
@@ -29,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from monai.data.meta_obj import get_track_meta
 from monai.transforms import Randomizable, Transform
-from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
+from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy, convert_to_tensor
 
 from pgnm_monai.data.io import read_image, to_channels
 from pgnm_monai.mask import MaskSample, apply_noise_mask, check_image, check_mask_params
@@ -41,6 +43,7 @@ __all__ = [
     "RandResizedCrop",
     "RandomBetaMask",
     "ResizeShortSide",
+    "ToChannels",
 ]
 
 
@@ -176,7 +179,8 @@ class LoadMedicalImage(Transform):
     """Load an image (a path or an array) to a float32 ``(C, *spatial)`` tensor in [0, 1] with ``channels`` channels.
 
     Args:
-        channels: 1 or 3 output channels.
+        channels: 1 or 3 output channels, or ``None`` to keep the stored ones (1 for grey, 3 for colour; see
+            :class:`ToChannels`).
         spatial_dims: 2 (a slice or frame of a volume) or 3 (the volume).
         ct_window: CT window ``(level, width)`` in HU.
         percentiles: intensity percentiles mapped to [0, 1] for MR/US and other non-CT volumes.
@@ -186,13 +190,13 @@ class LoadMedicalImage(Transform):
 
     def __init__(
         self,
-        channels: int = 1,
+        channels: int | None = 1,
         spatial_dims: int = 2,
         ct_window: Sequence[float] = (40.0, 400.0),
         percentiles: Sequence[float] = (0.5, 99.5),
     ) -> None:
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        if channels not in (1, 3, None):
+            raise ValueError(f"channels must be 1, 3 or None (as stored), got {channels}")
         self.channels = channels
         self.spatial_dims = spatial_dims
         self.ct_window = (float(ct_window[0]), float(ct_window[1]))
@@ -211,7 +215,28 @@ class LoadMedicalImage(Transform):
             ct_window=self.ct_window,
             percentiles=self.percentiles,
         )
-        return torch.from_numpy(to_channels(arr, self.channels))
+        return torch.from_numpy(arr if self.channels is None else to_channels(arr, self.channels))
+
+
+class ToChannels(Transform):
+    """``(C, *spatial)`` to ``channels`` channels: grey repeated to 3, colour to its luminance for 1.
+
+    The rule of :func:`pgnm_monai.data.io.to_channels` (the same values as loading with ``channels`` set).
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(self, channels: int) -> None:
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        self.channels = channels
+
+    def __call__(self, img):
+        if img.shape[0] == self.channels:
+            return img
+        if self.channels == 3 and img.shape[0] == 1 and isinstance(img, torch.Tensor):
+            return img.repeat(3, *(1,) * (img.ndim - 1))  # the common case, without a round trip through numpy
+        return convert_to_dst_type(to_channels(convert_to_numpy(img), self.channels), img)[0]
 
 
 def _resize(img: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

@@ -3,33 +3,58 @@
 The bundles list the same chains inline in ``configs/train.json`` (``train#preprocessing``,
 ``validate#preprocessing``), where one transform can be overridden; a test checks both give the same tensors.
 
-Train: load -> random resized crop (torchvision ``RandomResizedCrop`` sampling, scale (0.08, 1), ratio
-(3/4, 4/3)) to ``image_size`` -> horizontal flip (p = 0.5) -> normalise (mean 0.3162, std 0.3213).
-Eval: load -> resize the short side to ``image_size * 256 / 224`` -> centre crop ``image_size`` ->
-normalise. The output ``image`` is a float32 ``torch.Tensor`` (C, H, W) with C = ``channels``; the other
-item keys (label and metadata) pass through unchanged.
+Train: load (a grey image stays one channel) -> random resized crop (torchvision ``RandomResizedCrop``
+sampling, scale (0.08, 1), ratio (3/4, 4/3)) to ``image_size`` -> horizontal flip (p = 0.5) -> normalise
+(mean 0.3162, std 0.3213) -> ``channels`` channels. Eval: load -> resize the short side to
+``image_size * 256 / 224`` -> centre crop ``image_size`` -> normalise -> ``channels`` channels. Repeating a
+grey channel commutes with every step, so this is the same tensor as loading 3 channels first, for a third
+of the resize work. The output ``image`` is a float32 ``torch.Tensor`` (C, H, W) with C = ``channels``; the
+other item keys (label and metadata) pass through unchanged.
+
+Speed: nothing reads MONAI's per-transform metadata here (the chains end in a plain tensor), so the bundles
+switch it off (``track_meta: false``, MONAI's ``set_track_meta``) and :func:`meta_tracking` does the same
+around in-process use; the outputs are the same tensors either way (``tests/test_loader_fast_path.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from monai.config import KeysCollection
+from monai.data import get_track_meta, set_track_meta
 from monai.transforms import CenterSpatialCropd, Compose, EnsureTyped, NormalizeIntensityd, RandFlipd
 
 from pgnm_monai.data.schema import IMAGE
-from pgnm_monai.transforms.dictionary import LoadMedicalImaged, RandResizedCropd, ResizeShortSided
+from pgnm_monai.transforms.dictionary import LoadMedicalImaged, RandResizedCropd, ResizeShortSided, ToChannelsd
 
-__all__ = ["PAPER_MEAN", "PAPER_STD", "eval_transforms", "train_transforms"]
+__all__ = ["PAPER_MEAN", "PAPER_STD", "eval_transforms", "meta_tracking", "train_transforms"]
 
 PAPER_MEAN = 0.3162
 PAPER_STD = 0.3213
 
 
-def _tail(keys: KeysCollection, mean: float, std: float) -> list:
+@contextmanager
+def meta_tracking(enabled: bool) -> Iterator[None]:
+    """Set MONAI's global metadata tracking (``monai.data.set_track_meta``) inside the block, restore it after."""
+    before = get_track_meta()
+    set_track_meta(enabled)
+    try:
+        yield
+    finally:
+        set_track_meta(before)
+
+
+def _load_channels(channels: int) -> int | None:
+    """Channels to load: 1 (colour to luminance at once), else as stored (grey is repeated last, by ``_tail``)."""
+    return 1 if channels == 1 else None
+
+
+def _tail(keys: KeysCollection, mean: float, std: float, channels: int) -> list:
     return [
         NormalizeIntensityd(keys=keys, subtrahend=mean, divisor=std),
+        ToChannelsd(keys=keys, channels=channels),
         EnsureTyped(keys=keys, data_type="tensor", dtype=torch.float32, track_meta=False),
     ]
 
@@ -50,10 +75,10 @@ def train_transforms(
     """The paper's training chain: random resized crop, horizontal flip, normalise (module docstring)."""
     return Compose(
         [
-            LoadMedicalImaged(keys, channels, spatial_dims, ct_window, percentiles),
+            LoadMedicalImaged(keys, _load_channels(channels), spatial_dims, ct_window, percentiles),
             RandResizedCropd(keys, image_size, scale=scale, ratio=ratio),
             RandFlipd(keys=keys, prob=flip_prob, spatial_axis=spatial_dims - 1),
-            *_tail(keys, mean, std),
+            *_tail(keys, mean, std, channels),
         ]
     )
 
@@ -73,9 +98,9 @@ def eval_transforms(
     resize_to = max(int(image_size), int(round(image_size * resize_ratio)))
     return Compose(
         [
-            LoadMedicalImaged(keys, channels, spatial_dims, ct_window, percentiles),
+            LoadMedicalImaged(keys, _load_channels(channels), spatial_dims, ct_window, percentiles),
             ResizeShortSided(keys, resize_to),
             CenterSpatialCropd(keys=keys, roi_size=(int(image_size),) * spatial_dims),
-            *_tail(keys, mean, std),
+            *_tail(keys, mean, std, channels),
         ]
     )

@@ -21,6 +21,7 @@ from pgnm_monai.transforms.array import (
     RandomBetaMask,
     RandResizedCrop,
     ResizeShortSide,
+    ToChannels,
     _BetaNoiseMask,
 )
 
@@ -40,6 +41,9 @@ __all__ = [
     "ResizeShortSideD",
     "ResizeShortSideDict",
     "ResizeShortSided",
+    "ToChannelsD",
+    "ToChannelsDict",
+    "ToChannelsd",
 ]
 
 
@@ -123,7 +127,7 @@ class LoadMedicalImaged(MapTransform):
     def __init__(
         self,
         keys: KeysCollection = IMAGE,
-        channels: int = 1,
+        channels: int | None = 1,
         spatial_dims: int = 2,
         ct_window: Sequence[float] = (40.0, 400.0),
         percentiles: Sequence[float] = (0.5, 99.5),
@@ -195,8 +199,25 @@ class ResizeShortSided(MapTransform):
         return d
 
 
+class ToChannelsd(MapTransform):
+    """Dictionary version of :class:`~pgnm_monai.transforms.array.ToChannels`."""
+
+    backend = ToChannels.backend
+
+    def __init__(self, keys: KeysCollection, channels: int, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.converter = ToChannels(channels)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.converter(d[key])
+        return d
+
+
 PolicyNoiseMaskD = PolicyNoiseMaskDict = PolicyNoiseMaskd
 RandomBetaMaskD = RandomBetaMaskDict = RandomBetaMaskd
 LoadMedicalImageD = LoadMedicalImageDict = LoadMedicalImaged
 RandResizedCropD = RandResizedCropDict = RandResizedCropd
 ResizeShortSideD = ResizeShortSideDict = ResizeShortSided
+ToChannelsD = ToChannelsDict = ToChannelsd
