@@ -188,6 +188,7 @@ def build_policy_handler(
     advantage: str = "baseline",
     scale_classifier_loss: bool = True,
     frozen: bool = False,
+    channels_last: bool = True,
 ) -> NoisePolicyHandler:
     """A :class:`NoisePolicyHandler` with the paper's policy optimiser.
 
@@ -198,7 +199,8 @@ def build_policy_handler(
     instead of several: the ``fast`` preset). ``policy_num_threads`` runs the policy's hooks with that
     many CPU threads (:class:`ThreadLimitedNoisePolicyHandler`; the ``fast`` preset uses 1).
     ``advantage`` (``"baseline"``/``"normalized"``, ``reinforce``), ``scale_classifier_loss`` (``paper``) and
-    ``frozen`` (never update the policy) are passed to :class:`NoisePolicyHandler`.
+    ``frozen`` (never update the policy) are passed to :class:`NoisePolicyHandler`; ``channels_last`` to
+    :class:`~pgnm_monai.networks.NoisePolicy` (the trunk's memory format).
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}.")
@@ -213,6 +215,7 @@ def build_policy_handler(
             sigma=sigma,
             eps=eps,
             input_size=policy_input_size,
+            channels_last=channels_last,
         )
     policy = policy.to(device)
     optimizer = torch.optim.SGD(

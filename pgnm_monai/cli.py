@@ -58,6 +58,8 @@ def _benchmark(args: argparse.Namespace) -> int:
 
     names = ("arms", "shots", "pretrain_seeds", "finetune_seeds")
     overrides = {name: tuple(getattr(args, name)) for name in names if getattr(args, name)}
+    if args.no_cache:
+        overrides["finetune_cache"] = False
     frame = run_protocol(
         output_dir=args.output_dir,
         profile=args.profile,
@@ -125,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--shots", nargs="+", type=int, default=None)
     bench.add_argument("--pretrain-seeds", nargs="+", type=int, default=None)
     bench.add_argument("--finetune-seeds", nargs="+", type=int, default=None)
+    bench.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="fine-tunes decode every image again instead of sharing <output-dir>/cache (to measure the cache)",
+    )
     bench.set_defaults(func=_benchmark)
 
     d = _defaults(run_demo)

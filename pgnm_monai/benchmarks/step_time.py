@@ -4,7 +4,7 @@ Usage::
 
     python -m pgnm_monai.benchmarks.step_time [--model resnet18 resnet50] [--image-size 128 224]
         [--batch-size 16] [--steps 20] [--warmup 3] [--channels 3] [--classes 6] [--objective reinforce]
-        [--device auto|cpu|cuda] [--amp] [--seed 0] [--no-memory]
+        [--device auto|cpu|cuda] [--amp] [--seed 0] [--no-memory] [--classifier monai|torchvision]
 
 Each step is the real ``monai.engines.SupervisedTrainer`` iteration with its handlers, driven one
 iteration at a time (``ITERATION_STARTED`` -> ``_iteration`` -> ``ITERATION_COMPLETED``, as ignite's
@@ -14,9 +14,13 @@ the timed step. Variants (same classifier initialisation, optimiser, batch and s
 - ``baseline``: arm ``none``;
 - ``pgnm[paper]``: arm ``pgnm``, preset ``paper`` (ResNet-10 policy trunk at full resolution);
 - ``pgnm[fast]``: arm ``pgnm``, preset ``fast`` (the trunk sees the image resized to 16 x 16, fused SGD);
-- ``pgnm[fast,1-thread]``: the same with the policy's hooks on one CPU thread (for shared CPUs).
+- ``pgnm[fast,1-thread]``: the same with the policy's hooks on one CPU thread (for shared CPUs);
+- ``pgnm[paper,contiguous]``: the paper preset with the policy trunk in the default memory format (what
+  channels-last saves, side by side).
 
-The classifier is :func:`pgnm_monai.networks.build_classifier` (MONAI's ResNets).
+The classifier is :func:`pgnm_monai.networks.build_classifier` (MONAI's ResNets, whose 7x7 stem has stride
+1: about 4.6x the FLOPs of the standard ResNet-18 at the same size), or with ``--classifier torchvision`` the
+standard torchvision network of that name (stride-2 stem, 3 channels), the harder baseline for the policy.
 
 The variants run round-robin, one step each per round, so load from other processes hits all of them
 alike. Reported per variant: median and interquartile range of the step time over ``--steps`` rounds
@@ -54,6 +58,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "baseline": {"arm": "none"},
     **{f"pgnm[{preset}]": {"arm": "pgnm", "preset": preset} for preset in PRESETS},
     "pgnm[fast,1-thread]": {"arm": "pgnm", "preset": "fast", "policy_num_threads": 1},
+    "pgnm[paper,contiguous]": {"arm": "pgnm", "preset": "paper", "channels_last": False},
 }
 
 
@@ -140,11 +145,19 @@ def measure(
     seed: int = 0,
     memory: bool = True,
     variants: tuple[str, ...] = tuple(VARIANTS),
+    classifier: str = "monai",
 ) -> dict[str, dict[str, float]]:
     """Time the variants interleaved; returns ``{variant: {median_s, q1_s, q3_s, ratio, peak_mib}}``."""
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else device.replace("auto", "cpu"))
     torch.manual_seed(seed)
-    template = build_classifier(model, channels, classes)
+    if classifier == "torchvision":
+        import torchvision
+
+        if channels != 3:
+            raise ValueError("--classifier torchvision builds 3-channel networks; use --channels 3")
+        template = getattr(torchvision.models, model)(num_classes=classes)
+    else:
+        template = build_classifier(model, channels, classes)
     generator = torch.Generator().manual_seed(seed)
     batch = {
         "image": torch.randn(batch_size, channels, image_size, image_size, generator=generator).to(dev),
@@ -210,12 +223,19 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument(
+        "--classifier",
+        default="monai",
+        choices=["monai", "torchvision"],
+        help="the project's MONAI network (build_classifier) or torchvision's standard one",
+    )
     args = parser.parse_args(argv)
     variants = tuple(dict.fromkeys(["baseline", *args.variants]))
     print(
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, device "
         f"{'cuda' if args.device != 'cpu' and torch.cuda.is_available() else 'cpu'}, batch {args.batch_size}, "
-        f"{args.steps} timed rounds after {args.warmup} warm-up, objective {args.objective}, seed {args.seed}",
+        f"{args.steps} timed rounds after {args.warmup} warm-up, objective {args.objective}, seed {args.seed}, "
+        f"{args.classifier} classifier",
         flush=True,
     )
     out = {}
@@ -223,9 +243,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
         for size in args.image_size:
             results = measure(
                 model, size, args.batch_size, args.steps, args.warmup, args.channels, args.classes,
-                args.objective, args.device, args.amp, args.seed, not args.no_memory, variants,
+                args.objective, args.device, args.amp, args.seed, not args.no_memory, variants, args.classifier,
             )  # fmt: skip
-            print(format_table(results, f"{model}, {size}x{size}, batch {args.batch_size}") + "\n", flush=True)
+            title = f"{model} ({args.classifier}), {size}x{size}, batch {args.batch_size}"
+            print(format_table(results, title) + "\n", flush=True)
             out[f"{model}@{size}"] = results
     return out
 

@@ -42,6 +42,7 @@ __all__ = [
     "default_tasks",
     "git_commit",
     "parse_task",
+    "pretrain_source",
     "pretraining_section",
     "run_protocol",
 ]
@@ -214,7 +215,8 @@ def default_tasks(names: Sequence[str], data_dir: Path | None = None) -> list[Ta
     return tasks
 
 
-def _pretrain_source(name: str, data_dir: Path | None = None) -> tuple[str | None, str | None]:
+def pretrain_source(name: str, data_dir: Path | None = None) -> tuple[str | None, str | None]:
+    """``(dataset_kind, dataset_dir)`` of a profile's named pretraining set (``embedded`` or ``mednist``)."""
     if name == "embedded":
         return None, None
     if name == "mednist":
@@ -282,7 +284,7 @@ def run_protocol(
             raise ValueError("pretrain_kind is required with pretrain_dir.")
         pre_kind, pre_dir = pretrain_kind, pretrain_dir
     else:
-        pre_kind, pre_dir = _pretrain_source(cfg["pretrain"], root)
+        pre_kind, pre_dir = pretrain_source(cfg["pretrain"], root)
 
     out = Path(output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -376,7 +378,8 @@ def run_protocol(
             "dataset_kind": task.kind,
             "dataset_options": dict(task.options),
             "seed": fseed,
-            "cache_dir": os.fspath(out / "cache"),  # each task decoded once, for every arm, seed and N
+            # each task decoded once, for every arm, seed and N (``finetune_cache: False``: decoded per run)
+            "cache_dir": os.fspath(out / "cache") if cfg.get("finetune_cache", True) else None,
             **common,
         }
         runner.finetune(

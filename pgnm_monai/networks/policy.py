@@ -93,6 +93,9 @@ class NoisePolicy(nn.Module):
             Beta distribution stays finite under any input (the official code has no limit).
         sync_base: under ``torch.distributed``, average the base update over ranks so every rank holds
             the same base vectors.
+        channels_last: run a 2D trunk in the channels-last memory format (the same network and values up to
+            float rounding; the trunk's step is about 25% faster on the CPU, see the README's Performance
+            section). Ignored in 3D.
     """
 
     def __init__(
@@ -111,6 +114,7 @@ class NoisePolicy(nn.Module):
         base_momentum: float = 0.99,
         log_concentration_limit: float = 10.0,
         sync_base: bool = True,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -145,6 +149,8 @@ class NoisePolicy(nn.Module):
         self.base_momentum = float(base_momentum)
         self.log_concentration_limit = float(log_concentration_limit)
         self.sync_base = sync_base
+        self.memory_format = torch.channels_last if channels_last and spatial_dims == 2 else torch.contiguous_format
+        self.trunk.to(memory_format=self.memory_format)
         cells = grid**spatial_dims
         self.num_cells = cells
         self.alpha_head = _head(features, head_hidden, cells)
@@ -180,7 +186,7 @@ class NoisePolicy(nn.Module):
                 "the policy needs a batch of >= 2 images in training mode (its heads use batch norm); "
                 "use drop_last=True in the DataLoader."
             )
-        features = self.trunk(self.policy_input(image))
+        features = self.trunk(self.policy_input(image).contiguous(memory_format=self.memory_format))
         head_alpha = self.alpha_head(features)
         head_beta = self.beta_head(features)
         mix = self.base_mix
