@@ -68,3 +68,24 @@ def test_few_shot_every_class_present_when_possible():
 def test_few_shot_too_many():
     with pytest.raises(ValueError, match="n must be in"):
         few_shot_subset(_items(2, 1), 5)
+
+
+def test_pixel_hash_is_remembered_until_the_file_changes(tmp_path, monkeypatch):
+    """Loading a tree again decodes each image once per process; a rewritten file is decoded again."""
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    from pgnm_monai.data import image_folder, io
+
+    path = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(path)
+    calls = []
+    real = io._read_pil
+    monkeypatch.setattr(io, "_read_pil", lambda p: calls.append(p) or real(p))
+    first = image_folder.image_pixel_hash(str(path))
+    assert image_folder.image_pixel_hash(str(path)) == first and len(calls) == 1
+    Image.fromarray(np.full((8, 8), 7, np.uint8)).save(path)
+    os.utime(path, ns=(1, 1))  # a new modification time even on coarse clocks
+    assert image_folder.image_pixel_hash(str(path)) != first and len(calls) == 2

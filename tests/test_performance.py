@@ -120,3 +120,40 @@ def test_short_pretrain_with_fast_preset_moves_the_policy(mednist_small):
     moved = max((p.detach() - b).abs().max().item() for p, b in zip(handler.policy.parameters(), before, strict=True))
     assert moved > 1e-3
     assert not torch.equal(handler.policy.base_alpha, base_before)
+
+
+def test_channels_last_policy_is_the_same_policy(mednist_small):
+    """The trunk in channels-last memory format: same parameters, same concentrations up to float rounding."""
+    from pgnm_monai.networks import NoisePolicy
+
+    x = mednist_small[0][:8]
+    policies = []
+    for channels_last in (True, False):
+        torch.manual_seed(0)
+        policies.append(NoisePolicy(grid=8, in_channels=1, channels_last=channels_last).eval())
+    fast, plain = policies
+    assert fast.trunk.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert plain.trunk.conv1.weight.is_contiguous()
+    for a, b in zip(fast.state_dict().values(), plain.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    with torch.no_grad():
+        (a1, b1), (a2, b2) = fast(x), plain(x)
+    torch.testing.assert_close(a1, a2, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(b1, b2, rtol=1e-4, atol=1e-5)
+    # a state dict saved from one format loads into the other and keeps the receiving module's format
+    plain.load_state_dict(fast.state_dict())
+    assert plain.trunk.conv1.weight.is_contiguous()
+
+
+def test_mask_agreement_tells_the_same_pattern_from_another():
+    import numpy as np
+
+    from pgnm_monai.benchmarks.preset_curves import mask_agreement
+
+    rng = np.random.default_rng(0)
+    pattern, other = rng.random(64), rng.random(64)
+    specific = rng.normal(0, 0.05, (20, 64))
+    same = mask_agreement(pattern + specific, pattern + specific + rng.normal(0, 0.01, (20, 64)))
+    assert same["pattern_corr"] > 0.99 and same["image_specific_corr"] > 0.9
+    different = mask_agreement(pattern + specific, other + rng.normal(0, 0.05, (20, 64)))
+    assert abs(different["pattern_corr"]) < 0.5 and abs(different["image_specific_corr"]) < 0.2

@@ -21,6 +21,7 @@ set that repeat Training images.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -65,7 +66,18 @@ def list_class_folders(root: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -
 
 
 def image_pixel_hash(path: str) -> str:
-    """Hash of the decoded pixels of an image file (pixel-identical files hash equal)."""
+    """Hash of the decoded pixels of an image file (pixel-identical files hash equal).
+
+    Remembered per process for the file's (path, size, modification time): a process that loads the same tree
+    again (e.g. the protocol's fine-tunes, each reading its splits) decodes each image once; a changed file is
+    decoded again.
+    """
+    st = os.stat(path)
+    return _pixel_hash(os.fspath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def _pixel_hash(path: str, size: int, mtime_ns: int) -> str:  # noqa: ARG001 (size and time key the cache)
     from pgnm_monai.data.io import _read_pil
 
     arr, _ = _read_pil(path)
