@@ -42,6 +42,8 @@ from pgnm_monai.networks.policy import TRUNKS
 from pgnm_monai.objectives import ADVANTAGES, OBJECTIVES
 
 __all__ = [
+    "AMP_DTYPES",
+    "amp_kwargs",
     "as_bool",
     "check_checkpoint",
     "check_cli_overrides",
@@ -57,6 +59,7 @@ __all__ = [
     "require_file",
     "root_error",
     "show_root_error_last",
+    "use_amp",
 ]
 
 logger = logging.getLogger(__name__)
@@ -70,6 +73,33 @@ def as_bool(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() not in ("false", "0", "no", "none", "null", "")
     return bool(value)
+
+
+#: ``amp_dtype`` bundle id -> the autocast dtype.
+AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def use_amp(amp: Any, device: str | torch.device) -> bool:
+    """The bundles' ``amp`` id: mixed precision on a CUDA ``device``; on the CPU ``False`` with a warning.
+
+    MONAI's engines autocast with ``torch.autocast("cuda")`` only, so on the CPU the run goes on in float32.
+    """
+    if not as_bool(amp):
+        return False
+    if torch.device(device).type != "cuda":
+        warnings.warn(
+            f"amp=True is ignored on device {device}: mixed precision is for CUDA GPUs; training runs in float32.",
+            stacklevel=2,
+        )
+        return False
+    return True
+
+
+def amp_kwargs(amp_dtype: str) -> dict[str, torch.dtype]:
+    """``amp_kwargs`` of MONAI's engines for the ``amp_dtype`` id (``bfloat16`` or ``float16``)."""
+    if amp_dtype not in AMP_DTYPES:
+        raise ValueError(f"amp_dtype must be one of {sorted(AMP_DTYPES)}, got {amp_dtype!r}.")
+    return {"dtype": AMP_DTYPES[amp_dtype]}
 
 
 def check_train_args(

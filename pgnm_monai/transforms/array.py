@@ -135,7 +135,10 @@ class PolicyNoiseMask(_BetaNoiseMask):
         return next(self.policy.parameters()).device
 
     def concentrations(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.policy(img)
+        # float32 whatever an enclosing autocast did to the policy's layers: the Beta log-probabilities and the
+        # REINFORCE gradient stay in full precision
+        alpha, beta = self.policy(img)
+        return alpha.float(), beta.float()
 
 
 class RandomBetaMask(_BetaNoiseMask):
