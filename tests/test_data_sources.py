@@ -269,3 +269,24 @@ def test_clinical_split_by_patient(tmp_path):
     assert sum(len(d) for d in parts.values()) == len(
         load_datalist("clinical", str(csv_path), split="all", slices="all")
     )
+
+
+def test_clinical_volumes_kept_whole(tmp_path):
+    """``slices="none"``: one 3D item per volume (DICOM series, NIfTI, 4D NIfTI's first frame), split by patient;
+    a 2D file in the CSV is refused naming its line."""
+    csv_path = _clinical_set(tmp_path)
+    with pytest.raises(ValueError, match=r"line 3: .*MR_small.dcm is not a volume"):
+        load_datalist("clinical", str(csv_path), split="all", slices="none")
+    volumes = tmp_path / "volumes.csv"
+    with open(csv_path) as src, open(volumes, "w", newline="") as dst:
+        keep = [r for r in csv.reader(src) if r[0] == "path" or r[0].endswith(("series_ct", ".nii", ".nii.gz"))]
+        csv.writer(dst).writerows(keep)
+    dl = load_datalist("clinical", str(volumes), split="all", slices="none")
+    assert sorted(Path(it["image"]).name for it in dl) == ["anatomical.nii", "example4d.nii.gz", "series_ct"]
+    assert all(it["slice_index"] == -1 for it in dl)
+    chain = eval_transforms(image_size=16, channels=1, spatial_dims=3)
+    for item in dl:
+        out = chain(dict(item))["image"]
+        assert out.shape == (1, 16, 16, 16) and torch.isfinite(out).all()
+    parts = [load_datalist("clinical", str(volumes), split=s, slices="none") for s in ("train", "val", "test")]
+    assert sum(len(p) for p in parts) == 3

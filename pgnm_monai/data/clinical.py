@@ -4,7 +4,9 @@ The CSV has columns ``path`` and ``label`` and optionally ``patient_id``, ``moda
 ``path`` (relative to the CSV's folder, or absolute) names a DICOM file, a DICOM series folder (read with
 MONAI's ``PydicomReader``), a NIfTI/MGH volume (MONAI's ``NibabelReader``) or a 2D image. Volumes give 2D
 items: every slice (``slices="all"``), the middle one (``"middle"``) or every k-th (``"every_k"``, with
-``every_k``); multi-frame DICOM the same over frames. Missing ``patient_id`` falls back to the DICOM
+``every_k``); multi-frame DICOM the same over frames. ``slices="none"`` keeps each volume whole (a 3D item for
+``spatial_dims: 3``; every listed path must then be a NIfTI volume or a DICOM series folder or multi-frame
+file, else an error names the CSV line). Missing ``patient_id`` falls back to the DICOM
 ``PatientID``, then to the path (each file its own patient); missing ``modality`` to the DICOM
 ``Modality`` (CR/DX/RF/MG/XA -> ``X-ray``, PT -> ``PET``), then to the ``modality`` option. Intensities are
 windowed by the transform chain per modality (CT HU window, MR/US percentile scaling). With ``validate``
@@ -125,7 +127,7 @@ def _label_map(csv_path: Path, rows: list[tuple[dict, int]]) -> list[str]:
 
 
 def _pick_slices(n: int, slices: str, every_k: int) -> list[int]:
-    if n <= 1:
+    if n <= 1 or slices == "none":
         return [-1]
     if slices == "all":
         return list(range(n))
@@ -150,7 +152,7 @@ def load_clinical(
     Args:
         dataset_dir: the labels CSV, or a folder holding ``csv_file`` (default ``labels.csv``).
         split: ``"train"``, ``"val"``, ``"test"`` or ``"all"``; the split is by patient, seeded.
-        slices: ``"all"``, ``"middle"`` or ``"every_k"``.
+        slices: ``"all"``, ``"middle"``, ``"every_k"`` (2D items) or ``"none"`` (whole volumes).
         every_k: the step for ``slices="every_k"``.
         modality: the modality when neither the CSV nor the DICOM header gives one.
         validate: decode every listed file once now (errors name the file).
@@ -161,8 +163,8 @@ def load_clinical(
         raise FileNotFoundError(f"clinical labels CSV {csv_path} does not exist")
     if split not in ("train", "val", "test", "all"):
         raise ValueError(f"split must be one of train/val/test/all, got {split!r}")
-    if slices not in ("all", "middle", "every_k"):
-        raise ValueError(f"slices must be 'all', 'middle' or 'every_k', got {slices!r}")
+    if slices not in ("all", "middle", "every_k", "none"):
+        raise ValueError(f"slices must be 'all', 'middle', 'every_k' or 'none', got {slices!r}")
     if every_k < 1:
         raise ValueError(f"every_k must be >= 1, got {every_k}")
     if modality not in MODALITIES:
@@ -210,6 +212,16 @@ def load_clinical(
         pid = r.get("patient_id") or head["patient_id"] or os.path.relpath(path, csv_path.parent)
         anatomy = r.get("anatomy") or "unknown"
         lab = labels.index(r["label"])
+        if slices == "none":
+            if n <= 1:
+                raise ValueError(
+                    f"clinical labels CSV {csv_path}, line {line}: {path} is not a volume; slices='none' keeps"
+                    " volumes whole and needs a NIfTI volume or a DICOM series folder / multi-frame file"
+                )
+            items.append(make_item(path, lab, r["label"], mod, anatomy, pid))
+            if validate:
+                read_image(path, mod, spatial_dims=3)
+            continue
         for k in _pick_slices(n, slices, every_k):
             idx = {index_key: k} if k >= 0 else {}
             item = make_item(path, lab, r["label"], mod, anatomy, pid, **idx)
