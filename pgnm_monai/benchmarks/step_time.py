@@ -5,6 +5,7 @@ Usage::
     python -m pgnm_monai.benchmarks.step_time [--model resnet18 resnet50] [--image-size 128 224]
         [--batch-size 16] [--steps 20] [--warmup 3] [--channels 3] [--classes 6] [--objective reinforce]
         [--device auto|cpu|cuda] [--amp] [--seed 0] [--no-memory] [--classifier monai|torchvision]
+        [--spatial-dims 2|3] [--grid G]
 
 Each step is the real ``monai.engines.SupervisedTrainer`` iteration with its handlers, driven one
 iteration at a time (``ITERATION_STARTED`` -> ``_iteration`` -> ``ITERATION_COMPLETED``, as ignite's
@@ -63,11 +64,25 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def build_trainer(
-    variant: str, classifier: nn.Module, device: torch.device, in_channels: int, objective: str, amp: bool, seed: int
+    variant: str,
+    classifier: nn.Module,
+    device: torch.device,
+    in_channels: int,
+    objective: str,
+    amp: bool,
+    seed: int,
+    spatial_dims: int = 2,
+    grid: int | None = None,
 ) -> SupervisedTrainer:
     """A ``SupervisedTrainer`` of ``classifier`` (SGD lr 0.01, momentum 0.9, wd 1e-4) with the variant's handler."""
     handler = build_arm_handler(
-        device=device, in_channels=in_channels, seed=seed, objective=objective, **VARIANTS[variant]
+        device=device,
+        in_channels=in_channels,
+        spatial_dims=spatial_dims,
+        seed=seed,
+        objective=objective,
+        **VARIANTS[variant],
+        **({"grid": grid} if grid else {}),
     )
     optimizer = torch.optim.SGD(classifier.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     trainer = SupervisedTrainer(
@@ -146,6 +161,8 @@ def measure(
     memory: bool = True,
     variants: tuple[str, ...] = tuple(VARIANTS),
     classifier: str = "monai",
+    spatial_dims: int = 2,
+    grid: int | None = None,
 ) -> dict[str, dict[str, float]]:
     """Time the variants interleaved; returns ``{variant: {median_s, q1_s, q3_s, ratio, peak_mib}}``."""
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else device.replace("auto", "cpu"))
@@ -153,18 +170,19 @@ def measure(
     if classifier == "torchvision":
         import torchvision
 
-        if channels != 3:
-            raise ValueError("--classifier torchvision builds 3-channel networks; use --channels 3")
+        if channels != 3 or spatial_dims != 2:
+            raise ValueError("--classifier torchvision builds 2D 3-channel networks; use --channels 3")
         template = getattr(torchvision.models, model)(num_classes=classes)
     else:
-        template = build_classifier(model, channels, classes)
+        template = build_classifier(model, channels, classes, spatial_dims)
     generator = torch.Generator().manual_seed(seed)
     batch = {
-        "image": torch.randn(batch_size, channels, image_size, image_size, generator=generator).to(dev),
+        "image": torch.randn(batch_size, channels, *(image_size,) * spatial_dims, generator=generator).to(dev),
         "label": torch.randint(0, classes, (batch_size,), generator=generator).to(dev),
     }
     trainers = {
-        v: build_trainer(v, copy.deepcopy(template).to(dev), dev, channels, objective, amp, seed) for v in variants
+        v: build_trainer(v, copy.deepcopy(template).to(dev), dev, channels, objective, amp, seed, spatial_dims, grid)
+        for v in variants
     }
     times: dict[str, list[float]] = {v: [] for v in variants}
     for i in range(warmup + steps):
@@ -223,6 +241,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--spatial-dims", type=int, default=2, choices=[2, 3], help="3: volumes of image-size^3")
+    parser.add_argument("--grid", type=int, default=None, help="mask cells per side (default: the presets' 64)")
     parser.add_argument(
         "--classifier",
         default="monai",
@@ -244,8 +264,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
             results = measure(
                 model, size, args.batch_size, args.steps, args.warmup, args.channels, args.classes,
                 args.objective, args.device, args.amp, args.seed, not args.no_memory, variants, args.classifier,
+                args.spatial_dims, args.grid,
             )  # fmt: skip
-            title = f"{model} ({args.classifier}), {size}x{size}, batch {args.batch_size}"
+            shape = "x".join([str(size)] * args.spatial_dims)
+            title = f"{model} ({args.classifier}), {shape}, batch {args.batch_size}"
             print(format_table(results, title) + "\n", flush=True)
             out[f"{model}@{size}"] = results
     return out
