@@ -9,6 +9,7 @@ from pathlib import Path
 
 import nbformat
 import pandas as pd
+import torch
 import pytest
 from nbclient import NotebookClient
 
@@ -112,6 +113,24 @@ def test_benchmark_command_micro_profile_end_to_end(tmp_path, capsys):
     (out / "probe_runs.csv").unlink()
     assert cli_main(["benchmark", "--profile", "micro", "--output-dir", str(out)]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(out / "probe_runs.csv"), probe)
+
+
+def test_benchmark_command_micro3d_profile_volumes_end_to_end(tmp_path):
+    """The 3D path of the protocol: whole AdrenalMNIST3D volumes, 3D pretrain, 3D probes and fine-tunes."""
+    from pgnm_monai.data.utils import shared_data_dir
+
+    if not (shared_data_dir() / "medmnist" / "adrenalmnist3d.npz").exists():
+        pytest.skip("AdrenalMNIST3D is not in the shared data folder (set PGNM_SHARED_DATA)")
+    out = tmp_path / "micro3d"
+    assert cli_main(["benchmark", "--profile", "micro3d", "--output-dir", str(out)]) == 0
+    runs = pd.read_csv(out / "runs.csv")
+    assert sorted(runs["arm"]) == ["frozen_policy", "none", "pgnm-reinforce"]
+    assert set(runs["n_test"]) == {298}  # one item per test volume
+    probe = pd.read_csv(out / "probe_runs.csv")
+    assert probe.groupby(["arm", "probe"]).size().eq(20).all() and set(probe["n_test"]) == {298}
+    policy = torch.load(out / "pretrain" / "pgnm-reinforce_seed0" / "models" / "policy.pt", weights_only=True)
+    assert policy["base_alpha"].shape == (1, 4**3)
+    assert (out / "masks.png").stat().st_size > 1000  # middle slices of the volumes and of their 3D masks
 
 
 @pytest.mark.slow

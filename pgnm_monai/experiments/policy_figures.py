@@ -29,6 +29,7 @@ __all__ = [
     "last_epoch_means",
     "load_policy",
     "mask_figure",
+    "middle_slice",
     "policy_curves_figure",
     "read_pretrain_curves",
 ]
@@ -126,11 +127,13 @@ def collapse_figure(frame: pd.DataFrame, arms: Sequence[str] = ("none", "pgnm-pa
 def load_policy(run_dir: str | Path | None, settings: dict[str, Any], seed: int = 0) -> torch.nn.Module:
     """The policy of a pretrain run (``models/policy.pt``), or the seeded initialisation when ``run_dir`` is None.
 
-    ``settings``: the pretrain bundle ids that shape the policy (``in_channels``, ``grid``, ``kernel_size``,
-    ``sigma``, ``policy_trunk``, ``policy_input_size``); ``seed``: the pretrain seed (the initialisation).
+    ``settings``: the pretrain bundle ids that shape the policy (``in_channels``, ``spatial_dims``, ``grid``,
+    ``kernel_size``, ``sigma``, ``policy_trunk``, ``policy_input_size``); ``seed``: the pretrain seed (the
+    initialisation).
     """
     policy = build_policy_handler(
         in_channels=int(settings.get("in_channels", 1)),
+        spatial_dims=int(settings.get("spatial_dims", 2)),
         grid=int(settings["grid"]),
         kernel_size=int(settings["kernel_size"]),
         sigma=float(settings["sigma"]),
@@ -145,12 +148,20 @@ def load_policy(run_dir: str | Path | None, settings: dict[str, Any], seed: int 
 
 @torch.no_grad()
 def expected_mask(policy: torch.nn.Module, image: torch.Tensor) -> np.ndarray:
-    """The expected mask ``E[m] = alpha / (alpha + beta)`` of one ``(C, H, W)`` image, upsampled and blurred."""
+    """The expected mask ``E[m] = alpha / (alpha + beta)`` of one ``(C, H, W)`` image, upsampled and blurred.
+
+    For a volume ``(C, D, H, W)``: the 3D mask's middle slice along the first spatial axis (as :func:`middle_slice`).
+    """
     policy.eval()
     alpha, beta = policy(image[None].float())
     cells = alpha / (alpha + beta)
     mask = cells_to_mask(cells, policy.grid, tuple(image.shape[1:]), policy.kernel_size, policy.sigma)
-    return mask[0, 0].cpu().numpy()
+    return middle_slice(mask[0, 0]).cpu().numpy()
+
+
+def middle_slice(image: torch.Tensor) -> torch.Tensor:
+    """A 2D picture of an image: itself, or a volume's middle slice along its first axis."""
+    return image[image.shape[0] // 2] if image.ndim == 3 else image
 
 
 def mask_figure(images: dict[str, torch.Tensor], policies: dict[str, torch.nn.Module], title: str = ""):
@@ -162,7 +173,7 @@ def mask_figure(images: dict[str, torch.Tensor], policies: dict[str, torch.nn.Mo
         len(policies) + 1, len(names), figsize=(2.3 * len(names), 2.2 * (len(policies) + 1)), squeeze=False
     )
     for j, name in enumerate(names):
-        axes[0][j].imshow(images[name][0].cpu().numpy(), cmap="gray")
+        axes[0][j].imshow(middle_slice(images[name][0]).cpu().numpy(), cmap="gray")
         axes[0][j].set_title(name, fontsize=8)
         for i, (label, policy) in enumerate(policies.items(), start=1):
             shown = axes[i][j].imshow(expected_mask(policy, images[name]), cmap="viridis", vmin=0, vmax=1)

@@ -107,16 +107,18 @@ PROBES: dict[str, Callable[[], Pipeline]] = {"linear": _linear_probe, "centroid"
 # ---------------------------------------------------------------------------------------------- features
 
 
-def preprocess(items: Sequence[Mapping], image_size: int, in_channels: int) -> torch.Tensor:
-    """Every item through the evaluation chain: a float32 ``(len(items), in_channels, S, S)`` tensor."""
+def preprocess(items: Sequence[Mapping], image_size: int, in_channels: int, spatial_dims: int = 2) -> torch.Tensor:
+    """Every item through the evaluation chain: a float32 ``(len(items), in_channels, S, S[, S])`` tensor."""
     from pgnm_monai.transforms import eval_transforms, meta_tracking
 
-    chain = eval_transforms(image_size=int(image_size), channels=int(in_channels))
+    chain = eval_transforms(image_size=int(image_size), channels=int(in_channels), spatial_dims=int(spatial_dims))
     with meta_tracking(False):
         return torch.stack([chain(dict(it))["image"] for it in items])
 
 
-def feature_extractor(checkpoint: str | os.PathLike, network: str, in_channels: int) -> tuple[nn.Module, int]:
+def feature_extractor(
+    checkpoint: str | os.PathLike, network: str, in_channels: int, spatial_dims: int = 2
+) -> tuple[nn.Module, int]:
     """The classifier of ``checkpoint`` with its head replaced by ``nn.Identity`` (penultimate features).
 
     The class count of the pretraining set is read from the head's weight in the state dict.
@@ -132,7 +134,7 @@ def feature_extractor(checkpoint: str | os.PathLike, network: str, in_channels: 
     if len(head_weight) != 1:
         raise ValueError(f"{checkpoint}: expected one head weight under {heads} for network {network!r}.")
     num_classes = int(state[head_weight[0]].shape[0])
-    model = build_classifier(network, in_channels, num_classes)
+    model = build_classifier(network, in_channels, num_classes, spatial_dims)
     model.load_state_dict(state)
     for prefix in heads:  # e.g. "fc." -> model.fc; "class_layers.out." -> model.class_layers.out
         *parents, leaf = prefix.rstrip(".").split(".")
@@ -151,6 +153,7 @@ def extract_features(
     in_channels: int,
     batch_size: int = 64,
     device: str | torch.device | None = None,
+    spatial_dims: int = 2,
 ) -> np.ndarray:
     """Penultimate features ``(len(items), F)`` (float64) of ``model`` (see :func:`feature_extractor`).
 
@@ -161,9 +164,10 @@ def extract_features(
         in_channels: image channels.
         batch_size: images per forward pass.
         device: where the model runs (default: CUDA when available, else CPU).
+        spatial_dims: 2 (images) or 3 (volumes).
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    images = items if isinstance(items, torch.Tensor) else preprocess(items, image_size, in_channels)
+    images = items if isinstance(items, torch.Tensor) else preprocess(items, image_size, in_channels, spatial_dims)
     model = model.to(device).eval()
     out = [model(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
     return torch.cat(out).flatten(1).numpy().astype(np.float64)
@@ -270,6 +274,7 @@ def run_probe(
     batch_size: int = 64,
     device: str | torch.device | None = None,
     n_jobs: int = -1,
+    spatial_dims: int = 2,
 ) -> pd.DataFrame:
     """Probe every pretrained model on every task; write ``<output_dir>/probe_runs.csv`` (atomically).
 
@@ -291,6 +296,7 @@ def run_probe(
         batch_size: images per forward pass of the feature extraction.
         device: where the feature extraction runs (default: CUDA when available, else CPU).
         n_jobs: processes fitting the probes (joblib; -1: one per CPU core). The rows do not depend on it.
+        spatial_dims: 2 (images) or 3 (volumes: 3D models on whole volumes).
 
     Returns:
         the rows of ``probe_runs.csv`` (columns :data:`RUN_COLUMNS`), deterministic for fixed arguments.
@@ -314,6 +320,7 @@ def run_probe(
         "network": network,
         "image_size": int(image_size),
         "in_channels": int(in_channels),
+        **({"spatial_dims": 3} if int(spatial_dims) == 3 else {}),  # 2D keys unchanged: cached rows stay valid
     }
     digests = {key: hashlib.sha1(path.read_bytes()).hexdigest() for key, path in models.items()}
     parts: list[pd.DataFrame] = []
@@ -328,14 +335,14 @@ def run_probe(
             splits = {
                 s: load_data(task.kind, task.dataset_dir, s, options=dict(task.options)) for s in ("train", "test")
             }
-            images = {s: preprocess(dl.items, image_size, in_channels) for s, dl in splits.items()}  # decoded once
+            images = {s: preprocess(dl.items, image_size, in_channels, spatial_dims) for s, dl in splits.items()}
             labels = {s: np.array([int(it[LABEL]) for it in dl.items]) for s, dl in splits.items()}
             sizes = [int(n) for n in shots if int(n) <= len(labels["train"])]
             if len(sizes) < len(shots):
                 logger.warning("task %s: shots above its %d training items skipped", task.name, len(labels["train"]))
             episodes = {n: draw_episodes(labels["train"], n, n_episodes, seed) for n in sizes}
         for arm, pseed in todo:
-            model, _ = feature_extractor(models[(arm, pseed)], network, in_channels)
+            model, _ = feature_extractor(models[(arm, pseed)], network, in_channels, spatial_dims)
             feats = {s: extract_features(model, images[s], image_size, in_channels, batch_size, device) for s in images}
             rows = []
             for n in sizes:

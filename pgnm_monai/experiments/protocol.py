@@ -78,6 +78,34 @@ PROFILES: dict[str, dict[str, Any]] = {
         "pretrain": "embedded",
         "tasks": ("embedded",),
     },
+    # the 3D path end to end in about a minute: whole AdrenalMNIST3D volumes, a G^3 policy, 3D probes and fine-tunes.
+    # A smoke test, not an unseen-concept evaluation: it pretrains on the task's own training volumes.
+    "micro3d": {
+        "arms": ("none", "pgnm-reinforce", "frozen_policy"),
+        "pretrain_seeds": (0,),
+        "finetune_seeds": (0,),
+        "shots": (16,),
+        "spatial_dims": 3,
+        "image_size": 16,
+        "network": "small",
+        "policy_trunk": "small",
+        "grid": 4,
+        "kernel_size": 3,
+        "sigma": 1.0,
+        "batch_size": 8,
+        "pretrain_epochs": 1,
+        "pretrain_lr": 0.05,
+        "pretrain_items": 64,
+        "finetune_epochs": 2,
+        "warmup_epochs": 1,
+        "finetune_lr": 0.001,
+        "val_items": 16,
+        "probe_shots": (8,),
+        "probe_episodes": 20,
+        "pretrain": "adrenalmnist3d",
+        "pretrain_options": {"slices": "none"},
+        "tasks": ("adrenalmnist3d",),
+    },
     # <= 60 min on 2 CPU cores (measured: ~0.6 s per ResNet-10t step at 32 px, batch 64): 3,000 MedNIST
     # images x 3 epochs per pretrained model (10 models), 2 tasks x N in {32, 128} x 2 fine-tune seeds
     "quick": {
@@ -196,6 +224,9 @@ def default_tasks(names: Sequence[str], data_dir: Path | None = None) -> list[Ta
         "breastmnist": Task("breastmnist", "medmnist", str(root / "medmnist" / "breastmnist.npz")),
         "pneumoniamnist": Task("pneumoniamnist", "medmnist", str(root / "medmnist" / "pneumoniamnist.npz")),
         "retinamnist": Task("retinamnist", "medmnist", str(root / "medmnist" / "retinamnist.npz")),
+        "adrenalmnist3d": Task(
+            "adrenalmnist3d", "medmnist", str(root / "medmnist" / "adrenalmnist3d.npz"), {"slices": "none"}
+        ),
         "brain_tumor_mri": Task(
             "brain_tumor_mri",
             "image_folder",
@@ -216,9 +247,13 @@ def default_tasks(names: Sequence[str], data_dir: Path | None = None) -> list[Ta
 
 
 def pretrain_source(name: str, data_dir: Path | None = None) -> tuple[str | None, str | None]:
-    """``(dataset_kind, dataset_dir)`` of a profile's named pretraining set (``embedded`` or ``mednist``)."""
+    """``(dataset_kind, dataset_dir)`` of a profile's named pretraining set (``embedded``, ``mednist`` or a
+    MedMNIST file name under ``medmnist/``, e.g. ``adrenalmnist3d``)."""
     if name == "embedded":
         return None, None
+    medmnist = (Path(data_dir) if data_dir else shared_data_dir()) / "medmnist" / f"{name}.npz"
+    if medmnist.exists():
+        return "medmnist", str(medmnist)
     if name == "mednist":
         path = (Path(data_dir) if data_dir else shared_data_dir()) / "mednist" / "MedNIST.tar.gz"
         if not path.exists():
@@ -297,6 +332,7 @@ def run_protocol(
         "image_size": cfg["image_size"],
         "batch_size": cfg["batch_size"],
         "in_channels": 1,
+        "spatial_dims": cfg.get("spatial_dims", 2),
         "progress_bar": False,
     }
     started = time.perf_counter()
@@ -320,6 +356,7 @@ def run_protocol(
             lr=cfg["pretrain_lr"],
             dataset_dir=pre_dir,
             dataset_kind=pre_kind,
+            dataset_options=dict(cfg.get("pretrain_options", {})),
             max_train_items=cfg["pretrain_items"],
             max_val_items=cfg["val_items"],
             grid=cfg["grid"],
@@ -346,6 +383,7 @@ def run_protocol(
             network=cfg["network"],
             image_size=cfg["image_size"],
             in_channels=1,
+            spatial_dims=cfg.get("spatial_dims", 2),
         )
         sections.append(probe.probe_report_markdown(probe.write_probe_report(probe_frame, out)))
         learned = [a for a in cfg["arms"] if ARMS[a].mechanism == "pgnm" and a != "frozen_policy"]
@@ -474,7 +512,7 @@ def pretraining_section(out: Path, cfg: dict[str, Any], tasks: Sequence[Task]) -
         if arm is None or (run / "models" / "policy.pt").is_file():
             policies[label] = policy_figures.load_policy(run, cfg, seed=seed)
     if len(policies) > 1:
-        chain = eval_transforms(image_size=cfg["image_size"], channels=1)
+        chain = eval_transforms(image_size=cfg["image_size"], channels=1, spatial_dims=cfg.get("spatial_dims", 2))
         images = {}
         for task in tasks:
             item = load_data(task.kind, task.dataset_dir, "test", options=dict(task.options)).items[0]
