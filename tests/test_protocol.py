@@ -115,7 +115,8 @@ def test_benchmark_command_micro_profile_end_to_end(tmp_path, capsys):
     pd.testing.assert_frame_equal(pd.read_csv(out / "probe_runs.csv"), probe)
 
 
-def test_benchmark_command_micro3d_profile_volumes_end_to_end(tmp_path):
+@pytest.mark.slow
+def test_benchmark_command_micro3d_profile_volumes_end_to_end(tmp_path, monkeypatch):
     """The 3D path of the protocol: whole AdrenalMNIST3D volumes, 3D pretrain, 3D probes and fine-tunes."""
     from pgnm_monai.data.utils import shared_data_dir
 
@@ -131,6 +132,13 @@ def test_benchmark_command_micro3d_profile_volumes_end_to_end(tmp_path):
     policy = torch.load(out / "pretrain" / "pgnm-reinforce_seed0" / "models" / "policy.pt", weights_only=True)
     assert policy["base_alpha"].shape == (1, 4**3)
     assert (out / "masks.png").stat().st_size > 1000  # middle slices of the volumes and of their 3D masks
+    # the notebook on the 3D run: it draws the trained 3D policies' mask slices itself
+    monkeypatch.setenv("PGNM_RESULTS_DIR", str(out))
+    notebook = nbformat.read(ROOT / "notebooks" / "per_modality_results.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert "mask figure the protocol saved" not in "".join(o.get("text", "") for o in outputs)
 
 
 @pytest.mark.slow
