@@ -176,12 +176,17 @@ def metrics_report(
 
 
 def _scalar_fn(metric: str) -> Callable[[torch.Tensor, torch.Tensor], float]:
+    """One scalar of :func:`classification_metrics`, computing only what it needs (no AUROC for a label metric)."""
+
     def compute(y_pred: torch.Tensor, y: torch.Tensor) -> float:
         if metric == "auroc":
             return auroc(y, y_pred)
+        labels, prob = _labels(y), to_probabilities(y_pred)
+        if len(labels) == 0:
+            return math.nan
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return float(classification_metrics(y, y_pred)[metric])
+            return float(label_metrics(labels, prob.argmax(axis=1))[metric])
 
     return compute
 

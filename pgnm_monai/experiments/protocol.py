@@ -430,6 +430,7 @@ def run_protocol(
             few_shot_seed=fseed,
             max_val_items=cfg["val_items"],
             val_interval=cfg.get("finetune_val_interval", 1),
+            checkpoint_interval=cfg["finetune_epochs"],  # a few-second run: one training state, at its end
             **ft,
         )
         report = runner.evaluate(ft_root, **ft)
