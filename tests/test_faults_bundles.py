@@ -255,7 +255,7 @@ def test_evaluate_refuses_data_of_another_label_map(tmp_path):
         pytest.param({"trian#trainer#amp": True}, "'trian' is not defined in .*did you mean 'train'", id="section"),
         pytest.param(
             {"train#preprocessing#transforms#9#prob": 0.0},
-            "'train#preprocessing#transforms' is a list of 5 items, which has no item '9'",
+            "'train#preprocessing#transforms' is a list of 6 items, which has no item '9'",
             id="item",
         ),
     ],

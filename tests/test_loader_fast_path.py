@@ -28,7 +28,6 @@ from pgnm_monai.transforms import (
 )
 
 
-
 def _pil_pixels(path) -> np.ndarray:
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import nbformat
 import pandas as pd
-import torch
 import pytest
+import torch
 from nbclient import NotebookClient
 
 from pgnm_monai.cli import main as cli_main
@@ -88,6 +88,7 @@ def test_benchmark_command_micro_profile_end_to_end(tmp_path, capsys):
     assert expected | {"finetune_seconds", "pretrain_seconds", "commit", "config"} <= set(runs.columns)
     assert any(c.startswith("macro_f1[") for c in runs.columns)  # per-modality values
     assert sorted(runs["arm"]) == ["frozen_policy", "none", "pgnm-reinforce"] and set(runs["n"]) == {16}
+    assert any((out / "cache").iterdir())  # image files: preprocessed once, on disk, for every fine-tune
     report = (out / "report.md").read_text()
     for section in ("## Macro-F1 after fine-tuning", "## Macro-F1: arm − baseline", "## Win / tie / loss", "command:"):
         assert section in report
@@ -127,6 +128,7 @@ def test_benchmark_command_micro3d_profile_volumes_end_to_end(tmp_path, monkeypa
     runs = pd.read_csv(out / "runs.csv")
     assert sorted(runs["arm"]) == ["frozen_policy", "none", "pgnm-reinforce"]
     assert set(runs["n_test"]) == {298}  # one item per test volume
+    assert not (out / "cache").exists()  # MedMNIST arrays: nothing to decode, no on-disk cache
     probe = pd.read_csv(out / "probe_runs.csv")
     assert probe.groupby(["arm", "probe"]).size().eq(20).all() and set(probe["n_test"]) == {298}
     policy = torch.load(out / "pretrain" / "pgnm-reinforce_seed0" / "models" / "policy.pt", weights_only=True)

@@ -38,8 +38,8 @@ PRESET_INPUT_SIZES: dict[str, int | None] = {"paper": None, "fast": 16}
 
 
 def _pretrain(out: Path, preset: str, seed: int, cfg: dict, data: tuple[str, str]) -> Path:
-    from pgnm_monai.experiments import runner
     from pgnm_monai.data.utils import atomic_write_text
+    from pgnm_monai.experiments import runner
 
     run = out / "pretrain" / f"{preset}_seed{seed}"
     if (run / "done.json").is_file():
@@ -107,9 +107,9 @@ def main(argv: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     import matplotlib.pyplot as plt
 
     from pgnm_monai.config_helpers import load_data
+    from pgnm_monai.data.utils import atomic_save_figure, atomic_write_text
     from pgnm_monai.experiments import policy_figures
     from pgnm_monai.experiments.protocol import PROFILES, pretrain_source
-    from pgnm_monai.data.utils import atomic_save_figure, atomic_write_text
     from pgnm_monai.transforms import eval_transforms, meta_tracking
 
     cfg = PROFILES[args.profile]
@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     for (ka, a), (kb, b) in itertools.combinations(means.items(), 2):
         kind = "same preset, other seed" if ka[0] == kb[0] else ("paper vs fast, same seed" if ka[1] == kb[1] else "")
         if kind:
-            rows.append({"a": f"{ka[0]}_seed{ka[1]}", "b": f"{kb[0]}_seed{kb[1]}", "pair": kind, **mask_agreement(a, b)})
+            pair = {"a": f"{ka[0]}_seed{ka[1]}", "b": f"{kb[0]}_seed{kb[1]}", "pair": kind}
+            rows.append({**pair, **mask_agreement(a, b)})
     agreement = pd.DataFrame(rows)
     atomic_write_text(out / "preset_masks.csv", agreement.to_csv(index=False))
     last = curves[curves["epoch"] == curves["epoch"].max()].groupby("preset")[list(columns)].mean()

@@ -405,6 +405,7 @@ def run_protocol(
         for pseed in cfg.get("finetune_pretrain_seeds") or cfg["pretrain_seeds"]
     ]
     rows = frame.to_dict("records") if len(frame) else []
+    use_cache = cfg.get("finetune_cache", True)
     for task, n, fseed, arm, pseed in tqdm(jobs, desc="fine-tune", unit="run"):
         key = (arm, str(pseed), task.name, str(n), str(fseed))
         if key in done:
@@ -416,8 +417,9 @@ def run_protocol(
             "dataset_kind": task.kind,
             "dataset_options": dict(task.options),
             "seed": fseed,
-            # each task decoded once, for every arm, seed and N (``finetune_cache: False``: decoded per run)
-            "cache_dir": os.fspath(out / "cache") if cfg.get("finetune_cache", True) else None,
+            # image files: decoded once for every arm, seed and N (``finetune_cache: False``: decoded per run);
+            # MedMNIST arrays have nothing to decode, and reading cached tensors back costs more than the chain
+            "cache_dir": os.fspath(out / "cache") if use_cache and task.kind != "medmnist" else None,
             **common,
         }
         runner.finetune(
