@@ -40,34 +40,14 @@ PRESET_INPUT_SIZES: dict[str, int | None] = {"paper": None, "fast": 16}
 def _pretrain(out: Path, preset: str, seed: int, cfg: dict, data: tuple[str, str]) -> Path:
     from pgnm_monai.data.utils import atomic_write_text
     from pgnm_monai.experiments import runner
+    from pgnm_monai.experiments.protocol import pretrain_settings
 
     run = out / "pretrain" / f"{preset}_seed{seed}"
     if (run / "done.json").is_file():
         return run
     t0 = time.perf_counter()
-    runner.pretrain(
-        run,
-        arm="pgnm-reinforce",
-        seed=seed,
-        epochs=cfg["pretrain_epochs"],
-        lr=cfg["pretrain_lr"],
-        dataset_kind=data[0],
-        dataset_dir=data[1],
-        max_train_items=cfg["pretrain_items"],
-        max_val_items=cfg["val_items"],
-        grid=cfg["grid"],
-        kernel_size=cfg["kernel_size"],
-        sigma=cfg["sigma"],
-        policy_trunk=cfg["policy_trunk"],
-        policy_input_size=PRESET_INPUT_SIZES[preset],
-        network=cfg["network"],
-        image_size=cfg["image_size"],
-        batch_size=cfg["batch_size"],
-        in_channels=1,
-        progress_bar=False,
-        tensorboard=False,
-        **cfg.get("pretrain_overrides", {}),
-    )
+    settings = {**pretrain_settings(cfg, *data), "policy_input_size": PRESET_INPUT_SIZES[preset]}
+    runner.pretrain(run, arm="pgnm-reinforce", seed=seed, **settings)
     atomic_write_text(run / "done.json", json.dumps({"seconds": round(time.perf_counter() - t0, 1)}) + "\n")
     return run
 

@@ -24,7 +24,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ __all__ = [
     "default_tasks",
     "git_commit",
     "parse_task",
+    "pretrain_settings",
     "pretrain_source",
     "pretraining_section",
     "run_protocol",
@@ -264,6 +265,39 @@ def pretrain_source(name: str, data_dir: Path | None = None) -> tuple[str | None
     raise ValueError(f"unknown pretraining set {name!r}: use 'embedded', 'mednist' or --pretrain-dir with a kind.")
 
 
+def _bundle_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The bundle ids a profile sets for every stage (pretrain, fine-tune, evaluate)."""
+    return {
+        "network": cfg["network"],
+        "image_size": cfg["image_size"],
+        "batch_size": cfg["batch_size"],
+        "in_channels": 1,
+        "spatial_dims": cfg.get("spatial_dims", 2),
+        "progress_bar": False,
+    }
+
+
+def pretrain_settings(cfg: Mapping[str, Any], dataset_kind: str | None, dataset_dir: str | None) -> dict[str, Any]:
+    """The pretrain bundle's overrides for a profile's settings ``cfg``: everything but ``arm`` and ``seed``."""
+    return {
+        "epochs": cfg["pretrain_epochs"],
+        "lr": cfg["pretrain_lr"],
+        "dataset_dir": dataset_dir,
+        "dataset_kind": dataset_kind,
+        "dataset_options": dict(cfg.get("pretrain_options", {})),
+        "max_train_items": cfg["pretrain_items"],
+        "max_val_items": cfg["val_items"],
+        "grid": cfg["grid"],
+        "kernel_size": cfg["kernel_size"],
+        "sigma": cfg["sigma"],
+        "policy_trunk": cfg["policy_trunk"],
+        "policy_input_size": cfg.get("policy_input_size"),
+        "tensorboard": False,
+        **_bundle_settings(cfg),
+        **cfg.get("pretrain_overrides", {}),
+    }
+
+
 def git_commit() -> str:
     """The project's current commit (``unknown`` outside a git checkout)."""
     try:
@@ -327,14 +361,7 @@ def run_protocol(
     frame = pd.read_csv(runs_csv) if runs_csv.exists() else pd.DataFrame()
     done = {tuple(r) for r in frame[list(KEY)].astype(str).itertuples(index=False)} if len(frame) else set()
     commit = git_commit()
-    common = {
-        "network": cfg["network"],
-        "image_size": cfg["image_size"],
-        "batch_size": cfg["batch_size"],
-        "in_channels": 1,
-        "spatial_dims": cfg.get("spatial_dims", 2),
-        "progress_bar": False,
-    }
+    common = _bundle_settings(cfg)
     started = time.perf_counter()
 
     from tqdm.auto import tqdm
@@ -348,26 +375,7 @@ def run_protocol(
             pretrain_seconds[(arm, seed)] = json.loads(marker.read_text())["seconds"]
             continue
         t0 = time.perf_counter()
-        runner.pretrain(
-            pre_root,
-            arm=arm,
-            seed=seed,
-            epochs=cfg["pretrain_epochs"],
-            lr=cfg["pretrain_lr"],
-            dataset_dir=pre_dir,
-            dataset_kind=pre_kind,
-            dataset_options=dict(cfg.get("pretrain_options", {})),
-            max_train_items=cfg["pretrain_items"],
-            max_val_items=cfg["val_items"],
-            grid=cfg["grid"],
-            kernel_size=cfg["kernel_size"],
-            sigma=cfg["sigma"],
-            policy_trunk=cfg["policy_trunk"],
-            policy_input_size=cfg.get("policy_input_size"),
-            tensorboard=False,
-            **common,
-            **cfg.get("pretrain_overrides", {}),
-        )
+        runner.pretrain(pre_root, arm=arm, seed=seed, **pretrain_settings(cfg, pre_kind, pre_dir))
         pretrain_seconds[(arm, seed)] = round(time.perf_counter() - t0, 1)
         atomic_write_text(marker, json.dumps({"seconds": pretrain_seconds[(arm, seed)], "commit": commit}) + "\n")
 
