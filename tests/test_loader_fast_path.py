@@ -146,3 +146,12 @@ def test_to_channels_matches_loading_with_channels(image_files):
             assert torch.equal(ToChannels(channels)(stored), torch.from_numpy(expected))
     with pytest.raises(ValueError, match="channels must be 1 or 3"):
         ToChannels(2)
+
+
+def test_a_failed_bundle_run_restores_metadata_tracking(tmp_path):
+    """The bundles switch MONAI's metadata tracking off at initialize; a run that fails after that restores it."""
+    from pgnm_monai.experiments.runner import run_bundle
+
+    with pytest.raises(ValueError, match="arm"):
+        run_bundle("pgnm_pretrain", "train", bundle_root=str(tmp_path), arm="bogus", network="small", image_size=32)
+    assert get_track_meta()

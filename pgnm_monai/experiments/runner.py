@@ -114,8 +114,11 @@ def run_bundle(bundle: str, stage: str, **overrides: Any):
 
     Raises:
         the error under MONAI's "Failed to evaluate/instantiate" wrapper (see
-        :func:`pgnm_monai.config_helpers.root_error`); the run lock is released first.
+        :func:`pgnm_monai.config_helpers.root_error`); the run lock is released and MONAI's metadata tracking
+        restored first (``finalize`` does both after a run that succeeds).
     """
+    from monai.data import set_track_meta
+
     from pgnm_monai.config_helpers import root_error
 
     wf = make_workflow(bundle, stage, **overrides)
@@ -125,6 +128,7 @@ def run_bundle(bundle: str, stage: str, **overrides: Any):
     except Exception as e:
         error = root_error(e)
         _release_run_lock(wf)
+        set_track_meta(True)  # what finalize restores: the bundles switch MONAI's metadata tracking off
         if error is e:
             raise
     else:
