@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--no-cache",
         action="store_true",
-        help="fine-tunes decode every image again instead of sharing <output-dir>/cache (to measure the cache)",
+        help="fine-tunes on image-file tasks preprocess their items again instead of sharing <output-dir>/cache",
     )
     bench.set_defaults(func=_benchmark)
 

@@ -160,7 +160,7 @@ _TO_RGB = ("P", "PA", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
 def _decode_8bit(path: str) -> np.ndarray | None:
     """Decode an 8-bit grey or RGB JPEG/PNG with TorchCodec (libjpeg-turbo/libpng, no Python parsing).
 
-    The fast path of :func:`_read_pil`: about three times as fast on small images, with the same pixels as
+    The fast path of :func:`_read_pil`: two to three times as fast on small images, with the same pixels as
     Pillow (both decode with the same libraries and settings; ``tests/test_loader_fast_path.py`` compares them).
     Every other case (palette, alpha, 16-bit, CMYK, BMP/TIFF/GIF, damaged files, TorchCodec not installed)
     returns ``None`` and goes through Pillow, which applies step 1 of the pixel rule and names the file in its

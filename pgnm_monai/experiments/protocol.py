@@ -248,21 +248,25 @@ def default_tasks(names: Sequence[str], data_dir: Path | None = None) -> list[Ta
 
 
 def pretrain_source(name: str, data_dir: Path | None = None) -> tuple[str | None, str | None]:
-    """``(dataset_kind, dataset_dir)`` of a profile's named pretraining set (``embedded``, ``mednist`` or a
-    MedMNIST file name under ``medmnist/``, e.g. ``adrenalmnist3d``)."""
+    """``(dataset_kind, dataset_dir)`` of a profile's named pretraining set: ``embedded``, ``mednist`` (the
+    tarball) or the name of a MedMNIST file under ``medmnist/`` (e.g. ``adrenalmnist3d``)."""
     if name == "embedded":
         return None, None
-    medmnist = (Path(data_dir) if data_dir else shared_data_dir()) / "medmnist" / f"{name}.npz"
-    if medmnist.exists():
-        return "medmnist", str(medmnist)
+    root = Path(data_dir) if data_dir else shared_data_dir()
     if name == "mednist":
-        path = (Path(data_dir) if data_dir else shared_data_dir()) / "mednist" / "MedNIST.tar.gz"
+        path = root / "mednist" / "MedNIST.tar.gz"
         if not path.exists():
             raise FileNotFoundError(
                 f"the MedNIST pretraining set is not at {path}; give --pretrain-dir/--pretrain-kind."
             )
         return "mednist", str(path)
-    raise ValueError(f"unknown pretraining set {name!r}: use 'embedded', 'mednist' or --pretrain-dir with a kind.")
+    medmnist = root / "medmnist" / f"{name}.npz"
+    if medmnist.exists():
+        return "medmnist", str(medmnist)
+    raise ValueError(
+        f"unknown pretraining set {name!r}: use 'embedded', 'mednist', a MedMNIST file name under {root / 'medmnist'}"
+        " or --pretrain-dir with a kind."
+    )
 
 
 def _bundle_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:

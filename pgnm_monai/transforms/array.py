@@ -29,6 +29,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from monai.config import NdarrayOrTensor
 from monai.data.meta_obj import get_track_meta
 from monai.transforms import Randomizable, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy, convert_to_tensor
@@ -234,7 +235,8 @@ class ToChannels(Transform):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
         self.channels = channels
 
-    def __call__(self, img):
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        """``img`` ``(C, *spatial)`` with :attr:`channels` channels (itself when it has them already)."""
         if img.shape[0] == self.channels:
             return img
         if self.channels == 3 and img.shape[0] == 1 and isinstance(img, torch.Tensor):
