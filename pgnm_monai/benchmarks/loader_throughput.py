@@ -101,11 +101,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     "torchvision": lambda w=w, tvds=tvds: DataLoader(
                         Subset(tvds, tv_pick), batch_size=a.batch_size, num_workers=w
                     ),
+                    "rates": {"pgnm_monai": [], "torchvision": []},
                 }
             )
     # one interleaved run: every round measures each configuration's two loaders back to back, in alternating
     # order, so drifts in machine load hit both sides of a ratio alike
-    rates: dict[tuple[str, int, str], list[float]] = {}
     with meta_tracking(False):  # as the bundles run the chains (track_meta: false)
         for r in range(a.warmup + a.rounds):
             for cfg in configs:
@@ -113,11 +113,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 for side in order:
                     rate = measure(cfg[side](), n)
                     if r >= a.warmup:
-                        rates.setdefault((cfg["chain"], cfg["workers"], side), []).append(rate)
+                        cfg["rates"][side].append(rate)
     rows = []
     for cfg in configs:
-        ours_r = np.array(rates[(cfg["chain"], cfg["workers"], "pgnm_monai")])
-        theirs_r = np.array(rates[(cfg["chain"], cfg["workers"], "torchvision")])
+        ours_r, theirs_r = (np.array(cfg["rates"][side]) for side in ("pgnm_monai", "torchvision"))
         ratios = ours_r / theirs_r
         rows.append(
             {
