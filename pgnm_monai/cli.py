@@ -49,8 +49,23 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed,
         dataset_dir=args.dataset_dir,
         dataset_kind=args.dataset_kind,
+        dataset_options=args.dataset_options,
+        spatial_dims=args.spatial_dims,
+        grid=args.grid,
+        spacing=args.spacing,
     )
     return 0
+
+
+def _json_object(text: str) -> dict:
+    """``--dataset-options``: a JSON object (argparse reports the error with the option's name)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f'expected a JSON object such as \'{{"slices": "none"}}\', got {text!r}: {e}')
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
 
 
 def _benchmark(args: argparse.Namespace) -> int:
@@ -111,6 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=d["seed"], help=bundle)
     run.add_argument("--dataset-dir", default=d["dataset_dir"], help="default: the embedded DICOM/NIfTI set")
     run.add_argument("--dataset-kind", default=d["dataset_kind"], choices=KINDS)
+    run.add_argument(
+        "--dataset-options", type=_json_object, default=d["dataset_options"],
+        help='loader options as JSON, e.g. \'{"slices": "none"}\' (whole volumes)',
+    )  # fmt: skip
+    run.add_argument("--spatial-dims", type=int, choices=(2, 3), default=d["spatial_dims"], help=f"3: volumes {bundle}")
+    run.add_argument("--grid", type=int, default=d["grid"], help=f"mask cells per side (G³ in 3D) {bundle}")
+    run.add_argument(
+        "--spacing", type=float, nargs="+", default=d["spacing"], help="volumes: resample to this voxel spacing (mm)"
+    )
     run.set_defaults(func=_run)
 
     d = _defaults(run_protocol)

@@ -35,12 +35,17 @@ whose first bytes are not those of a PNG, JPEG, BMP, TIFF or GIF file (e.g. a te
 Volumes: ``slice_index`` picks a slice along the last spatial axis of a NIfTI / DICOM series volume
 (axis 0 of a 3D array, as MedMNIST stores (D, H, W)); ``frame_index`` a frame of a multi-frame DICOM
 (or the time point of a 4D NIfTI, 0 by default).
+
+**Voxel spacing.** With ``spacing`` set, :func:`read_image` resamples a whole volume (``spatial_dims=3``) to that
+voxel spacing in mm with MONAI's ``Spacing`` (trilinear, from the reader's affine) after the intensities are
+scaled. Only NIfTI/MGH files and DICOM series folders carry a spacing; any other source is refused, by name.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +67,7 @@ __all__ = [
     "read_image",
     "read_dicom",
     "read_nifti",
+    "resample_to_spacing",
     "scale_intensity",
     "to_channels",
     "volume_shape",
@@ -212,7 +218,8 @@ def read_dicom(path: str) -> tuple[np.ndarray, dict]:
 
     Returns:
         the array (2D ``(H, W)``, RGB ``(H, W, 3)``, multi-frame ``(F, H, W[, 3])`` or series ``(H, W, N)``)
-        after rescale, palette expansion and MONOCHROME1 inversion; and a small header dict.
+        after rescale, palette expansion and MONOCHROME1 inversion; and a small header dict (with the reader's
+        ``affine`` of the array, ``None`` for palette images).
     """
     import pydicom
     from monai.data import PydicomReader
@@ -226,6 +233,7 @@ def read_dicom(path: str) -> tuple[np.ndarray, dict]:
                 raise ValueError(f"DICOM series folder {path}: entry {f} {problem}; a series folder holds files only")
         if not any(pydicom.misc.is_dicom(str(f)) for f in entries):
             raise ValueError(f"DICOM series folder {path} contains no DICOM file")
+    affine = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -239,8 +247,8 @@ def read_dicom(path: str) -> tuple[np.ndarray, dict]:
                 if arr.dtype == np.uint16 and int(first.get("BitsAllocated", 8)) == 8:
                     arr = (arr // 257).astype(np.uint8)
             else:
-                arr, _ = reader.get_data(ds)
-                arr = np.asarray(arr)
+                arr, meta = reader.get_data(ds)
+                arr, affine = np.asarray(arr), meta.get("affine")
                 if not isinstance(ds, list) and "RescaleSlope" not in first:
                     arr = _enhanced_rescale(first, arr)
     except Exception as e:  # pydicom raises many types for broken files
@@ -256,6 +264,7 @@ def read_dicom(path: str) -> tuple[np.ndarray, dict]:
         "samples_per_pixel": int(first.get("SamplesPerPixel", 1) or 1),
         "photometric": photometric,
         "series": isinstance(ds, list),
+        "affine": affine,
     }
     if photometric == "MONOCHROME1":
         arr = arr.max() - arr.astype(np.float32) + arr.min()
@@ -273,15 +282,44 @@ def _enhanced_rescale(ds, arr: np.ndarray) -> np.ndarray:
 
 def read_nifti(path: str) -> np.ndarray:
     """Read a NIfTI/MGH volume with MONAI's ``NibabelReader`` (array as stored, no reorientation)."""
+    return _read_nifti(path)[0]
+
+
+def _read_nifti(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`read_nifti` and the reader's affine of the spatial axes."""
     from monai.data import NibabelReader
 
     _check_regular(path, "NIfTI file")
     try:
         reader = NibabelReader()
-        arr, _ = reader.get_data(reader.read(path))
+        arr, meta = reader.get_data(reader.read(path))
     except Exception as e:
         raise ValueError(f"NIfTI file {path} cannot be read: {type(e).__name__}: {e}") from e
-    return np.asarray(arr)
+    return np.asarray(arr), np.asarray(meta["affine"], dtype=np.float64)
+
+
+def resample_to_spacing(
+    volume: np.ndarray, affine: np.ndarray | None, spacing: Sequence[float], source: str = "<array>"
+) -> np.ndarray:
+    """Resample a channel-first volume ``(C, D, H, W)`` to ``spacing`` (mm per voxel) with MONAI's ``Spacing``.
+
+    Args:
+        volume: the volume, channel first.
+        affine: its 4 x 4 voxel-to-world affine (``None``: the source has no spacing, refused naming ``source``).
+        spacing: the target spacing, one value per spatial axis.
+        source: the volume's name, for errors.
+    """
+    from monai.data import MetaTensor
+    from monai.transforms import Spacing
+
+    if affine is None:
+        raise ValueError(
+            f"image {source} carries no voxel spacing (only NIfTI/MGH files and DICOM series folders do);"
+            " leave 'spacing' unset for this data"
+        )
+    image = MetaTensor(torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32)), affine=torch.as_tensor(affine))
+    out = Spacing(pixdim=tuple(float(s) for s in spacing), mode="bilinear", padding_mode="border")(image)
+    return np.ascontiguousarray(torch.as_tensor(out).numpy(), dtype=np.float32)
 
 
 def _check_regular(path: str, what: str) -> None:
@@ -388,10 +426,17 @@ def read_image(
     spatial_dims: int = 2,
     ct_window: tuple[float, float] = (40.0, 400.0),
     percentiles: tuple[float, float] = (0.5, 99.5),
+    spacing: Sequence[float] | None = None,
 ) -> np.ndarray:
-    """Read a path or array into a float32 array in [0, 1], channel first (see the module docstring)."""
+    """Read a path or array into a float32 array in [0, 1], channel first (see the module docstring).
+
+    ``spacing`` (volumes only): resample to that voxel spacing in mm (module docstring, "Voxel spacing").
+    """
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+    if spacing is not None and (spatial_dims != 3 or len(spacing) != 3):
+        raise ValueError(f"spacing applies to volumes (spatial_dims=3) and needs 3 values, got {spacing}")
+    affine = None  # of a volume kept whole: its spacing
     if isinstance(image, (str, os.PathLike)):
         source = os.fspath(image)
         if not os.path.isdir(source):  # a folder is a DICOM series (checked by read_dicom)
@@ -403,12 +448,13 @@ def read_image(
             arr, header = read_dicom(source)
             if header["series"]:  # (H, W, N) volume
                 arr = _pick(arr, slice_index, -1, spatial_dims, source, "slice_index", series=True)
+                affine = header["affine"]
             elif header["frames"] > 1:
                 arr = _pick(
                     arr, frame_index if frame_index >= 0 else slice_index, 0, spatial_dims, source, "frame_index"
                 )
         elif kind == "nifti":
-            arr = read_nifti(source)
+            arr, affine = _read_nifti(source)
             if arr.ndim == 4:
                 arr = arr[..., max(frame_index, 0)]
             elif arr.ndim not in (2, 3):
@@ -442,6 +488,8 @@ def read_image(
     if spatial_dims == 3:
         if arr.ndim != 3:
             raise ValueError(f"image {source}: expected a 3D volume for spatial_dims=3, got {arr.shape}")
+        if spacing is not None:
+            return resample_to_spacing(arr[None], affine, spacing, source)
         return np.ascontiguousarray(arr[None], dtype=np.float32)
     return np.ascontiguousarray(_channel_first_2d(arr, source), dtype=np.float32)
 

@@ -51,6 +51,10 @@ def run_pipeline(
     dataset_kind: str | None = None,
     finetune_dataset_dir: str | None = None,
     finetune_dataset_kind: str | None = None,
+    dataset_options: dict | None = None,
+    spatial_dims: int | None = None,
+    grid: int | None = None,
+    spacing: float | Sequence[float] | None = None,
     progress_bar: bool = False,
     extra_pretrain: dict | None = None,
     extra_finetune: dict | None = None,
@@ -71,6 +75,10 @@ def run_pipeline(
         dataset_kind: kind of ``dataset_dir``.
         finetune_dataset_dir: fine-tuning data (``None``: the pretraining data).
         finetune_dataset_kind: kind of ``finetune_dataset_dir``.
+        dataset_options: loader options of both datasets (e.g. ``{"slices": "none"}``: whole volumes).
+        spatial_dims: 2 (images) or 3 (volumes: 3D classifier, policy and mask) (``None``: the bundle's, 2).
+        grid: the mask's cells per side (``None``: the bundle's; keep it small in 3D: G³ cells).
+        spacing: volumes: resample each to this voxel spacing in mm first (``None``: as stored).
         progress_bar: show tqdm bars.
         extra_pretrain: more overrides of the pretrain bundle (any bundle id).
         extra_finetune: more overrides of the fine-tune bundle (any bundle id).
@@ -82,7 +90,15 @@ def run_pipeline(
     out.mkdir(parents=True, exist_ok=True)
     if finetune_dataset_dir is None:
         finetune_dataset_dir, finetune_dataset_kind = dataset_dir, dataset_kind
-    common: dict[str, Any] = {"network": network, "image_size": image_size, "seed": seed, "progress_bar": progress_bar}
+    common: dict[str, Any] = {  # None: the bundles' default (runner drops it)
+        "network": network,
+        "image_size": image_size,
+        "seed": seed,
+        "progress_bar": progress_bar,
+        "spatial_dims": spatial_dims,
+        "dataset_options": dataset_options,
+        "spacing": spacing,
+    }
     rows: list[dict] = []
     objective_used = objective or runner.bundle_defaults()["objective"]
     for arm in arms:
@@ -94,6 +110,7 @@ def run_pipeline(
             arm=arm,
             objective=objective,
             epochs=pretrain_epochs,
+            grid=grid,
             dataset_dir=dataset_dir,
             dataset_kind=dataset_kind,
             **common,

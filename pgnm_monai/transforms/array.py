@@ -188,6 +188,9 @@ class LoadMedicalImage(Transform):
         spatial_dims: 2 (a slice or frame of a volume) or 3 (the volume).
         ct_window: CT window ``(level, width)`` in HU.
         percentiles: intensity percentiles mapped to [0, 1] for MR/US and other non-CT volumes.
+        spacing: volumes only: resample each volume to this voxel spacing in mm (one value: isotropic), with
+            MONAI's ``Spacing`` from the file's affine (NIfTI/MGH files and DICOM series folders); ``None``: as stored.
+            One value (or a one-item list) is isotropic.
     """
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
@@ -198,6 +201,7 @@ class LoadMedicalImage(Transform):
         spatial_dims: int = 2,
         ct_window: Sequence[float] = (40.0, 400.0),
         percentiles: Sequence[float] = (0.5, 99.5),
+        spacing: float | Sequence[float] | None = None,
     ) -> None:
         if channels not in (1, 3, None):
             raise ValueError(f"channels must be 1, 3 or None (as stored), got {channels}")
@@ -205,6 +209,7 @@ class LoadMedicalImage(Transform):
         self.spatial_dims = spatial_dims
         self.ct_window = (float(ct_window[0]), float(ct_window[1]))
         self.percentiles = (float(percentiles[0]), float(percentiles[1]))
+        self.spacing = _voxel_spacing(spacing, spatial_dims)
 
     def __call__(
         self, img: object, modality: str = "other", slice_index: int = -1, frame_index: int = -1
@@ -218,8 +223,23 @@ class LoadMedicalImage(Transform):
             spatial_dims=self.spatial_dims,
             ct_window=self.ct_window,
             percentiles=self.percentiles,
+            spacing=self.spacing,
         )
         return torch.from_numpy(arr if self.channels is None else to_channels(arr, self.channels))
+
+
+def _voxel_spacing(spacing: float | Sequence[float] | None, spatial_dims: int) -> tuple[float, ...] | None:
+    """``spacing`` as one positive float per axis of a volume (``None`` stays ``None``); a clear error otherwise."""
+    if spacing is None:
+        return None
+    values = (spacing,) if isinstance(spacing, (int, float)) else tuple(spacing)
+    values = values * 3 if len(values) == 1 else values
+    if spatial_dims != 3 or len(values) != 3 or not all(isinstance(v, (int, float)) and v > 0 for v in values):
+        raise ValueError(
+            f"spacing must be null or a positive voxel spacing in mm (one number or 3) for volumes (spatial_dims=3);"
+            f" got spacing={spacing!r} with spatial_dims={spatial_dims}"
+        )
+    return tuple(float(v) for v in values)
 
 
 class ToChannels(Transform):

@@ -71,11 +71,12 @@ def train_transforms(
     ct_window: Sequence[float] = (40.0, 400.0),
     percentiles: Sequence[float] = (0.5, 99.5),
     keys: KeysCollection = IMAGE,
+    spacing: float | Sequence[float] | None = None,
 ) -> Compose:
     """The paper's training chain: random resized crop, horizontal flip, normalise (module docstring)."""
     return Compose(
         [
-            LoadMedicalImaged(keys, _load_channels(channels), spatial_dims, ct_window, percentiles),
+            LoadMedicalImaged(keys, _load_channels(channels), spatial_dims, ct_window, percentiles, spacing),
             RandResizedCropd(keys, image_size, scale=scale, ratio=ratio),
             RandFlipd(keys=keys, prob=flip_prob, spatial_axis=spatial_dims - 1),
             *_tail(keys, mean, std, channels),
@@ -93,12 +94,13 @@ def eval_transforms(
     ct_window: Sequence[float] = (40.0, 400.0),
     percentiles: Sequence[float] = (0.5, 99.5),
     keys: KeysCollection = IMAGE,
+    spacing: float | Sequence[float] | None = None,
 ) -> Compose:
     """The paper's evaluation chain (resize short side, centre crop, normalise); see the module docstring."""
     resize_to = max(int(image_size), int(round(image_size * resize_ratio)))
     return Compose(
         [
-            LoadMedicalImaged(keys, _load_channels(channels), spatial_dims, ct_window, percentiles),
+            LoadMedicalImaged(keys, _load_channels(channels), spatial_dims, ct_window, percentiles, spacing),
             ResizeShortSided(keys, resize_to),
             CenterSpatialCropd(keys=keys, roi_size=(int(image_size),) * spatial_dims),
             *_tail(keys, mean, std, channels),

@@ -131,10 +131,11 @@ class LoadMedicalImaged(MapTransform):
         spatial_dims: int = 2,
         ct_window: Sequence[float] = (40.0, 400.0),
         percentiles: Sequence[float] = (0.5, 99.5),
+        spacing: float | Sequence[float] | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.loader = LoadMedicalImage(channels, spatial_dims, ct_window, percentiles)
+        self.loader = LoadMedicalImage(channels, spatial_dims, ct_window, percentiles, spacing)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
