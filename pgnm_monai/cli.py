@@ -98,6 +98,10 @@ def _demo(args: argparse.Namespace) -> int:
         grid=args.grid,
         iterations=args.iterations,
         seed=args.seed,
+        dataset_dir=args.dataset_dir,
+        dataset_kind=args.dataset_kind,
+        dataset_options=args.dataset_options,
+        spatial_dims=args.spatial_dims,
     )
     print(json.dumps(summary, indent=2))
     return 0
@@ -159,12 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=_benchmark)
 
     d = _defaults(run_demo)
-    demo = sub.add_parser("demo", help="sample masks on the embedded DICOM/NIfTI images and run a few REINFORCE steps")
+    demo = sub.add_parser("demo", help="sample masks (embedded DICOM/NIfTI images by default), a few REINFORCE steps")
     demo.add_argument("--output-dir", default=d["output_dir"])
     demo.add_argument("--image-size", type=int, default=d["image_size"])
     demo.add_argument("--grid", type=int, default=d["grid"])
     demo.add_argument("--iterations", type=int, default=d["iterations"])
     demo.add_argument("--seed", type=int, default=d["seed"])
+    demo.add_argument("--dataset-dir", default=d["dataset_dir"], help="default: the embedded DICOM/NIfTI set")
+    demo.add_argument("--dataset-kind", default=d["dataset_kind"], choices=KINDS)
+    demo.add_argument("--dataset-options", type=_json_object, default=d["dataset_options"], help="loader options (JSON)")
+    demo.add_argument("--spatial-dims", type=int, choices=(2, 3), default=d["spatial_dims"], help="3: volumes")
     demo.set_defaults(func=_demo)
     return parser
 

@@ -1,8 +1,9 @@
-"""A short, offline demo of the method on the embedded DICOM/NIfTI images.
+"""A short, offline demo of the method on the embedded DICOM/NIfTI images (or any dataset, 2D or 3D).
 
 It draws noise masks from a fresh policy, trains the policy with REINFORCE for a few
 ``SupervisedTrainer`` iterations next to a small classifier, draws again, and writes a picture of
-image / mask / masked image per modality before and after, plus the logged policy statistics.
+image / mask / masked image for one training image of each class before and after (the middle slice of
+volumes), plus the logged policy statistics.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from monai.networks.nets import resnet10
 from monai.utils import set_determinism
 
 from pgnm_monai.arms import build_policy_handler
-from pgnm_monai.data import load_datalist
+from pgnm_monai.config_helpers import load_data
 from pgnm_monai.data.utils import atomic_save_figure, atomic_write_text
 from pgnm_monai.handlers import STATE_ATTRIBUTES
 from pgnm_monai.transforms import PolicyNoiseMask, eval_transforms
@@ -30,11 +31,21 @@ __all__ = ["run_demo"]
 logger = logging.getLogger(__name__)
 
 
-def _one_per_modality(dataset: Dataset) -> dict[str, torch.Tensor]:
+def _one_per_class(dataset: Dataset, class_names: list[str]) -> dict[str, torch.Tensor]:
+    """The first training image of each class, named by its class (read until every class has one)."""
     picked: dict[str, torch.Tensor] = {}
-    for item in dataset:
-        picked.setdefault(str(item["modality"]), item["image"])
+    for i in range(len(dataset)):
+        item = dataset[i]
+        picked.setdefault(str(item.get("label_name", class_names[int(item["label"])])), item["image"])
+        if len(picked) == len(class_names):
+            break
     return picked
+
+
+def _plane(x: torch.Tensor) -> np.ndarray:
+    """A 2D view of one image ``(H, W)`` or volume ``(D, H, W)``: the volume's middle slice along its last axis."""
+    x = x.detach().cpu()
+    return (x[..., x.shape[-1] // 2] if x.dim() == 3 else x).numpy()
 
 
 def _save_figure(rows: dict[str, list[np.ndarray]], titles: list[str], path: Path) -> None:
@@ -66,31 +77,41 @@ def run_demo(
     batch_size: int = 8,
     seed: int = 0,
     device: str | None = None,
+    dataset_dir: str | None = None,
+    dataset_kind: str | None = None,
+    dataset_options: dict | None = None,
+    spatial_dims: int = 2,
 ) -> dict:
     """Run the demo and return its summary (also written to ``output_dir/summary.json``).
 
     Args:
         output_dir: where ``masks.png`` and ``summary.json`` go.
-        image_size: side of the images (resize + centre crop of the embedded slices).
-        grid: mask cells per side.
+        image_size: side of the images (resize + centre crop; a cube for volumes).
+        grid: mask cells per side (G³ cells in 3D).
         iterations: REINFORCE iterations.
         batch_size: images per iteration.
         seed: seed of everything random.
         device: ``"cpu"``/``"cuda"``; default: CUDA when present.
+        dataset_dir: the images (``None``: the embedded DICOM/NIfTI set).
+        dataset_kind: kind of ``dataset_dir``.
+        dataset_options: loader options (e.g. ``{"slices": "none"}``: whole volumes).
+        spatial_dims: 2 (images) or 3 (volumes: 3D classifier, policy and mask).
     """
     set_determinism(seed)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    datalist = load_datalist("embedded", split="train", seed=seed)
-    dataset = Dataset(datalist.items, transform=eval_transforms(image_size=image_size, channels=1))
-    examples = _one_per_modality(dataset)
+    datalist = load_data(dataset_kind, dataset_dir, "train", seed=seed, options=dataset_options)
+    chain = eval_transforms(image_size=image_size, channels=1, spatial_dims=spatial_dims)
+    dataset = Dataset(datalist.items, transform=chain)
+    examples = _one_per_class(dataset, datalist.class_names)
     batch = torch.stack(list(examples.values())).to(dev)
 
-    classifier = resnet10(spatial_dims=2, n_input_channels=1, num_classes=datalist.num_classes).to(dev)
+    classifier = resnet10(spatial_dims=spatial_dims, n_input_channels=1, num_classes=datalist.num_classes).to(dev)
     handler = build_policy_handler(
         device=dev,
         in_channels=1,
+        spatial_dims=spatial_dims,
         grid=grid,
         kernel_size=5,
         sigma=2.0,
@@ -104,7 +125,7 @@ def run_demo(
         handler.policy.eval()  # a look only: no base update, no BN statistics update
         with torch.no_grad():
             masked = probe.set_random_state(seed)(batch)
-        return list(probe.last_sample.mask[:, 0].cpu().numpy()), list(masked[:, 0].cpu().numpy())
+        return [_plane(m) for m in probe.last_sample.mask[:, 0]], [_plane(x) for x in masked[:, 0]]
 
     masks_before, masked_before = draw()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=0)
@@ -125,11 +146,12 @@ def run_demo(
             {"loss": float(e.state.output[0]["loss"])} | {a: getattr(e.state, a) for a in STATE_ATTRIBUTES}
         ),
     )
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=iterations), lambda e: e.terminate())  # exactly that many
     trainer.run()
     masks_after, masked_after = draw()
 
     rows = {
-        name: [batch[i, 0].cpu().numpy(), masks_before[i], masked_before[i], masks_after[i], masked_after[i]]
+        name: [_plane(batch[i, 0]), masks_before[i], masked_before[i], masks_after[i], masked_after[i]]
         for i, name in enumerate(examples)
     }
     _save_figure(

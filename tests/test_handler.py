@@ -251,3 +251,30 @@ def test_ddp_two_processes_keep_the_policy_in_sync(mednist_small, tmp_path):
     assert not torch.equal(fresh["base_alpha"], r0["policy"]["base_alpha"])  # it did train
     assert sorted(p.name for p in (tmp_path / "ckpt_rank0").iterdir()) == ["checkpoint_epoch=1.pt", "model.pt"]
     assert not (tmp_path / "ckpt_rank1").exists() or not any((tmp_path / "ckpt_rank1").iterdir())
+
+
+def test_parameter_check_finds_nan_and_inf_and_ignores_large_finite_weights():
+    """``FiniteCheckHandler.check_parameters``: the fast per-tensor sums never hide a NaN/Inf (it names the tensor)
+    and never raise on finite weights whose sum leaves float32's range."""
+    from types import SimpleNamespace
+
+    from pgnm_monai.handlers import FiniteCheckHandler
+    from pgnm_monai.handlers.training_curves import TrainingCurveWriter
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    engine = SimpleNamespace(state=SimpleNamespace(epoch=2))
+    check = FiniteCheckHandler(net)
+    check.check_parameters(engine)  # finite: nothing raised
+    with torch.no_grad():
+        net[1].weight.fill_(3e38)  # finite, but the tensor's sum overflows float32
+    check.check_parameters(engine)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with torch.no_grad():
+            net[0].bias[1] = bad
+        with pytest.raises(FloatingPointError, match=r"non-finite network parameters \['0.bias'\] after epoch 2"):
+            check.check_parameters(engine)
+        with torch.no_grad():
+            net[0].bias[1] = 0.0
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    expected = sum(float(p.double().pow(2).sum()) for p in net.parameters()) ** 0.5
+    assert TrainingCurveWriter(net, "unused.csv").weight_norm() == pytest.approx(expected, rel=1e-6)

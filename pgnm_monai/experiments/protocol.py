@@ -457,6 +457,7 @@ def run_protocol(
             # image files: decoded once for every arm, seed and N (``finetune_cache: False``: decoded per run);
             # MedMNIST arrays have nothing to decode, and reading cached tensors back costs more than the chain
             "cache_dir": os.fspath(out / "cache") if use_cache and task.kind != "medmnist" else None,
+            "tensorboard": False,  # the run's folder is deleted after its row is written
             **common,
         }
         runner.finetune(

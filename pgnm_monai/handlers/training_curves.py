@@ -61,7 +61,8 @@ class TrainingCurveWriter:
     @torch.no_grad()
     def weight_norm(self) -> float:
         """Global L2 norm of the network's parameters."""
-        return math.sqrt(sum(float(p.detach().float().pow(2).sum()) for p in self.network.parameters()))
+        params = [p.detach().float() for p in self.network.parameters()]
+        return float(torch.nn.utils.get_total_norm(params, norm_type=2.0)) if params else 0.0
 
     def __call__(self, engine: Engine) -> None:
         finite = [v for v in self._losses if math.isfinite(v)]
