@@ -411,3 +411,24 @@ def test_control_arms_through_the_bundle(tmp_path, arm):
         stats = list(csv.DictReader(f))
     kl = float(stats[-1]["kl_to_init"])
     assert kl == 0.0 if arm == "frozen_policy" else kl > 0.0, (arm, kl)
+
+
+def test_checkpoint_interval_zero_saves_no_training_state(tmp_path):
+    """``checkpoint_interval 0``: the model files only, no resumable training state (the protocol's fine-tunes)."""
+    run("pgnm_pretrain", "train", bundle_root=os.fspath(tmp_path / "zero"), arm="pgnm", epochs=2, checkpoint_interval=0,
+        tensorboard=False, **TINY)  # fmt: skip
+    run("pgnm_pretrain", "train", bundle_root=os.fspath(tmp_path / "one"), arm="pgnm", epochs=2, tensorboard=False,
+        **TINY)  # fmt: skip
+    zero = sorted(p.name for p in (tmp_path / "zero" / "models").iterdir())
+    one = sorted(p.name for p in (tmp_path / "one" / "models").iterdir())
+    assert "model.pt" in zero and "policy.pt" in zero and not [n for n in zero if n.startswith("checkpoint")]
+    assert sorted(set(one) - set(zero)) == ["checkpoint_epoch=2.pt"]
+
+
+def test_val_interval_zero_never_validates(tmp_path):
+    """``val_interval 0``: no validation run, no ``model_best.pt``, no validation metrics; the model is saved."""
+    run("pgnm_pretrain", "train", bundle_root=os.fspath(tmp_path), arm="none", epochs=2, val_interval=0,
+        tensorboard=False, **TINY)  # fmt: skip
+    models = sorted(p.name for p in (tmp_path / "models").iterdir())
+    assert "model.pt" in models and "model_best.pt" not in models
+    assert not (tmp_path / "eval" / "val_metrics.json").exists()
