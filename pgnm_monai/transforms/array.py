@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from monai.config import NdarrayOrTensor
 from monai.data.meta_obj import get_track_meta
-from monai.transforms import Randomizable, Transform
+from monai.transforms import CenterSpatialCrop, Randomizable, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy, convert_to_tensor
 
 from pgnm_monai.data.io import read_image, to_channels
@@ -340,15 +340,24 @@ class RandResizedCrop(Randomizable, Transform):
 
 
 class ResizeShortSide(Transform):
-    """Resize ``(C, *spatial)`` so that the shortest spatial side equals ``size`` (torchvision ``Resize(int)``)."""
+    """Resize ``(C, *spatial)`` so that the shortest spatial side equals ``size`` (torchvision ``Resize(int)``).
+
+    Args:
+        size: the shortest side after resizing.
+        crop_size: then keep the centre ``crop_size`` square/cube, the box of MONAI's ``CenterSpatialCrop`` (the same
+            values as a ``CenterSpatialCrop`` step after this one, in one step: resize and crop fused); ``None``: no crop.
+    """
 
     backend = [TransformBackends.TORCH]
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, crop_size: int | None = None) -> None:
         self.size = int(size)
+        self.cropper = CenterSpatialCrop(int(crop_size)) if crop_size is not None else None
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         spatial = img.shape[1:]
         s = min(spatial)
-        out = tuple(self.size if n == s else max(1, int(self.size * n / s)) for n in spatial)
-        return _resize(img, out)
+        out = _resize(img, tuple(self.size if n == s else max(1, int(self.size * n / s)) for n in spatial))
+        if self.cropper is None:
+            return out
+        return out[(slice(None), *self.cropper.compute_slices(out.shape[1:]))]

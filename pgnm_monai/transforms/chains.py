@@ -24,7 +24,7 @@ from contextlib import contextmanager
 import torch
 from monai.config import KeysCollection
 from monai.data import get_track_meta, set_track_meta
-from monai.transforms import CenterSpatialCropd, Compose, EnsureTyped, NormalizeIntensityd, RandFlipd
+from monai.transforms import Compose, EnsureTyped, NormalizeIntensityd, RandFlipd
 
 from pgnm_monai.data.schema import IMAGE
 from pgnm_monai.transforms.dictionary import LoadMedicalImaged, RandResizedCropd, ResizeShortSided, ToChannelsd
@@ -101,8 +101,7 @@ def eval_transforms(
     return Compose(
         [
             LoadMedicalImaged(keys, _load_channels(channels), spatial_dims, ct_window, percentiles, spacing),
-            ResizeShortSided(keys, resize_to),
-            CenterSpatialCropd(keys=keys, roi_size=(int(image_size),) * spatial_dims),
+            ResizeShortSided(keys, resize_to, crop_size=int(image_size)),  # resize + centre crop in one step
             *_tail(keys, mean, std, channels),
         ]
     )

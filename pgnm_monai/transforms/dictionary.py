@@ -189,9 +189,11 @@ class ResizeShortSided(MapTransform):
 
     backend = ResizeShortSide.backend
 
-    def __init__(self, keys: KeysCollection, size: int, allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self, keys: KeysCollection, size: int, crop_size: int | None = None, allow_missing_keys: bool = False
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.resizer = ResizeShortSide(size)
+        self.resizer = ResizeShortSide(size, crop_size)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
