@@ -62,7 +62,9 @@ def _json_object(text: str) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f'expected a JSON object such as \'{{"slices": "none"}}\', got {text!r}: {e}')
+        raise argparse.ArgumentTypeError(
+            f'expected a JSON object such as \'{{"slices": "none"}}\', got {text!r}: {e}'
+        ) from e
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
     return value
@@ -171,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=d["seed"])
     demo.add_argument("--dataset-dir", default=d["dataset_dir"], help="default: the embedded DICOM/NIfTI set")
     demo.add_argument("--dataset-kind", default=d["dataset_kind"], choices=KINDS)
-    demo.add_argument("--dataset-options", type=_json_object, default=d["dataset_options"], help="loader options (JSON)")
+    demo.add_argument("--dataset-options", type=_json_object, default=d["dataset_options"], help="loader options, JSON")
     demo.add_argument("--spatial-dims", type=int, choices=(2, 3), default=d["spatial_dims"], help="3: volumes")
     demo.set_defaults(func=_demo)
     return parser

@@ -136,10 +136,10 @@ def test_spacing_resamples_nifti_and_dicom_series_volumes(tmp_path):
 def test_spacing_through_the_bundle(tmp_path):
     """The ``spacing`` id reaches the bundle's chains (the Python chains' tensors), and a 3D pretrain runs with it on
     a clinical CSV of anisotropic NIfTI volumes and a DICOM series."""
+    from test_bundles import workflow
+
     from pgnm_monai.data import load_datalist
     from pgnm_monai.transforms import eval_transforms, train_transforms
-
-    from test_bundles import workflow
 
     folder = tmp_path / "volumes"
     rows = [["path", "label", "patient_id", "modality"]]
@@ -194,7 +194,8 @@ def test_pgnm_run_on_volumes(tmp_path):
         csv.writer(fh).writerows(rows)
     out = tmp_path / "out"
     args = ["--spatial-dims", "3", "--grid", "4", "--spacing", "4", "--network", "small", "--image-size", "16"]
-    args += ["--dataset-kind", "clinical", "--dataset-dir", os.fspath(folder), "--dataset-options", '{"slices": "none"}']
+    args += ["--dataset-kind", "clinical", "--dataset-dir", os.fspath(folder)]
+    args += ["--dataset-options", '{"slices": "none"}']
     assert main(["run", "--output-dir", os.fspath(out), "--pretrain-epochs", "1", "--finetune-epochs", "2", *args]) == 0
     rows = list(csv.DictReader(open(out / "comparison.csv")))
     assert sorted(r["arm"] for r in rows) == ["none", "pgnm"]

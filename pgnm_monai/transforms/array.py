@@ -344,8 +344,8 @@ class ResizeShortSide(Transform):
 
     Args:
         size: the shortest side after resizing.
-        crop_size: then keep the centre ``crop_size`` square/cube, the box of MONAI's ``CenterSpatialCrop`` (the same
-            values as a ``CenterSpatialCrop`` step after this one, in one step: resize and crop fused); ``None``: no crop.
+        crop_size: then keep the centre ``crop_size`` square/cube, the box of MONAI's ``CenterSpatialCrop`` (the
+            same values as a ``CenterSpatialCrop`` step after this one, in one step); ``None``: no crop.
     """
 
     backend = [TransformBackends.TORCH]
