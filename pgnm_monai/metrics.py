@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from itertools import combinations
 from typing import Any
 
@@ -37,6 +37,7 @@ from sklearn.metrics import (
 )
 
 __all__ = [
+    "LABEL_METRICS",
     "SCALAR_METRICS",
     "ClassificationEpochMetric",
     "additional_val_metrics",
@@ -48,14 +49,10 @@ __all__ = [
     "to_probabilities",
 ]
 
-SCALAR_METRICS = (
-    "accuracy",
-    "balanced_accuracy",
-    "macro_precision",
-    "macro_recall",
-    "macro_f1",
-    "auroc",
-)
+#: the metrics of predicted labels (:func:`label_metrics`), in their order
+LABEL_METRICS = ("accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1")
+#: every scalar metric (:func:`classification_metrics`), in the order of its output
+SCALAR_METRICS = (*LABEL_METRICS, "auroc")
 
 
 def to_probabilities(scores: Any) -> np.ndarray:
@@ -99,20 +96,24 @@ def auroc(y_true: Any, y_prob: Any) -> float:
     return float(np.mean(scores))
 
 
-def label_metrics(y_true: Any, y_pred: Any) -> dict[str, float]:
-    """The metrics of predicted labels (module docstring): accuracy, balanced accuracy, macro P/R/F1."""
+def label_metrics(y_true: Any, y_pred: Any, names: Collection[str] | None = None) -> dict[str, float]:
+    """The metrics of predicted labels (module docstring): accuracy, balanced accuracy, macro P/R/F1.
+
+    ``names``: compute only these (e.g. ``{"accuracy"}`` for an epoch's key metric); default all five.
+    """
     y, pred = np.asarray(y_true), np.asarray(y_pred)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*y_pred contains classes not in y_true.*")
-        bal = float(balanced_accuracy_score(y, pred))
-    prec, rec, f1, _ = precision_recall_fscore_support(y, pred, average="macro", zero_division=0)
-    return {
-        "accuracy": float(accuracy_score(y, pred)),
-        "balanced_accuracy": bal,
-        "macro_precision": float(prec),
-        "macro_recall": float(rec),
-        "macro_f1": float(f1),
-    }
+    wanted = set(LABEL_METRICS if names is None else names)
+    out: dict[str, float] = {}
+    if "accuracy" in wanted:
+        out["accuracy"] = float(accuracy_score(y, pred))
+    if "balanced_accuracy" in wanted:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*y_pred contains classes not in y_true.*")
+            out["balanced_accuracy"] = float(balanced_accuracy_score(y, pred))
+    if wanted & {"macro_precision", "macro_recall", "macro_f1"}:
+        prec, rec, f1, _ = precision_recall_fscore_support(y, pred, average="macro", zero_division=0)
+        out |= {"macro_precision": float(prec), "macro_recall": float(rec), "macro_f1": float(f1)}
+    return {k: out[k] for k in LABEL_METRICS if k in wanted}
 
 
 def classification_metrics(y_true: Any, y_prob: Any, num_classes: int | None = None) -> dict[str, Any]:
@@ -186,7 +187,7 @@ def _scalar_fn(metric: str) -> Callable[[torch.Tensor, torch.Tensor], float]:
             return math.nan
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return float(label_metrics(labels, prob.argmax(axis=1))[metric])
+            return label_metrics(labels, prob.argmax(axis=1), names=(metric,))[metric]
 
     return compute
 

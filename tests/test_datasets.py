@@ -1,5 +1,6 @@
 """The bundles' dataset (pgnm_monai.data.cached_dataset): the on-disk cache gives the in-memory tensors, is
-shared between runs and processes, keys on the transforms' parameters, and is read by the bundles."""
+shared between runs and processes, keys on the transforms' parameters, and is read by the bundles; the shared
+in-memory cache gives the same tensors and is reused within a process."""
 
 from __future__ import annotations
 
@@ -39,6 +40,35 @@ def test_disk_cache_gives_the_in_memory_tensors(tmp_path):
         for other in tensors[1:]:
             assert all(torch.equal(a, b) for a, b in zip(tensors[0], other, strict=True))
     set_determinism(None)
+
+
+def test_memory_cache_is_shared_between_the_runs_of_a_process(monkeypatch):
+    """``cache_dir=":memory:"``: the in-memory tensors; a later dataset of the same items and deterministic
+    transforms reuses the first one's preprocessed items (nothing recomputed); another chain gets its own; the
+    number of shared datasets is bounded."""
+    from pgnm_monai.data import datasets
+
+    monkeypatch.setattr(datasets, "_shared", type(datasets._shared)())
+    items = load_datalist("embedded", split="train").items
+    for chain in (lambda: eval_transforms(32, 1), lambda: train_transforms(32, 1)):
+        set_determinism(seed=3)
+        reference = _images(cached_dataset(items, chain()), epochs=2)
+        set_determinism(seed=3)
+        first = cached_dataset(items, chain(), cache_dir=datasets.MEMORY)
+        assert all(torch.equal(a, b) for a, b in zip(reference, _images(first, epochs=2), strict=True))
+        second = cached_dataset(items, chain(), cache_dir=datasets.MEMORY)
+        assert second._cache is first._cache and all(entry is not None for entry in second._cache)
+        filled = list(second._cache)
+        set_determinism(seed=3)
+        assert all(torch.equal(a, b) for a, b in zip(reference, _images(second, epochs=2), strict=True))
+        assert all(a is b for a, b in zip(filled, second._cache, strict=True))  # read, not recomputed
+    set_determinism(None)
+    assert len(datasets._shared) == 2  # the eval chain and the train chain's loading step
+    cached_dataset(items, eval_transforms(48, 1), cache_dir=datasets.MEMORY)  # another size: its own list
+    assert len(datasets._shared) == 3
+    for size in range(8, 8 + datasets.MEMORY_DATASETS):
+        cached_dataset(items, eval_transforms(size, 1), cache_dir=datasets.MEMORY)
+    assert len(datasets._shared) == datasets.MEMORY_DATASETS
 
 
 def test_disk_cache_keys_on_the_item_and_the_transform_parameters(tmp_path):

@@ -79,3 +79,16 @@ def test_ignite_epoch_metric():
     assert state.metrics["auc"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="metric must be one of"):
         ClassificationEpochMetric("dice")
+
+
+def test_label_metrics_subset_equals_the_full_set():
+    """``label_metrics(names=...)`` (an epoch's key metric) gives exactly those values of the full computation."""
+    from pgnm_monai.metrics import LABEL_METRICS, label_metrics
+
+    rng = np.random.default_rng(0)
+    y, pred = rng.integers(0, 3, 50), rng.integers(0, 3, 50)
+    full = label_metrics(y, pred)
+    assert tuple(full) == LABEL_METRICS
+    for name in LABEL_METRICS:
+        assert label_metrics(y, pred, names=(name,)) == {name: full[name]}
+    assert label_metrics(y, pred, names=("macro_f1", "accuracy")) == {k: full[k] for k in ("accuracy", "macro_f1")}

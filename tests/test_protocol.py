@@ -129,6 +129,9 @@ def test_benchmark_command_micro3d_profile_volumes_end_to_end(tmp_path, monkeypa
     assert sorted(runs["arm"]) == ["frozen_policy", "none", "pgnm-reinforce"]
     assert set(runs["n_test"]) == {298}  # one item per test volume
     assert not (out / "cache").exists()  # MedMNIST arrays: nothing to decode, no on-disk cache
+    from pgnm_monai.data import datasets
+
+    assert datasets._shared and not os.path.exists(datasets.MEMORY)  # preprocessed once, in this process's memory
     probe = pd.read_csv(out / "probe_runs.csv")
     assert probe.groupby(["arm", "probe"]).size().eq(20).all() and set(probe["n_test"]) == {298}
     policy = torch.load(out / "pretrain" / "pgnm-reinforce_seed0" / "models" / "policy.pt", weights_only=True)

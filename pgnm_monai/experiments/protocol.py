@@ -32,6 +32,7 @@ from typing import Any
 import pandas as pd
 
 from pgnm_monai.arms import ARMS
+from pgnm_monai.data.datasets import MEMORY
 from pgnm_monai.data.utils import atomic_save_figure, atomic_write_text, shared_data_dir
 from pgnm_monai.experiments import policy_figures, probe, runner
 from pgnm_monai.experiments.report import markdown_table, number, write_report
@@ -454,9 +455,10 @@ def run_protocol(
             "dataset_kind": task.kind,
             "dataset_options": dict(task.options),
             "seed": fseed,
-            # image files: decoded once for every arm, seed and N (``finetune_cache: False``: decoded per run);
-            # MedMNIST arrays have nothing to decode, and reading cached tensors back costs more than the chain
-            "cache_dir": os.fspath(out / "cache") if use_cache and task.kind != "medmnist" else None,
+            # preprocessed once for every arm, seed and N (``finetune_cache: False``: per run): image files on disk
+            # (kept for later invocations), MedMNIST arrays in this process's memory (reading tensors back from
+            # disk costs more than their chain)
+            "cache_dir": (os.fspath(out / "cache") if task.kind != "medmnist" else MEMORY) if use_cache else None,
             "tensorboard": False,  # the run's folder is deleted after its row is written
             **common,
         }
