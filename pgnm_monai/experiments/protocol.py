@@ -191,10 +191,11 @@ PROFILES["standard"] = {
     "tasks": ("breastmnist", "pneumoniamnist", "retinamnist", "brain_tumor_mri"),
 }
 
-# the small 3D result (results/volumes; about 30 min on 2 CPU cores): every arm of the standard profile on whole
-# 28^3 AdrenalMNIST3D volumes, a 7^3-cell policy (the paper's ResNet-10 trunk in 3D on a 14^3 copy, as the fast
-# preset), the small 3D classifier, probes and fine-tunes on AdrenalMNIST3D. AdrenalMNIST3D is the only volume
-# set at hand, so the models pretrain on its own training volumes: an in-domain result, not an unseen concept.
+# the small 3D result (results/volumes; 48.8 min on 2 CPU cores with other work beside it, about 35 min idle):
+# every arm of the standard profile on whole 28^3 AdrenalMNIST3D volumes, a 7^3-cell policy (the paper's ResNet-10
+# trunk in 3D on a 14^3 copy, as the fast preset), the small 3D classifier, probes and fine-tunes on AdrenalMNIST3D.
+# AdrenalMNIST3D is the only volume set at hand, so the models pretrain on its own training volumes: an in-domain
+# result, not an unseen concept.
 PROFILES["volumes"] = {
     **PROFILES["standard"],
     "pretrain_seeds": (0, 1, 2, 3),
