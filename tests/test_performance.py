@@ -157,3 +157,24 @@ def test_mask_agreement_tells_the_same_pattern_from_another():
     assert same["pattern_corr"] > 0.99 and same["image_specific_corr"] > 0.9
     different = mask_agreement(pattern + specific, other + rng.normal(0, 0.05, (20, 64)))
     assert abs(different["pattern_corr"]) < 0.5 and abs(different["image_specific_corr"]) < 0.2
+
+
+def test_step_time_harness_runs_one_real_iteration_per_step():
+    """The step-time benchmark drives the trainer through its public ``run()``: each step is exactly one
+    ``SupervisedTrainer`` iteration with the arm handler inside it (the policy and the classifier both step),
+    and every step's time is recorded."""
+    from pgnm_monai.benchmarks.step_time import build_trainer, run_step
+    from pgnm_monai.networks import build_classifier
+
+    batch = {"image": torch.rand(4, 1, 32, 32), "label": torch.tensor([0, 1, 0, 1])}
+    image_before = batch["image"].clone()
+    net = build_classifier("small", 1, 2)
+    trainer = build_trainer("pgnm[fast]", net, torch.device("cpu"), 1, "reinforce", False, 0, 2, 8, batch)
+    weights = [p.detach().clone() for p in net.parameters()]
+    policy = [p.detach().clone() for p in trainer.arm_handler.policy.parameters()]
+    seconds = [run_step(trainer) for _ in range(3)]
+    assert trainer.state.iteration == 3 and trainer.state.epoch == 3
+    assert seconds == trainer.step_timer.times and all(s > 0 for s in seconds)
+    assert any(not torch.equal(a, b) for a, b in zip(weights, net.parameters(), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(policy, trainer.arm_handler.policy.parameters(), strict=True))
+    assert torch.equal(batch["image"], image_before)  # the masked image replaced the loader's copy only

@@ -7,10 +7,11 @@ Usage::
         [--device auto|cpu|cuda] [--amp] [--seed 0] [--no-memory] [--classifier monai|torchvision]
         [--spatial-dims 2|3] [--grid G]
 
-Each step is the real ``monai.engines.SupervisedTrainer`` iteration with its handlers, driven one
-iteration at a time (``ITERATION_STARTED`` -> ``_iteration`` -> ``ITERATION_COMPLETED``, as ignite's
-loop does), so the PGNM handler masks the batch, computes its reward and steps its own optimiser inside
-the timed step. Variants (same classifier initialisation, optimiser, batch and seed):
+Each step is the real ``monai.engines.SupervisedTrainer`` iteration with its handlers, run through the
+trainer's public ``run()`` one one-iteration epoch at a time, and timed from ``ITERATION_STARTED`` (a handler
+attached before the arm's) to ``ITERATION_COMPLETED`` (one attached after it), so the PGNM handler masks the
+batch, computes its reward and steps its own optimiser inside the timed step; the per-run and per-epoch
+events fall outside it. Variants (same classifier initialisation, optimiser, batch and seed):
 
 - ``baseline``: arm ``none``;
 - ``pgnm[paper]``: arm ``pgnm``, preset ``paper`` (ResNet-10 policy trunk at full resolution);
@@ -51,7 +52,7 @@ from pgnm_monai.networks import CLASSIFIERS, build_classifier
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
-__all__ = ["VARIANTS", "build_trainer", "run_step", "measure", "main"]
+__all__ = ["VARIANTS", "StepTimer", "build_trainer", "run_step", "measure", "main"]
 
 #: variant label -> keyword arguments of :func:`~pgnm_monai.arms.build_arm_handler`: the baseline, then the
 #: ``pgnm`` arm with each preset of :data:`~pgnm_monai.arms.PRESETS`.
@@ -61,6 +62,53 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "pgnm[fast,1-thread]": {"arm": "pgnm", "preset": "fast", "policy_num_threads": 1},
     "pgnm[paper,contiguous]": {"arm": "pgnm", "preset": "paper", "channels_last": False},
 }
+
+
+class StepTimer:
+    """Wall time of each training iteration, from ``ITERATION_STARTED`` to ``ITERATION_COMPLETED``.
+
+    :meth:`handlers` gives the two ends as ``train_handlers`` entries: put the first before and the second after
+    every other handler, so that the whole iteration, the arm handler's work included, lies between them.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.times: list[float] = []
+        self._start = 0.0
+
+    def start(self, engine: Any = None) -> None:
+        _synchronise(self.device)
+        self._start = time.perf_counter()
+
+    def stop(self, engine: Any = None) -> None:
+        _synchronise(self.device)
+        self.times.append(time.perf_counter() - self._start)
+
+    def handlers(self) -> tuple[_OnEvent, _OnEvent]:
+        return _OnEvent(Events.ITERATION_STARTED, self.start), _OnEvent(Events.ITERATION_COMPLETED, self.stop)
+
+
+class _OnEvent:
+    """A ``train_handlers`` entry that calls ``fn`` on ``event``."""
+
+    def __init__(self, event: Any, fn: Callable) -> None:
+        self.event, self.fn = event, fn
+
+    def attach(self, engine: Any) -> None:
+        engine.add_event_handler(self.event, self.fn)
+
+
+class _OneBatch:
+    """A loader of one batch: a fresh dict each epoch (handlers replace the image in it, the tensors stay)."""
+
+    def __init__(self, batch: dict[str, torch.Tensor]) -> None:
+        self.batch = batch
+
+    def __iter__(self):
+        yield dict(self.batch)
+
+    def __len__(self) -> int:
+        return 1
 
 
 def build_trainer(
@@ -73,8 +121,11 @@ def build_trainer(
     seed: int,
     spatial_dims: int = 2,
     grid: int | None = None,
+    batch: dict[str, torch.Tensor] | None = None,
 ) -> SupervisedTrainer:
-    """A ``SupervisedTrainer`` of ``classifier`` (SGD lr 0.01, momentum 0.9, wd 1e-4) with the variant's handler."""
+    """A ``SupervisedTrainer`` of ``classifier`` (SGD lr 0.01, momentum 0.9, wd 1e-4) with the variant's handler,
+    training on ``batch`` (one iteration per epoch) and timing each iteration (``trainer.step_timer``; the arm's
+    handler is ``trainer.arm_handler``)."""
     handler = build_arm_handler(
         device=device,
         in_channels=in_channels,
@@ -85,30 +136,27 @@ def build_trainer(
         **({"grid": grid} if grid else {}),
     )
     optimizer = torch.optim.SGD(classifier.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    timer = StepTimer(device)
+    first, last = timer.handlers()
     trainer = SupervisedTrainer(
         device=device,
         max_epochs=1,
-        train_data_loader=[{}],
+        train_data_loader=_OneBatch(batch or {}),
         network=classifier,
         optimizer=optimizer,
         loss_function=nn.CrossEntropyLoss(),
-        train_handlers=[handler],
+        train_handlers=[first, handler, last],
         amp=amp,
     )
-    trainer.state.epoch = 1
-    trainer.state.epoch_length = 1
-    trainer.fire_event(Events.STARTED)
+    trainer.step_timer, trainer.arm_handler = timer, handler
     return trainer
 
 
-def run_step(trainer: SupervisedTrainer, batch: dict[str, torch.Tensor]) -> None:
-    """One training iteration, as ignite's loop runs it (events, process function, events)."""
-    state = trainer.state
-    state.iteration += 1
-    state.batch = dict(batch)  # handlers replace the image in this dict; the shared tensors stay untouched
-    trainer.fire_event(Events.ITERATION_STARTED)
-    state.output = trainer._process_function(trainer, state.batch)
-    trainer.fire_event(Events.ITERATION_COMPLETED)
+def run_step(trainer: SupervisedTrainer) -> float:
+    """One training iteration through the trainer's public ``run()`` (one more one-iteration epoch); its time (s)."""
+    trainer.state.max_epochs = trainer.state.epoch + 1
+    trainer.run()
+    return trainer.step_timer.times[-1]
 
 
 def _synchronise(device: torch.device) -> None:
@@ -181,25 +229,24 @@ def measure(
         "label": torch.randint(0, classes, (batch_size,), generator=generator).to(dev),
     }
     trainers = {
-        v: build_trainer(v, copy.deepcopy(template).to(dev), dev, channels, objective, amp, seed, spatial_dims, grid)
+        v: build_trainer(
+            v, copy.deepcopy(template).to(dev), dev, channels, objective, amp, seed, spatial_dims, grid, batch
+        )
         for v in variants
     }
     times: dict[str, list[float]] = {v: [] for v in variants}
     for i in range(warmup + steps):
         order = variants[i % len(variants) :] + variants[: i % len(variants)]  # rotate who goes first
         for v in order:
-            _synchronise(dev)
-            t0 = time.perf_counter()
-            run_step(trainers[v], batch)
-            _synchronise(dev)
+            seconds = run_step(trainers[v])
             if i >= warmup:
-                times[v].append(time.perf_counter() - t0)
+                times[v].append(seconds)
     results: dict[str, dict[str, float]] = {}
     for v in variants:
         q1, median, q3 = statistics.quantiles(times[v], n=4, method="inclusive")
         results[v] = {"median_s": median, "q1_s": q1, "q3_s": q3}
         if memory:
-            results[v]["peak_mib"] = _peak_memory(lambda v=v: run_step(trainers[v], batch), dev)
+            results[v]["peak_mib"] = _peak_memory(lambda v=v: run_step(trainers[v]), dev)
     base = results[variants[0]]["median_s"]
     for v in variants:
         results[v]["ratio"] = results[v]["median_s"] / base
