@@ -77,14 +77,17 @@ class StepTimer:
         self._start = 0.0
 
     def start(self, engine: Any = None) -> None:
+        """``ITERATION_STARTED``: start the clock (after the device's queued work)."""
         _synchronise(self.device)
         self._start = time.perf_counter()
 
     def stop(self, engine: Any = None) -> None:
+        """``ITERATION_COMPLETED``: record the iteration's time (after the device's queued work)."""
         _synchronise(self.device)
         self.times.append(time.perf_counter() - self._start)
 
     def handlers(self) -> tuple[_OnEvent, _OnEvent]:
+        """The ``train_handlers`` entries that start and stop the clock."""
         return _OnEvent(Events.ITERATION_STARTED, self.start), _OnEvent(Events.ITERATION_COMPLETED, self.stop)
 
 
@@ -95,6 +98,7 @@ class _OnEvent:
         self.event, self.fn = event, fn
 
     def attach(self, engine: Any) -> None:
+        """Register ``fn`` on ``event`` of ``engine``."""
         engine.add_event_handler(self.event, self.fn)
 
 
