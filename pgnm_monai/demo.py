@@ -23,6 +23,7 @@ from monai.utils import set_determinism
 from pgnm_monai.arms import build_policy_handler
 from pgnm_monai.config_helpers import load_data
 from pgnm_monai.data.utils import atomic_save_figure, atomic_write_text
+from pgnm_monai.experiments.policy_figures import middle_slice
 from pgnm_monai.handlers import STATE_ATTRIBUTES
 from pgnm_monai.transforms import PolicyNoiseMask, eval_transforms
 
@@ -43,9 +44,8 @@ def _one_per_class(dataset: Dataset, class_names: list[str]) -> dict[str, torch.
 
 
 def _plane(x: torch.Tensor) -> np.ndarray:
-    """A 2D view of one image ``(H, W)`` or volume ``(D, H, W)``: the volume's middle slice along its last axis."""
-    x = x.detach().cpu()
-    return (x[..., x.shape[-1] // 2] if x.dim() == 3 else x).numpy()
+    """One image ``(H, W)``, or a volume's middle slice (:func:`.policy_figures.middle_slice`), as an array."""
+    return middle_slice(x.detach()).cpu().numpy()
 
 
 def _save_figure(rows: dict[str, list[np.ndarray]], titles: list[str], path: Path) -> None:
