@@ -155,3 +155,36 @@ def test_a_failed_bundle_run_restores_metadata_tracking(tmp_path):
     with pytest.raises(ValueError, match="arm"):
         run_bundle("pgnm_pretrain", "train", bundle_root=str(tmp_path), arm="bogus", network="small", image_size=32)
     assert get_track_meta()
+
+
+def test_to_channels_returns_a_contiguous_copy():
+    grey = torch.rand(1, 5, 7)
+    out = ToChannels(3)(grey)
+    assert out.shape == (3, 5, 7) and out.is_contiguous() and torch.equal(out, grey.repeat(3, 1, 1))
+    out[0] += 1.0  # each channel owns its memory: writing one changes neither the others nor the input
+    assert torch.equal(out[1], grey[0]) and torch.equal(out[2], grey[0])
+
+
+def test_integer_pixels_scale_as_the_plain_rule():
+    """The unsigned fast path (one division, no clip) gives the bits of ``clip(astype(float32) / max, 0, 1)``."""
+    rng = np.random.default_rng(1)
+    for dtype, kind in ((np.uint8, "array"), (np.uint8, "natural"), (np.uint16, "natural"), (np.int16, "natural")):
+        info = np.iinfo(dtype)
+        arr = rng.integers(info.min, info.max, size=(9, 11), endpoint=True).astype(dtype)
+        arr.flat[:2] = (info.min, info.max)
+        expected = np.clip(arr.astype(np.float32) / float(info.max), 0.0, 1.0)
+        out = image_io.scale_intensity(arr, kind, "other")
+        assert out.dtype == np.float32
+        np.testing.assert_array_equal(out, expected, err_msg=f"{dtype.__name__} {kind}")
+
+
+def test_resize_short_side_crop_box_follows_each_shape():
+    """One transform fed images of changing shapes crops each one as a fresh transform does."""
+    from pgnm_monai.transforms import ResizeShortSide
+
+    shared = ResizeShortSide(20, crop_size=16)
+    rng = torch.Generator().manual_seed(0)
+    for shape in [(1, 30, 45), (1, 45, 30), (3, 30, 45), (1, 17, 17), (1, 30, 45)]:
+        img = torch.rand(shape, generator=rng)
+        expected = CenterSpatialCropd("image", (16, 16))({"image": ResizeShortSide(20)(img)})["image"]
+        assert torch.equal(shared(img), expected)

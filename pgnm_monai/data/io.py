@@ -174,8 +174,8 @@ def _decode_8bit(path: str) -> np.ndarray | None:
     """
     if not _has_codec:
         return None
-    with open(path, "rb") as f:
-        raw = f.read()
+    with open(path, "rb", buffering=0) as f:
+        raw = bytearray(f.readall())  # writable: the codec takes it as a tensor without copying it again
     if raw.startswith(b"\xff\xd8\xff"):
         decode = decode_jpeg
     elif raw.startswith(b"\x89PNG\r\n\x1a\n") and len(raw) > 25 and raw[24] == 8 and raw[25] in (0, 2):
@@ -183,7 +183,7 @@ def _decode_8bit(path: str) -> np.ndarray | None:
     else:
         return None
     try:
-        img = decode(raw, mode="UNCHANGED")
+        img = decode(torch.frombuffer(raw, dtype=torch.uint8), mode="UNCHANGED")
     except (RuntimeError, ValueError):
         return None
     if img.dtype != torch.uint8 or img.shape[0] not in (1, 3):  # e.g. CMYK JPEG, grey PNG with transparency
@@ -376,7 +376,9 @@ def scale_intensity(
         return np.clip((arr.astype(np.float32) - lo) / width, 0.0, 1.0)
     if arr.dtype == np.bool_:
         return arr.astype(np.float32)
-    if np.issubdtype(arr.dtype, np.integer) and (kind == "natural" or arr.dtype == np.uint8):
+    if np.issubdtype(arr.dtype, np.unsignedinteger) and (kind == "natural" or arr.dtype == np.uint8):
+        return np.divide(arr, float(np.iinfo(arr.dtype).max), dtype=np.float32)  # already in [0, 1]
+    if np.issubdtype(arr.dtype, np.integer) and kind == "natural":
         return np.clip(arr.astype(np.float32) / float(np.iinfo(arr.dtype).max), 0.0, 1.0)
     a = arr.astype(np.float32)
     if a.size and float(a.min()) >= 0.0 and float(a.max()) <= 1.0:

@@ -260,7 +260,7 @@ class ToChannels(Transform):
         if img.shape[0] == self.channels:
             return img
         if self.channels == 3 and img.shape[0] == 1 and isinstance(img, torch.Tensor):
-            return img.repeat(3, *(1,) * (img.ndim - 1))  # the common case, without a round trip through numpy
+            return img.expand(3, *img.shape[1:]).contiguous()  # the common case, without a round trip through numpy
         return convert_to_dst_type(to_channels(convert_to_numpy(img), self.channels), img)[0]
 
 
@@ -353,11 +353,16 @@ class ResizeShortSide(Transform):
     def __init__(self, size: int, crop_size: int | None = None) -> None:
         self.size = int(size)
         self.cropper = CenterSpatialCrop(int(crop_size)) if crop_size is not None else None
+        self._boxes: dict[tuple[int, ...], tuple[slice, ...]] = {}  # crop box per resized shape (a data set has few)
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        spatial = img.shape[1:]
+        spatial = tuple(img.shape[1:])
         s = min(spatial)
-        out = _resize(img, tuple(self.size if n == s else max(1, int(self.size * n / s)) for n in spatial))
+        out_size = tuple(self.size if n == s else max(1, int(self.size * n / s)) for n in spatial)
+        out = _resize(img, out_size)
         if self.cropper is None:
             return out
-        return out[(slice(None), *self.cropper.compute_slices(out.shape[1:]))]
+        box = self._boxes.get(out_size)
+        if box is None:
+            box = self._boxes[out_size] = (slice(None), *self.cropper.compute_slices(out_size))
+        return out[box]
