@@ -71,6 +71,32 @@ def test_memory_cache_is_shared_between_the_runs_of_a_process(monkeypatch):
     assert len(datasets._shared) == datasets.MEMORY_DATASETS
 
 
+def test_memory_caches_are_not_modified_by_the_random_transforms(monkeypatch):
+    """No deep copy before the random part of the chain (``copy_cache=False``): the training chain leaves the
+    cached items as they were, and gives the tensors of MONAI's copying ``CacheDataset``."""
+    import copy
+
+    from pgnm_monai.data import datasets
+
+    monkeypatch.setattr(datasets, "_shared", type(datasets._shared)())
+    items = load_datalist("embedded", split="train").items
+    for channels in (1, 3):
+        set_determinism(seed=3)
+        reference = _images(CacheDataset(items, train_transforms(32, channels), progress=False), epochs=3)
+        for cache_dir in (None, datasets.MEMORY):
+            chain = train_transforms(32, channels)
+            ds = cached_dataset(items, chain, cache_dir=cache_dir)
+            assert not ds.copy_cache
+            set_determinism(seed=3)
+            assert all(torch.equal(a, b) for a, b in zip(reference, _images(ds, epochs=3), strict=True))
+            for item, cached in zip(items, ds._cache, strict=True):  # the loading step's output, untouched
+                loaded = chain.transforms[0](copy.deepcopy(item))
+                assert loaded.keys() == cached.keys()
+                assert torch.equal(torch.as_tensor(loaded["image"]), torch.as_tensor(cached["image"]))
+                assert all(loaded[k] == cached[k] for k in loaded if k != "image")
+    set_determinism(None)
+
+
 def test_disk_cache_keys_on_the_item_and_the_transform_parameters(tmp_path):
     items = load_datalist("embedded", split="test").items
     cache = tmp_path / "cache"

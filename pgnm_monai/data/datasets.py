@@ -13,6 +13,11 @@ With ``cache_dir=":memory:"`` it is ``CacheDataset`` whose cache list is shared 
 items and deterministic transforms in this process (kept for the last :data:`MEMORY_DATASETS` such lists):
 what the protocol's in-process fine-tunes and evaluations use, so a task's items are preprocessed once for
 every arm, seed and ``N`` without reading files back.
+
+The in-memory caches hand their items to the random part of the chain without a deep copy (MONAI's
+``copy_cache=False``): every transform here returns new tensors and dicts and leaves its input as it was
+(``tests/test_datasets.py`` checks the cache after training epochs), so a chain that is overridden must not
+add a transform that modifies its input in place after the first random one.
 """
 
 from __future__ import annotations
@@ -70,7 +75,10 @@ def cached_dataset(
         num_workers: threads filling the in-memory cache (``CacheDataset`` only).
     """
     if cache_dir is None or str(cache_dir) == "":
-        return CacheDataset(data, transform, cache_rate=cache_rate, num_workers=num_workers, progress=False)
+        return CacheDataset(
+            data, transform, cache_rate=cache_rate, num_workers=num_workers, progress=False, copy_cache=False
+        )
     if str(cache_dir) == MEMORY:
-        return CacheDataset(data, transform, runtime_cache=_shared_cache(data, transform), progress=False)
+        shared = _shared_cache(data, transform)
+        return CacheDataset(data, transform, runtime_cache=shared, progress=False, copy_cache=False)
     return PersistentDataset(data, transform, cache_dir=cache_dir, hash_transform=pickle_hashing)
