@@ -4,6 +4,7 @@ RadImageNet layouts built from real MedNIST JPEGs, clinical DICOM/NIfTI from the
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import tarfile
 from pathlib import Path
@@ -94,6 +95,38 @@ def test_medmnist_2d(name, modality, n_train, n_classes):
     assert out.shape == (3, 32, 32)
     test = load_datalist("medmnist", str(MEDMNIST), split="test", name=name)
     assert len(test) > 0 and test.class_names == dl.class_names
+
+
+def test_medmnist_arrays_are_decompressed_once_per_file_version(tmp_path, monkeypatch):
+    """A second load of a split reuses the read-only arrays; a rewritten file is read again; bounded."""
+    from pgnm_monai.data import medmnist
+
+    monkeypatch.setattr(medmnist, "_npz_cache", type(medmnist._npz_cache)())
+    rng = np.random.default_rng(0)
+    f = tmp_path / "tinymnist.npz"
+
+    def write(offset: int) -> None:
+        arrays = {}
+        for s, n in (("train", 6), ("val", 2), ("test", 3)):
+            arrays[f"{s}_images"] = rng.integers(0, 255, (n, 8, 8), dtype=np.uint8) + offset
+            arrays[f"{s}_labels"] = np.arange(n)[:, None] % 2
+        np.savez_compressed(f, **arrays)
+
+    write(0)
+    first = load_datalist("medmnist", str(f), split="train")
+    again = load_datalist("medmnist", str(f), split="train")
+    assert first[0]["image"].base is again[0]["image"].base is not None  # the same decompressed array
+    with np.load(f) as npz:
+        np.testing.assert_array_equal(np.stack([it["image"] for it in again]), npz["train_images"])
+    assert not again[0]["image"].flags.writeable
+    write(1)  # the same path, new contents (and size or modification time)
+    os.utime(f, ns=(os.stat(f).st_atime_ns, os.stat(f).st_mtime_ns + 10**9))
+    reread = load_datalist("medmnist", str(f), split="train")
+    with np.load(f) as npz:
+        np.testing.assert_array_equal(np.stack([it["image"] for it in reread]), npz["train_images"])
+    assert len(medmnist._npz_cache) == 2
+    monkeypatch.setattr(medmnist, "ARRAY_CACHE_BYTES", 0)  # nothing kept beyond the bound
+    assert len(load_datalist("medmnist", str(f), split="test")) == 3 and not medmnist._npz_cache
 
 
 def test_medmnist_3d_volume_and_slices():

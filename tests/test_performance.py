@@ -6,6 +6,7 @@ Timings are not tested here (they depend on the machine); they come from
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from ignite.engine import Events
@@ -178,3 +179,21 @@ def test_step_time_harness_runs_one_real_iteration_per_step():
     assert any(not torch.equal(a, b) for a, b in zip(weights, net.parameters(), strict=True))
     assert any(not torch.equal(a, b) for a, b in zip(policy, trainer.arm_handler.policy.parameters(), strict=True))
     assert torch.equal(batch["image"], image_before)  # the masked image replaced the loader's copy only
+
+
+@pytest.mark.parametrize("name,spatial_dims", [("resnet10t", 2), ("resnet18", 3), ("densenet121", 2), ("small", 2)])
+def test_uninitialised_classifier_loads_to_the_same_network_without_random_draws(name, spatial_dims):
+    """``build_classifier(init=False)`` (evaluation, inference): no random numbers drawn; loaded strictly, it is
+    the same network."""
+    from pgnm_monai.networks import build_classifier
+
+    torch.manual_seed(0)
+    trained = build_classifier(name, 3, 4, spatial_dims).eval()
+    state = torch.get_rng_state()
+    empty = build_classifier(name, 3, 4, spatial_dims, init=False)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(t.device.type == "cpu" for t in empty.state_dict().values())
+    empty.load_state_dict(trained.state_dict(), strict=True)
+    x = torch.randn(2, 3, *(32,) * spatial_dims)
+    with torch.no_grad():
+        assert torch.equal(empty.eval()(x), trained(x))

@@ -11,19 +11,28 @@ is the official class count for the known MedMNIST names (:data:`MEDMNIST_NUM_CL
 comes from the train split: ``K = 1 + its largest label``, and every class ``0..K-1`` must occur in train. A
 label outside ``0..K-1`` in any split is an error naming the file, split, row and value. Float images with
 NaN/Inf values are refused, naming the file, key and row.
+
+Each array of a file is decompressed once per process and kept read-only (keyed on the file's path, size and
+modification time; the least recently used files are dropped beyond :data:`ARRAY_CACHE_BYTES`): the
+protocol's runs load the same task's splits many times.
 """
 
 from __future__ import annotations
 
 import os
 import zipfile
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
 from pgnm_monai.data.schema import Datalist, make_item
 
-__all__ = ["MEDMNIST_INFO", "MEDMNIST_CLASSES", "MEDMNIST_NUM_CLASSES", "load_medmnist"]
+__all__ = ["ARRAY_CACHE_BYTES", "MEDMNIST_INFO", "MEDMNIST_CLASSES", "MEDMNIST_NUM_CLASSES", "load_medmnist"]
+
+#: bytes of decompressed arrays kept in this process (least recently used files dropped first)
+ARRAY_CACHE_BYTES = 1 << 30
+_npz_cache: OrderedDict[tuple[str, int, int], tuple[list[str], dict[str, np.ndarray]]] = OrderedDict()
 
 # name -> (modality, anatomy)
 MEDMNIST_INFO: dict[str, tuple[str, str]] = {
@@ -87,6 +96,36 @@ def _resolve(dataset_dir: str | os.PathLike, name: str | None) -> tuple[Path, st
     return p, (name or p.name[: -len(".npz")] if p.name.endswith(".npz") else p.stem).lower()
 
 
+class _NpzArrays:
+    """The arrays of one ``.npz`` file, each decompressed once per process and kept read-only (module docstring)."""
+
+    def __init__(self, path: Path) -> None:
+        st = path.stat()
+        self.path = path
+        self.key = (os.fspath(path.resolve()), st.st_size, st.st_mtime_ns)
+        if self.key not in _npz_cache:
+            try:
+                with np.load(path, allow_pickle=False) as npz:
+                    _npz_cache[self.key] = (list(npz.files), {})
+            except (OSError, ValueError, zipfile.BadZipFile) as e:
+                raise ValueError(f"MedMNIST file {path} cannot be read as .npz: {e}") from e
+        _npz_cache.move_to_end(self.key)
+        self.files, self._arrays = _npz_cache[self.key]
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        array = self._arrays.get(key)
+        if array is None:
+            with np.load(self.path, allow_pickle=False) as npz:
+                array = npz[key]
+            array.flags.writeable = False
+            self._arrays[key] = array
+            while _npz_cache and sum(a.nbytes for _, arrays in _npz_cache.values() for a in arrays.values()) > (
+                ARRAY_CACHE_BYTES
+            ):
+                _npz_cache.popitem(last=False)
+        return array
+
+
 def load_medmnist(
     dataset_dir: str | os.PathLike,
     split: str = "train",
@@ -108,18 +147,14 @@ def load_medmnist(
     if slices not in ("none", "middle", "all"):
         raise ValueError(f"slices must be 'none', 'middle' or 'all', got {slices!r}")
     modality, anatomy = MEDMNIST_INFO.get(name, ("other", "unknown"))
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise ValueError(f"MedMNIST file {path} cannot be read as .npz: {e}") from e
-    with npz:
-        wanted = _SPLITS if split == "all" else (split,)
-        missing = [f"{s}_{k}" for s in wanted for k in ("images", "labels") if f"{s}_{k}" not in npz.files]
-        if missing:
-            raise ValueError(f"MedMNIST file {path} is missing key(s) {missing}; it has {sorted(npz.files)}")
-        # the label map comes from every split in the file, not only the one asked for
-        labels = {s: _labels(path, s, npz[f"{s}_labels"]) for s in _SPLITS if f"{s}_labels" in npz.files}
-        arrays = {s: (npz[f"{s}_images"], labels[s]) for s in wanted}
+    npz = _NpzArrays(path)
+    wanted = _SPLITS if split == "all" else (split,)
+    missing = [f"{s}_{k}" for s in wanted for k in ("images", "labels") if f"{s}_{k}" not in npz.files]
+    if missing:
+        raise ValueError(f"MedMNIST file {path} is missing key(s) {missing}; it has {sorted(npz.files)}")
+    # the label map comes from every split in the file, not only the one asked for
+    labels = {s: _labels(path, s, npz[f"{s}_labels"]) for s in _SPLITS if f"{s}_labels" in npz.files}
+    arrays = {s: (npz[f"{s}_images"], labels[s]) for s in wanted}
     class_names = _class_names(path, name, labels)
     items: list[dict] = []
     for s, (x, y) in arrays.items():

@@ -7,6 +7,7 @@ network with another class count by dropping only the head (see :data:`HEAD_PREF
 
 from __future__ import annotations
 
+import torch
 from monai.networks.nets import DenseNet121, ResNet, resnet18, resnet50
 from torch import nn
 
@@ -78,7 +79,9 @@ def _tiered_stem(in_channels: int, spatial_dims: int) -> nn.Module:
     )
 
 
-def build_classifier(name: str, in_channels: int, num_classes: int, spatial_dims: int = 2) -> nn.Module:
+def build_classifier(
+    name: str, in_channels: int, num_classes: int, spatial_dims: int = 2, init: bool = True
+) -> nn.Module:
     """Build a classifier by name.
 
     Args:
@@ -93,7 +96,14 @@ def build_classifier(name: str, in_channels: int, num_classes: int, spatial_dims
         in_channels: image channels (1 or 3).
         num_classes: number of output logits (>= 2).
         spatial_dims: 2 or 3.
+        init: initialise the weights (seeded, from the global RNG). ``False``: built on PyTorch's meta device and
+            given uninitialised CPU memory, without drawing random numbers, for a network whose every weight a
+            checkpoint then loads (evaluation, inference: MONAI's ``CheckpointLoader`` loads strictly).
     """
+    if not init:
+        with torch.device("meta"):
+            net = build_classifier(name, in_channels, num_classes, spatial_dims)
+        return net.to_empty(device="cpu")
     if name not in CLASSIFIERS:
         raise ValueError(f"network must be one of {CLASSIFIERS}, got {name!r}.")
     if int(num_classes) < 2:
