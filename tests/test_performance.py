@@ -197,3 +197,25 @@ def test_uninitialised_classifier_loads_to_the_same_network_without_random_draws
     x = torch.randn(2, 3, *(32,) * spatial_dims)
     with torch.no_grad():
         assert torch.equal(empty.eval()(x), trained(x))
+
+
+def test_channels_last_max_pool_is_max_pool():
+    """The classifiers' stem pool: nn.MaxPool2d's values and gradients, in the input's memory format."""
+    from pgnm_monai.networks import build_classifier
+    from pgnm_monai.networks.classifiers import ChannelsLastMaxPool2d
+
+    fast, plain = ChannelsLastMaxPool2d(3, 2, 1), nn.MaxPool2d(3, 2, 1)
+    x = torch.randn(4, 8, 17, 16)
+    with torch.no_grad():
+        for inp in (x, x.contiguous(memory_format=torch.channels_last)):
+            out = fast(inp)
+            assert torch.equal(out, plain(inp))
+            cl = inp.is_contiguous(memory_format=torch.channels_last)
+            assert out.is_contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    fast(a).square().sum().backward()
+    plain(b).square().sum().backward()
+    assert torch.equal(a.grad, b.grad)
+    net = build_classifier("resnet18", 1, 3)
+    assert isinstance(net.maxpool, ChannelsLastMaxPool2d)
+    assert isinstance(build_classifier("resnet18", 1, 3, spatial_dims=3).maxpool, nn.MaxPool3d)

@@ -127,9 +127,10 @@ def build_trainer(
     grid: int | None = None,
     batch: dict[str, torch.Tensor] | None = None,
 ) -> SupervisedTrainer:
-    """A ``SupervisedTrainer`` of ``classifier`` (SGD lr 0.01, momentum 0.9, wd 1e-4) with the variant's handler,
-    training on ``batch`` (one iteration per epoch) and timing each iteration (``trainer.step_timer``; the arm's
-    handler is ``trainer.arm_handler``)."""
+    """A ``SupervisedTrainer`` of ``classifier`` with the variant's handler, set up as the bundles' trainer (fused
+    SGD lr 0.01, momentum 0.9, wd 1e-4; gradients set to ``None`` between steps), training on ``batch`` (one
+    iteration per epoch) and timing each iteration (``trainer.step_timer``; the arm's handler is
+    ``trainer.arm_handler``)."""
     handler = build_arm_handler(
         device=device,
         in_channels=in_channels,
@@ -139,7 +140,7 @@ def build_trainer(
         **VARIANTS[variant],
         **({"grid": grid} if grid else {}),
     )
-    optimizer = torch.optim.SGD(classifier.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    optimizer = torch.optim.SGD(classifier.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4, fused=True)
     timer = StepTimer(device)
     first, last = timer.handlers()
     trainer = SupervisedTrainer(
@@ -148,6 +149,7 @@ def build_trainer(
         train_data_loader=_OneBatch(batch or {}),
         network=classifier,
         optimizer=optimizer,
+        optim_set_to_none=True,
         loss_function=nn.CrossEntropyLoss(),
         train_handlers=[first, handler, last],
         amp=amp,

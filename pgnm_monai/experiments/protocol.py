@@ -287,6 +287,7 @@ def _bundle_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "network": cfg["network"],
         "image_size": cfg["image_size"],
         "batch_size": cfg["batch_size"],
+        "val_batch_size": max(int(cfg["batch_size"]), 32),  # evaluation: batches at least as large as training's
         "in_channels": 1,
         "spatial_dims": cfg.get("spatial_dims", 2),
         "progress_bar": False,
