@@ -64,22 +64,21 @@ class ChannelsLastMaxPool2d(nn.MaxPool2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (
-            torch.is_grad_enabled()
-            or x.device.type != "cpu"
-            or x.dim() != 4
-            or x.is_contiguous(memory_format=torch.channels_last)
-        ):
-            return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+        relayout = (
+            not torch.is_grad_enabled()
+            and x.device.type == "cpu"
+            and x.dim() == 4
+            and not x.is_contiguous(memory_format=torch.channels_last)
+        )
         y = F.max_pool2d(
-            x.contiguous(memory_format=torch.channels_last),
+            x.contiguous(memory_format=torch.channels_last) if relayout else x,
             self.kernel_size,
             self.stride,
             self.padding,
             self.dilation,
             self.ceil_mode,
         )
-        return y.contiguous()
+        return y.contiguous() if relayout else y
 
 
 class SmallCNN(nn.Module):
