@@ -2,6 +2,9 @@
 
 - ``run``: the main job (:func:`pgnm_monai.experiments.pipeline.run_pipeline`): pretrain with the policy and
   the baseline through the pretrain bundle, fine-tune both, evaluate, write the comparison.
+- ``finetune``: fine-tune weights people have (the authors' released heated model, torchvision or timm ImageNet
+  weights, a ``model.pt`` of this project) on a dataset and evaluate it
+  (:func:`pgnm_monai.experiments.finetune.finetune_from_weights`).
 - ``benchmark``: the few-shot unseen-concept protocol (:func:`pgnm_monai.experiments.protocol.run_protocol`).
 - ``demo``: masks before/after a few REINFORCE steps on the embedded images (:func:`pgnm_monai.demo.run_demo`).
 
@@ -53,6 +56,30 @@ def _run(args: argparse.Namespace) -> int:
         spatial_dims=args.spatial_dims,
         grid=args.grid,
         spacing=args.spacing,
+    )
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from pgnm_monai.experiments.finetune import finetune_from_weights
+
+    finetune_from_weights(
+        pretrained=args.pretrained,
+        output_dir=args.output_dir,
+        network=args.network,
+        dataset_kind=args.dataset_kind,
+        dataset_dir=args.dataset_dir,
+        dataset_options=args.dataset_options,
+        few_shot=args.few_shot,
+        few_shot_seed=args.few_shot_seed,
+        normalization=args.normalization,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        in_channels=args.in_channels,
+        spatial_dims=args.spatial_dims,
+        seed=args.seed,
     )
     return 0
 
@@ -112,8 +139,10 @@ def _demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from pgnm_monai.data import KINDS
     from pgnm_monai.demo import run_demo
+    from pgnm_monai.experiments.finetune import finetune_from_weights
     from pgnm_monai.experiments.pipeline import run_pipeline
     from pgnm_monai.experiments.protocol import PROFILES, run_protocol
+    from pgnm_monai.networks.weights import NORMALIZATION
 
     parser = argparse.ArgumentParser(prog="pgnm", description="pgnm-monai: the Policy Gradient-Driven Noise Mask")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -142,6 +171,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--spacing", type=float, nargs="+", default=d["spacing"], help="volumes: resample to this voxel spacing (mm)"
     )
     run.set_defaults(func=_run)
+
+    d = _defaults(finetune_from_weights)
+    ft = sub.add_parser(
+        "finetune",
+        help="fine-tune published or own weights on a dataset -> models/model.pt, eval/predictions.csv, metrics",
+        description="Fine-tune a weight file (the authors' released heated model, torchvision or timm ImageNet "
+        "weights, a model.pt of this project) on a dataset through the fine-tune bundle, then evaluate it on the "
+        "test split. Nothing is downloaded: point --pretrained at a file you have.",
+    )
+    ft.add_argument("--pretrained", required=True, help="the weight file to start from (.pt, .pth, .bin, .safetensors)")
+    ft.add_argument("--output-dir", default=d["output_dir"], help=f"the run's folder (default: {d['output_dir']})")
+    ft.add_argument("--network", default=None, choices=CLASSIFIERS, help=f"the architecture of --pretrained {bundle}")
+    ft.add_argument("--dataset-dir", default=None, help="your data: folder, CSV, npz, DICOM/NIfTI (default: embedded)")
+    ft.add_argument("--dataset-kind", default=None, choices=KINDS, help="kind of --dataset-dir (default: guessed)")
+    ft.add_argument("--dataset-options", type=_json_object, default=None, help="loader options, JSON")
+    ft.add_argument("--few-shot", type=int, default=None, help="fine-tune on N training images (default: all)")
+    ft.add_argument("--few-shot-seed", type=int, default=None, help=f"seed of the few-shot subset {bundle}")
+    ft.add_argument(
+        "--normalization", default=None, choices=sorted(NORMALIZATION),
+        help="intensity mean/std of the weights: paper (0.3162/0.3213, the authors' weights) or imagenet "
+        f"(0.449/0.226) {bundle}",
+    )  # fmt: skip
+    ft.add_argument("--epochs", type=int, default=None, help=bundle)
+    ft.add_argument("--lr", type=float, default=None, help=bundle)
+    ft.add_argument("--batch-size", type=int, default=None, help=bundle)
+    ft.add_argument("--image-size", type=int, default=None, help=bundle)
+    ft.add_argument("--in-channels", type=int, default=None, help=f"1 or 3 (the stem is adapted to it) {bundle}")
+    ft.add_argument("--spatial-dims", type=int, choices=(2, 3), default=None, help=f"3: volumes {bundle}")
+    ft.add_argument("--seed", type=int, default=None, help=bundle)
+    ft.set_defaults(func=_finetune)
 
     d = _defaults(run_protocol)
     bench = sub.add_parser("benchmark", help="the few-shot unseen-concept protocol -> runs.csv, report.md, plots")

@@ -26,7 +26,6 @@ import sys
 import tempfile
 import traceback
 import warnings
-import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -37,8 +36,9 @@ from torch import nn
 from pgnm_monai.arms import ARMS, MASK_ARMS
 from pgnm_monai.data import Datalist, few_shot_subset, load_datalist
 from pgnm_monai.data.schema import IMAGE_PATH
-from pgnm_monai.networks.classifiers import CLASSIFIERS, HEAD_PREFIXES
+from pgnm_monai.networks.classifiers import CLASSIFIERS
 from pgnm_monai.networks.policy import TRUNKS
+from pgnm_monai.networks.weights import load_checkpoint_file, load_weights
 from pgnm_monai.objectives import ADVANTAGES, OBJECTIVES
 
 __all__ = [
@@ -105,14 +105,14 @@ def amp_kwargs(amp_dtype: str) -> dict[str, torch.dtype]:
 def check_train_args(
     arm: str = "none",
     objective: str = "reinforce",
-    network: str = "resnet10",
+    network: str = "resnet10t",
     grid: int = 16,
     image_size: int = 64,
     in_channels: int = 1,
     epochs: int = 1,
     batch_size: int = 1,
     lr: float = 0.1,
-    policy_trunk: str = "resnet10",
+    policy_trunk: str = "resnet10t",
     reward_sign: int = -1,
     advantage: str = "baseline",
 ) -> bool:
@@ -256,16 +256,8 @@ def check_checkpoint(path: str | os.PathLike | None, config_id: str, keys: Seque
 
 
 def _load_checkpoint(path: str, config_id: str, keys: Sequence[str] = ()) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU with errors that name ``config_id`` and ``path``."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"config id {config_id!r} points to {path!r}, which does not exist.")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except Exception as e:
-        raise ValueError(
-            f"config id {config_id!r} points to {path!r}, which is not a readable PyTorch checkpoint "
-            f"(truncated or corrupt?): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        ) from e
+    """:func:`~pgnm_monai.networks.weights.load_checkpoint_file`, then a check that ``keys`` are in it."""
+    ckpt = load_checkpoint_file(path, config_id)
     missing = [k for k in keys if not (isinstance(ckpt, Mapping) and k in ckpt)]
     if missing:
         found = sorted(map(str, ckpt))[:8] if isinstance(ckpt, Mapping) else type(ckpt).__name__
@@ -328,19 +320,11 @@ def find_checkpoint(ckpt_dir: str, resume: bool | str | None) -> str | None:
 def load_pretrained(
     network: nn.Module, path: str | None, network_name: str | None = None, reset_head: bool = True
 ) -> nn.Module:
-    """Load a heated classifier checkpoint into ``network``, keeping ``network``'s (new) head.
+    """Warm-start ``network`` from ``path`` (config id ``pretrained_ckpt``) by
+    :func:`~pgnm_monai.networks.load_weights`: this project's ``model.pt`` / ``model_avg.pt``, a training-state
+    checkpoint, the authors' released weights, torchvision or timm ImageNet weights.
 
-    Every non-head tensor must be in the checkpoint with the same shape (else ``ValueError``: the
-    checkpoint is of another architecture); the head (see :data:`~pgnm_monai.networks.HEAD_PREFIXES`) is
-    skipped when ``reset_head`` or when its shape differs (a new class count). The equivalent of MONAI's
-    ``CheckpointLoader(strict_shape=False)``, but it refuses a checkpoint that loads only partly.
-
-    Args:
-        network: the classifier to initialise (modified in place and returned).
-        path: a ``model.pt`` (state dict) or a training-state checkpoint (``{"model": ...}``); ``None``
-            trains from scratch (with a warning).
-        network_name: the architecture name (to know its head); ``None``: skip only mismatched shapes.
-        reset_head: skip the head even where its shape matches.
+    ``None`` trains from scratch (with a warning); a path that does not exist is refused.
     """
     if path is None:
         warnings.warn("config id 'pretrained_ckpt' is null: fine-tuning starts from a random network.", stacklevel=2)
@@ -348,40 +332,9 @@ def load_pretrained(
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"config id 'pretrained_ckpt' points to {path!r}, which does not exist; run the pretrain bundle "
-            "first or set pretrained_ckpt to null to train from scratch."
+            "first, point it to a weight file, or set pretrained_ckpt to null to train from scratch."
         )
-    ckpt = _load_checkpoint(path, "pretrained_ckpt")
-    if not isinstance(ckpt, Mapping):
-        raise ValueError(
-            f"config id 'pretrained_ckpt' points to {path!r}, which holds a {type(ckpt).__name__}, not a state dict."
-        )
-    if isinstance(ckpt, dict) and "model" in ckpt and isinstance(ckpt["model"], dict):
-        ckpt = ckpt["model"]
-    own = network.state_dict()
-    heads = HEAD_PREFIXES.get(network_name or "", ())
-
-    def is_head(k: str) -> bool:
-        return any(k.startswith(h) for h in heads)
-
-    loaded, skipped, missing = {}, [], []
-    for k, v in own.items():
-        c = ckpt.get(k)
-        if as_bool(reset_head) and is_head(k):
-            skipped.append(k)
-        elif c is not None and tuple(c.shape) == tuple(v.shape):
-            loaded[k] = c
-        elif heads and is_head(k):
-            skipped.append(k)
-        else:
-            missing.append(k)
-    if missing:
-        raise ValueError(
-            f"pretrained_ckpt {path!r} does not fit network {network_name!r}: {len(missing)} tensors missing or of "
-            f"another shape (e.g. {missing[:3]}); pretrain and fine-tune must use the same 'network' and 'in_channels'."
-        )
-    network.load_state_dict(loaded, strict=False)
-    logger.info(f"loaded {len(loaded)} tensors from {path}; new head: {skipped}")
-    return network
+    return load_weights(network, path, network_name, reset_head=as_bool(reset_head))
 
 
 def check_override_ids(config: Mapping, ids: Iterable[str], files: str = "the bundle's configs") -> bool:

@@ -17,7 +17,6 @@ import torch
 from ignite.engine import Events
 from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedTrainer
-from monai.networks.nets import resnet10
 from monai.utils import set_determinism
 
 from pgnm_monai.arms import build_policy_handler
@@ -25,6 +24,7 @@ from pgnm_monai.config_helpers import load_data
 from pgnm_monai.data.utils import atomic_save_figure, atomic_write_text
 from pgnm_monai.experiments.policy_figures import middle_slice
 from pgnm_monai.handlers import STATE_ATTRIBUTES
+from pgnm_monai.networks import build_classifier
 from pgnm_monai.transforms import PolicyNoiseMask, eval_transforms
 
 __all__ = ["run_demo"]
@@ -107,7 +107,7 @@ def run_demo(
     examples = _one_per_class(dataset, datalist.class_names)
     batch = torch.stack(list(examples.values())).to(dev)
 
-    classifier = resnet10(spatial_dims=spatial_dims, n_input_channels=1, num_classes=datalist.num_classes).to(dev)
+    classifier = build_classifier("resnet10t", 1, datalist.num_classes, spatial_dims).to(dev)
     handler = build_policy_handler(
         device=dev,
         in_channels=1,

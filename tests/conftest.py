@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,3 +63,38 @@ def _monai_metadata_tracking_restored():
 
     yield
     set_track_meta(True)
+
+
+@pytest.fixture
+def clinical_csv(tmp_path) -> Path:
+    """A clinical labels CSV (path, label, patient_id, modality) over real DICOM/NIfTI files that pydicom and
+    nibabel ship: a series folder built from CT_small, multi-frame MR, RGB/YBR ultrasound, NIfTI volumes."""
+    import pydicom
+    from nibabel.testing import data_path as nib_data
+    from pydicom.data.data_manager import DATA_ROOT
+
+    files = Path(DATA_ROOT) / "test_files"
+    series = tmp_path / "series_ct"
+    series.mkdir()
+    base = pydicom.dcmread(files / "CT_small.dcm")
+    for k in range(4):
+        ds = base.copy()
+        ds.InstanceNumber = k + 1
+        ds.ImagePositionPatient = [0.0, 0.0, float(k) * 5.0]
+        ds.SOPInstanceUID = pydicom.uid.generate_uid(entropy_srcs=[f"s{k}"])
+        ds.save_as(series / f"slice{k}.dcm")
+    rows = [
+        (str(series), "lesion", "P1", ""),
+        (str(files / "MR_small.dcm"), "normal", "P2", ""),
+        (str(files / "examples_rgb_color.dcm"), "lesion", "P3", ""),
+        (str(files / "examples_ybr_color.dcm"), "normal", "P4", ""),
+        (str(Path(nib_data) / "anatomical.nii"), "normal", "P5", "MR"),
+        (str(Path(nib_data) / "example4d.nii.gz"), "lesion", "P6", "MR"),
+        (str(files / "CT_small.dcm"), "normal", "P1", ""),
+    ]
+    csv_path = tmp_path / "labels.csv"
+    with open(csv_path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "patient_id", "modality"])
+        w.writerows(rows)
+    return csv_path

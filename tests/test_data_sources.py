@@ -10,10 +10,8 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 import torch
-from nibabel.testing import data_path as NIB_DATA
 from pydicom.data.data_manager import DATA_ROOT
 
 from pgnm_monai.data import load_class_map, load_datalist
@@ -238,36 +236,8 @@ def test_radimagenet_original_layout_with_csvs_and_defects(tmp_path, mednist_jpe
     assert len(load_datalist("radimagenet", str(root), split="val")) == 3
 
 
-def _clinical_set(tmp_path: Path) -> Path:
-    """CSV over real DICOM/NIfTI files: a series folder built from CT_small, multi-frame MR, NIfTI volumes."""
-    series = tmp_path / "series_ct"
-    series.mkdir()
-    base = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
-    for k in range(4):
-        ds = base.copy()
-        ds.InstanceNumber = k + 1
-        ds.ImagePositionPatient = [0.0, 0.0, float(k) * 5.0]
-        ds.SOPInstanceUID = pydicom.uid.generate_uid(entropy_srcs=[f"s{k}"])
-        ds.save_as(series / f"slice{k}.dcm")
-    rows = [
-        (str(series), "lesion", "P1", ""),
-        (str(PYDICOM_FILES / "MR_small.dcm"), "normal", "P2", ""),
-        (str(PYDICOM_FILES / "examples_rgb_color.dcm"), "lesion", "P3", ""),
-        (str(PYDICOM_FILES / "examples_ybr_color.dcm"), "normal", "P4", ""),
-        (str(Path(NIB_DATA) / "anatomical.nii"), "normal", "P5", "MR"),
-        (str(Path(NIB_DATA) / "example4d.nii.gz"), "lesion", "P6", "MR"),
-        (str(PYDICOM_FILES / "CT_small.dcm"), "normal", "P1", ""),
-    ]
-    csv_path = tmp_path / "labels.csv"
-    with open(csv_path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "label", "patient_id", "modality"])
-        w.writerows(rows)
-    return csv_path
-
-
-def test_clinical_dicom_nifti_slices_and_chain(tmp_path):
-    csv_path = _clinical_set(tmp_path)
+def test_clinical_dicom_nifti_slices_and_chain(clinical_csv):
+    csv_path = clinical_csv
     dl = load_datalist("clinical", str(csv_path), split="all", slices="all")
     assert dl.class_names == ["lesion", "normal"]
     by = {}
@@ -289,8 +259,8 @@ def test_clinical_dicom_nifti_slices_and_chain(tmp_path):
     assert -1e-5 <= float(raw.min()) and float(raw.max()) <= 1.0 + 1e-5
 
 
-def test_clinical_split_by_patient(tmp_path):
-    csv_path = _clinical_set(tmp_path)
+def test_clinical_split_by_patient(clinical_csv):
+    csv_path = clinical_csv
     parts = {
         s: load_datalist("clinical", str(csv_path), split=s, seed=1, slices="all") for s in ("train", "val", "test")
     }
@@ -304,10 +274,10 @@ def test_clinical_split_by_patient(tmp_path):
     )
 
 
-def test_clinical_volumes_kept_whole(tmp_path):
+def test_clinical_volumes_kept_whole(clinical_csv, tmp_path):
     """``slices="none"``: one 3D item per volume (DICOM series, NIfTI, 4D NIfTI's first frame), split by patient;
     a 2D file in the CSV is refused naming its line."""
-    csv_path = _clinical_set(tmp_path)
+    csv_path = clinical_csv
     with pytest.raises(ValueError, match=r"line 3: .*MR_small.dcm is not a volume"):
         load_datalist("clinical", str(csv_path), split="all", slices="none")
     volumes = tmp_path / "volumes.csv"

@@ -51,6 +51,9 @@ def test_presets_are_plain_kwargs():
     one = build_arm_handler("pgnm", preset="fast", policy_num_threads=1, seed=0)
     assert isinstance(one, ThreadLimitedNoisePolicyHandler) and one.num_threads == 1
     assert a.optimizer.defaults["fused"] is True
+    # the fast preset's 16 px trunk in the default memory format (channels-last only adds weight copies there)
+    assert a.policy.memory_format == torch.contiguous_format
+    assert build_arm_handler("pgnm", preset="paper", seed=0).policy.memory_format == torch.channels_last
 
 
 def test_fused_upsample_blur_equals_interpolate_then_blur():
@@ -65,7 +68,8 @@ def test_fused_upsample_blur_equals_interpolate_then_blur():
 def test_fast_path_equals_paper_path_at_full_resolution(mednist_small):
     images = _upsampled(mednist_small[0][:8], 64)
     paper, [p] = _draw("paper", images)
-    fast, [f] = _draw("fast", images, policy_input_size=64)  # fast code path, input resolution = image size
+    # the fast code path at the image's resolution (and the paper's memory format): the paper's draw, bitwise
+    fast, [f] = _draw("fast", images, policy_input_size=64, channels_last=True)
     for key in ("image", "mask", "cells", "log_prob", "alpha", "beta"):
         assert torch.equal(getattr(p, key), getattr(f, key)), key
     assert torch.equal(paper.policy.base_alpha, fast.policy.base_alpha)
@@ -133,8 +137,8 @@ def test_channels_last_policy_is_the_same_policy(mednist_small):
         torch.manual_seed(0)
         policies.append(NoisePolicy(grid=8, in_channels=1, channels_last=channels_last).eval())
     fast, plain = policies
-    assert fast.trunk.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    assert plain.trunk.conv1.weight.is_contiguous()
+    assert fast.trunk.conv1[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert plain.trunk.conv1[0].weight.is_contiguous()
     for a, b in zip(fast.state_dict().values(), plain.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     with torch.no_grad():
@@ -143,7 +147,7 @@ def test_channels_last_policy_is_the_same_policy(mednist_small):
     torch.testing.assert_close(b1, b2, rtol=1e-4, atol=1e-5)
     # a state dict saved from one format loads into the other and keeps the receiving module's format
     plain.load_state_dict(fast.state_dict())
-    assert plain.trunk.conv1.weight.is_contiguous()
+    assert plain.trunk.conv1[0].weight.is_contiguous()
 
 
 def test_mask_agreement_tells_the_same_pattern_from_another():

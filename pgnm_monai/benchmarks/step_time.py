@@ -4,8 +4,8 @@ Usage::
 
     python -m pgnm_monai.benchmarks.step_time [--model resnet18 resnet50] [--image-size 128 224]
         [--batch-size 16] [--steps 20] [--warmup 3] [--channels 3] [--classes 6] [--objective reinforce]
-        [--device auto|cpu|cuda] [--amp] [--seed 0] [--no-memory] [--classifier monai|torchvision]
-        [--spatial-dims 2|3] [--grid G]
+        [--device auto|cpu|cuda] [--amp] [--seed 0] [--no-memory] [--spatial-dims 2|3] [--grid G]
+        [--variants ...]
 
 Each step is the real ``monai.engines.SupervisedTrainer`` iteration with its handlers, run through the
 trainer's public ``run()`` one one-iteration epoch at a time, and timed from ``ITERATION_STARTED`` (a handler
@@ -14,19 +14,20 @@ batch, computes its reward and steps its own optimiser inside the timed step; th
 events fall outside it. Variants (same classifier initialisation, optimiser, batch and seed):
 
 - ``baseline``: arm ``none``;
-- ``pgnm[paper]``: arm ``pgnm``, preset ``paper`` (ResNet-10 policy trunk at full resolution);
+- ``pgnm[paper]``: arm ``pgnm``, preset ``paper`` (timm's ResNet-10t policy trunk at full resolution);
 - ``pgnm[fast]``: arm ``pgnm``, preset ``fast`` (the trunk sees the image resized to 16 x 16, fused SGD);
 - ``pgnm[fast,1-thread]``: the same with the policy's hooks on one CPU thread (for shared CPUs);
 - ``pgnm[paper,contiguous]``: the paper preset with the policy trunk in the default memory format (what
   channels-last saves, side by side).
 
-The classifier is :func:`pgnm_monai.networks.build_classifier` (MONAI's ResNets, whose 7x7 stem has stride
-1: about 4.6x the FLOPs of the standard ResNet-18 at the same size), or with ``--classifier torchvision`` the
-standard torchvision network of that name (stride-2 stem, 3 channels), the harder baseline for the policy.
+The classifier is :func:`pgnm_monai.networks.build_classifier`: in 2D timm's network of that name, the one the
+paper trains. Each variant's *FLOP floor* is its step's FLOPs over the baseline's (one step of each trainer under
+``torch.utils.flop_counter.FlopCounterMode``: forward, backward and the policy's work), the ratio that a
+policy costing only its arithmetic would reach.
 
 The variants run round-robin, one step each per round, so load from other processes hits all of them
 alike. Reported per variant: median and interquartile range of the step time over ``--steps`` rounds
-after ``--warmup`` rounds, the ratio of medians to the baseline, and peak memory: on CUDA
+after ``--warmup`` rounds, the ratio of medians to the baseline, the FLOP floor, and peak memory: on CUDA
 ``torch.cuda.max_memory_allocated`` of one step (synchronised); on the CPU the peak growth of the
 process's resident set during one step, sampled every 0.5 ms in a separate pass after the timing (so
 sampling does not perturb the times).
@@ -46,13 +47,14 @@ import torch
 from monai.engines import SupervisedTrainer
 from monai.utils import IgniteInfo, min_version, optional_import
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from pgnm_monai.arms import PRESETS, build_arm_handler
 from pgnm_monai.networks import CLASSIFIERS, build_classifier
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
-__all__ = ["VARIANTS", "StepTimer", "build_trainer", "run_step", "measure", "main"]
+__all__ = ["VARIANTS", "StepTimer", "build_trainer", "run_step", "step_flops", "measure", "main"]
 
 #: variant label -> keyword arguments of :func:`~pgnm_monai.arms.build_arm_handler`: the baseline, then the
 #: ``pgnm`` arm with each preset of :data:`~pgnm_monai.arms.PRESETS`.
@@ -165,6 +167,15 @@ def run_step(trainer: SupervisedTrainer) -> float:
     return trainer.step_timer.times[-1]
 
 
+def step_flops(trainer: SupervisedTrainer) -> int:
+    """The FLOPs of one training iteration of ``trainer`` (forward, backward, the arm's work), counted by
+    ``torch.utils.flop_counter.FlopCounterMode``."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        run_step(trainer)
+    return counter.get_total_flops()
+
+
 def _synchronise(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -214,21 +225,14 @@ def measure(
     seed: int = 0,
     memory: bool = True,
     variants: tuple[str, ...] = tuple(VARIANTS),
-    classifier: str = "monai",
     spatial_dims: int = 2,
     grid: int | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Time the variants interleaved; returns ``{variant: {median_s, q1_s, q3_s, ratio, peak_mib}}``."""
+    """Time the variants interleaved; returns ``{variant: {median_s, q1_s, q3_s, ratio, gflops, floor,
+    peak_mib}}`` (``floor``: the variant's FLOPs over the first variant's, the baseline)."""
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else device.replace("auto", "cpu"))
     torch.manual_seed(seed)
-    if classifier == "torchvision":
-        import torchvision
-
-        if channels != 3 or spatial_dims != 2:
-            raise ValueError("--classifier torchvision builds 2D 3-channel networks; use --channels 3")
-        template = getattr(torchvision.models, model)(num_classes=classes)
-    else:
-        template = build_classifier(model, channels, classes, spatial_dims)
+    template = build_classifier(model, channels, classes, spatial_dims)
     generator = torch.Generator().manual_seed(seed)
     batch = {
         "image": torch.randn(batch_size, channels, *(image_size,) * spatial_dims, generator=generator).to(dev),
@@ -240,6 +244,7 @@ def measure(
         )
         for v in variants
     }
+    flops = {v: step_flops(trainers[v]) for v in variants}  # also the first warm-up step of each
     times: dict[str, list[float]] = {v: [] for v in variants}
     for i in range(warmup + steps):
         order = variants[i % len(variants) :] + variants[: i % len(variants)]  # rotate who goes first
@@ -250,12 +255,13 @@ def measure(
     results: dict[str, dict[str, float]] = {}
     for v in variants:
         q1, median, q3 = statistics.quantiles(times[v], n=4, method="inclusive")
-        results[v] = {"median_s": median, "q1_s": q1, "q3_s": q3}
+        results[v] = {"median_s": median, "q1_s": q1, "q3_s": q3, "gflops": flops[v] / 1e9}
         if memory:
             results[v]["peak_mib"] = _peak_memory(lambda v=v: run_step(trainers[v]), dev)
-    base = results[variants[0]]["median_s"]
+    base, base_flops = results[variants[0]]["median_s"], flops[variants[0]]
     for v in variants:
         results[v]["ratio"] = results[v]["median_s"] / base
+        results[v]["floor"] = flops[v] / base_flops
     return results
 
 
@@ -264,14 +270,20 @@ def format_table(results: dict[str, dict[str, float]], title: str) -> str:
     lines = [
         f"### {title}",
         "",
-        "| variant | median step (s) | IQR (s) | ratio to baseline | peak memory (MiB) |",
-        "|---|---|---|---|---|",
+        "| variant | median step (s) | IQR (s) | ratio to baseline | GFLOPs per step | FLOP floor | ratio / floor "
+        "| peak memory (MiB) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for v, r in results.items():
         peak = f"{r['peak_mib']:.0f}" if "peak_mib" in r else "-"
-        lines.append(f"| {v} | {r['median_s']:.3f} | {r['q1_s']:.3f}-{r['q3_s']:.3f} | {r['ratio']:.3f} | {peak} |")
+        lines.append(
+            f"| {v} | {r['median_s']:.3f} | {r['q1_s']:.3f}-{r['q3_s']:.3f} | {r['ratio']:.3f} | {r['gflops']:.1f} "
+            f"| {r['floor']:.3f} | {r['ratio'] / r['floor']:.3f} | {peak} |"
+        )
     lines += [
         "",
+        "FLOP floor: the variant's FLOPs per step over the baseline's (torch.utils.flop_counter), the ratio a "
+        "variant costing only its arithmetic would reach.",
         "Peak memory: CUDA max allocated in one step; on the CPU the growth of the resident set during one step "
         "(rough: memory the process already holds is reused, so a later variant can read lower).",
     ]
@@ -296,19 +308,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--spatial-dims", type=int, default=2, choices=[2, 3], help="3: volumes of image-size^3")
     parser.add_argument("--grid", type=int, default=None, help="mask cells per side (default: the presets' 64)")
-    parser.add_argument(
-        "--classifier",
-        default="monai",
-        choices=["monai", "torchvision"],
-        help="the project's MONAI network (build_classifier) or torchvision's standard one",
-    )
     args = parser.parse_args(argv)
     variants = tuple(dict.fromkeys(["baseline", *args.variants]))
     print(
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, device "
         f"{'cuda' if args.device != 'cpu' and torch.cuda.is_available() else 'cpu'}, batch {args.batch_size}, "
-        f"{args.steps} timed rounds after {args.warmup} warm-up, objective {args.objective}, seed {args.seed}, "
-        f"{args.classifier} classifier",
+        f"{args.steps} timed rounds after {args.warmup} warm-up, objective {args.objective}, seed {args.seed}",
         flush=True,
     )
     out = {}
@@ -316,11 +321,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
         for size in args.image_size:
             results = measure(
                 model, size, args.batch_size, args.steps, args.warmup, args.channels, args.classes,
-                args.objective, args.device, args.amp, args.seed, not args.no_memory, variants, args.classifier,
-                args.spatial_dims, args.grid,
+                args.objective, args.device, args.amp, args.seed, not args.no_memory, variants, args.spatial_dims,
+                args.grid,
             )  # fmt: skip
             shape = "x".join([str(size)] * args.spatial_dims)
-            title = f"{model} ({args.classifier}), {shape}, batch {args.batch_size}"
+            title = f"{model}, {shape}, batch {args.batch_size}"
             print(format_table(results, title) + "\n", flush=True)
             out[f"{model}@{size}"] = results
     return out

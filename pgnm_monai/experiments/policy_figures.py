@@ -137,7 +137,7 @@ def load_policy(run_dir: str | Path | None, settings: dict[str, Any], seed: int 
         grid=int(settings["grid"]),
         kernel_size=int(settings["kernel_size"]),
         sigma=float(settings["sigma"]),
-        trunk=settings.get("policy_trunk", "resnet10"),
+        trunk=settings.get("policy_trunk", "resnet10t"),
         policy_input_size=settings.get("policy_input_size"),
         seed=seed,
     ).policy

@@ -4,7 +4,8 @@
   :class:`ThreadLimitedNoisePolicyHandler`;
 - the other arms: :class:`BatchAugmentationHandler`;
 - checkpoints: :class:`AtomicCheckpointSaver`, :class:`TrainingStateSaver`, :class:`ResumeCheckpointLoader`,
-  :class:`RandomStates` (every random state, for exact resume);
+  :class:`RandomStates` (every random state, for exact resume), :class:`CheckpointAverager` (the mean of the last
+  K epochs, as the official release);
 - outputs: :class:`PredictionWriter` (per-item CSV + metrics JSON), :class:`MetricsHistoryWriter`;
 - run control and curves: :class:`LossProgressBar`, :class:`StopAtEpoch`, :class:`TrainingCurveWriter`;
 - non-finite values: :class:`FiniteCheckHandler` (``FloatingPointError`` naming the epoch, iteration and files).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from .batch_augmentation import BatchAugmentationHandler
 from .checkpoint import AtomicCheckpointSaver, ResumeCheckpointLoader, TrainingStateSaver
+from .checkpoint_average import CheckpointAverager
 from .finite_check import FiniteCheckHandler
 from .metrics_history import MetricsHistoryWriter
 from .noise_policy import (
@@ -32,6 +34,7 @@ from .training_curves import TrainingCurveWriter
 __all__ = [
     "AtomicCheckpointSaver",
     "BatchAugmentationHandler",
+    "CheckpointAverager",
     "FiniteCheckHandler",
     "LossProgressBar",
     "MetricsHistoryWriter",

@@ -94,8 +94,8 @@ def per_sample_cross_entropy(logits: torch.Tensor, label: torch.Tensor) -> torch
 
 def grad_norm(parameters: Sequence[torch.Tensor] | Any) -> float:
     """The L2 norm of the gradients of ``parameters`` (those without a gradient count as 0)."""
-    norms = [torch.linalg.vector_norm(p.grad.detach().float()) for p in parameters if p.grad is not None]
-    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+    grads = [p.grad.detach() for p in parameters if p.grad is not None]
+    return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
 
 
 def iteration_seed(seed: int, iteration: int, rank: int = 0) -> int:

@@ -1,4 +1,5 @@
-"""Classification networks for the bundles: MONAI ResNet-10/10t/18/50, DenseNet121 and a tiny CNN for tests.
+"""Classification networks for the bundles: timm's ResNet-10t/18/50 (the paper's), MONAI's DenseNet121 and 3D
+ResNets, and a tiny CNN for tests.
 
 Every network maps ``(B, in_channels, *spatial)`` to raw logits ``(B, num_classes)``, is TorchScript-scriptable
 (``ckpt_export``) and keeps its classification head under one name, so that a heated checkpoint loads into a
@@ -7,6 +8,7 @@ network with another class count by dropping only the head (see :data:`HEAD_PREF
 
 from __future__ import annotations
 
+import timm
 import torch
 import torch.nn.functional as F
 from monai.networks.nets import DenseNet121, ResNet, resnet18, resnet50
@@ -18,14 +20,15 @@ __all__ = [
     "ChannelsLastMaxPool2d",
     "SmallCNN",
     "build_classifier",
+    "monai_resnet3d",
     "small_conv_features",
+    "timm_resnet",
 ]
 
-CLASSIFIERS = ("resnet10", "resnet10t", "resnet18", "resnet50", "densenet121", "small")
+CLASSIFIERS = ("resnet10t", "resnet18", "resnet50", "densenet121", "small")
 
 # parameter-name prefixes of the classification head of each network (what fine-tuning replaces)
 HEAD_PREFIXES: dict[str, tuple[str, ...]] = {
-    "resnet10": ("fc.",),
     "resnet10t": ("fc.",),
     "resnet18": ("fc.",),
     "resnet50": ("fc.",),
@@ -115,6 +118,29 @@ def _tiered_stem(in_channels: int, spatial_dims: int) -> nn.Module:
     )
 
 
+def monai_resnet3d(name: str, in_channels: int, num_classes: int | None) -> nn.Module:
+    """MONAI's 3D ResNet of the same depth as timm's ``name``, with a stride-2 stem as the 2D networks have.
+
+    Args:
+        name: ``resnet10t`` (one basic block per stage and timm's tiered 3x3 stem), ``resnet18`` or ``resnet50``
+            (MONAI's, with a 7x7 stride-2 stem instead of MONAI's default stride 1).
+        in_channels: volume channels.
+        num_classes: output logits; ``None``: no head, the network maps a volume to its 512-d (resnet10t,
+            resnet18) or 2048-d (resnet50) pooled features.
+    """
+    kwargs = {"spatial_dims": 3, "n_input_channels": in_channels, "conv1_t_stride": 2}
+    kwargs.update({"num_classes": num_classes} if num_classes is not None else {"feed_forward": False})
+    if name == "resnet18":
+        return resnet18(**kwargs)
+    if name == "resnet50":
+        return resnet50(**kwargs)
+    if name != "resnet10t":
+        raise ValueError(f"3D ResNets are resnet10t, resnet18 and resnet50, got {name!r}.")
+    net = ResNet(block="basic", layers=[1, 1, 1, 1], block_inplanes=[64, 128, 256, 512], **kwargs)
+    net.conv1 = _tiered_stem(in_channels, 3)
+    return net
+
+
 def build_classifier(
     name: str, in_channels: int, num_classes: int, spatial_dims: int = 2, init: bool = True
 ) -> nn.Module:
@@ -123,10 +149,11 @@ def build_classifier(
     Args:
         name: one of :data:`CLASSIFIERS`:
 
-            - ``resnet10``: MONAI ``ResNet`` with basic blocks ``[1, 1, 1, 1]`` (7x7 stem).
-            - ``resnet10t``: the same with the deep tiered 3x3 stem of timm's ResNet-10t. Not timm's network
-              exactly: its down-sampling shortcuts are MONAI's strided 1x1 convs, not avg-pool + 1x1.
-            - ``resnet18`` / ``resnet50``: MONAI's ``resnet18`` / ``resnet50``.
+            - ``resnet10t``, ``resnet18``, ``resnet50``: in 2D exactly ``timm.create_model(name, num_classes=...,
+              in_chans=...)`` (the paper's networks: the same modules, state-dict keys and shapes; timm's
+              ``resnet18`` / ``resnet50`` also have torchvision's keys, so ImageNet weights of either load), with
+              the stem's max pool as :class:`ChannelsLastMaxPool2d` (the same values). In 3D MONAI's
+              (:func:`monai_resnet3d`; timm has no 3D networks).
             - ``densenet121``: MONAI's ``DenseNet121``.
             - ``small``: :class:`SmallCNN` (tests, quick demos).
         in_channels: image channels (1 or 3).
@@ -151,23 +178,18 @@ def build_classifier(
         return SmallCNN(in_channels, num_classes, spatial_dims)
     if name == "densenet121":
         return DenseNet121(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=num_classes)
-    if name in ("resnet18", "resnet50"):
-        factory = resnet18 if name == "resnet18" else resnet50
-        net = factory(spatial_dims=spatial_dims, n_input_channels=in_channels, num_classes=num_classes)
-    else:
-        net = ResNet(
-            block="basic",
-            layers=[1, 1, 1, 1],
-            block_inplanes=[64, 128, 256, 512],
-            spatial_dims=spatial_dims,
-            n_input_channels=in_channels,
-            num_classes=num_classes,
-        )
-        if name == "resnet10t":
-            net.conv1 = _tiered_stem(in_channels, spatial_dims)
-    if spatial_dims == 2:  # the stem's pool, the same values faster on the CPU
-        pool = net.maxpool
-        net.maxpool = ChannelsLastMaxPool2d(
-            pool.kernel_size, pool.stride, pool.padding, pool.dilation, ceil_mode=pool.ceil_mode
-        )
+    if spatial_dims == 3:
+        return monai_resnet3d(name, in_channels, num_classes)
+    return timm_resnet(name, in_channels, num_classes)
+
+
+def timm_resnet(name: str, in_channels: int, num_classes: int = 0) -> nn.Module:
+    """``timm.create_model(name, num_classes=num_classes, in_chans=in_channels)`` with its stem's pool as
+    :class:`ChannelsLastMaxPool2d` (the same values and no parameters: the state dict is timm's).
+
+    ``num_classes=0``: no head; the network maps an image to its pooled features (``net.num_features``).
+    """
+    net = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels)
+    pool = net.maxpool
+    net.maxpool = ChannelsLastMaxPool2d(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode)
     return net

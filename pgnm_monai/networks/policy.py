@@ -18,23 +18,24 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from monai.networks.nets import ResNet
 from torch import nn
 
 from pgnm_monai import distributed
-from pgnm_monai.networks.classifiers import small_conv_features
+from pgnm_monai.networks.classifiers import monai_resnet3d, small_conv_features, timm_resnet
 
 __all__ = ["NoisePolicy", "build_trunk", "TRUNKS"]
 
-TRUNKS = ("resnet10", "resnet18", "small")
+TRUNKS = ("resnet10t", "resnet18", "small")
 
 
 def build_trunk(name: str, spatial_dims: int, in_channels: int) -> tuple[nn.Module, int]:
     """Build a named feature trunk.
 
     Args:
-        name: ``"resnet10"`` (default of the paper: a ResNet-10 with one basic block per stage,
-            512-d features), ``"resnet18"`` or ``"small"`` (a tiny CNN for tests and CPU demos).
+        name: ``"resnet10t"`` (the paper's: timm's ResNet-10t feature extractor, ``timm.create_model("resnet10t",
+            num_classes=0)``, 512-d features), ``"resnet18"`` (timm's, 512-d) or ``"small"`` (a tiny CNN for
+            tests and CPU demos). In 3D the ResNets are MONAI's
+            (:func:`~pgnm_monai.networks.classifiers.monai_resnet3d`).
         spatial_dims: 2 or 3.
         in_channels: number of image channels.
 
@@ -43,20 +44,12 @@ def build_trunk(name: str, spatial_dims: int, in_channels: int) -> tuple[nn.Modu
     """
     if name == "small":
         return small_conv_features(in_channels, spatial_dims, width=16)
-    layers = {"resnet10": [1, 1, 1, 1], "resnet18": [2, 2, 2, 2]}
-    if name not in layers:
+    if name not in TRUNKS:
         raise ValueError(f"trunk must be one of {TRUNKS} or an nn.Module, got {name!r}.")
-    trunk = ResNet(
-        block="basic",
-        layers=layers[name],
-        block_inplanes=[64, 128, 256, 512],
-        spatial_dims=spatial_dims,
-        n_input_channels=in_channels,
-        conv1_t_size=7,
-        conv1_t_stride=2,
-        feed_forward=False,
-    )
-    return trunk, 512
+    if spatial_dims == 3:
+        return monai_resnet3d(name, in_channels, None), 512
+    trunk = timm_resnet(name, in_channels)
+    return trunk, trunk.num_features
 
 
 def _head(in_features: int, hidden: int, out_features: int) -> nn.Sequential:
@@ -103,7 +96,7 @@ class NoisePolicy(nn.Module):
         grid: int = 64,
         in_channels: int = 3,
         spatial_dims: int = 2,
-        trunk: str | nn.Module = "resnet10",
+        trunk: str | nn.Module = "resnet10t",
         feature_dim: int | None = None,
         head_hidden: int = 512,
         kernel_size: int = 13,

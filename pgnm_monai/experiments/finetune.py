@@ -1,0 +1,106 @@
+"""From weights people have to their own data in one call (``pgnm finetune``): fine-tune, evaluate, report.
+
+Runs the fine-tune bundle's ``train`` stage warm-started from ``pretrained`` (any layout that
+:func:`pgnm_monai.networks.load_weights` reads: the authors' released heated weights, torchvision or timm ImageNet
+weights, this project's ``model.pt`` / ``model_avg.pt``), then its ``evaluate`` stage on the test split. Output,
+under ``output_dir``::
+
+    models/model.pt            the fine-tuned classifier (+ class_map.json)
+    eval/predictions.csv       per-item test predictions (modality, anatomy, probabilities)
+    eval/metrics.json          test metrics overall, per modality and per anatomy
+    eval/metrics_by_modality.md  the same per modality, as a table
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from pgnm_monai.data.utils import atomic_write_text
+from pgnm_monai.experiments import runner
+from pgnm_monai.experiments.report import format_table
+from pgnm_monai.networks.weights import NORMALIZATION
+
+__all__ = ["METRIC_COLUMNS", "finetune_from_weights", "metrics_by_modality"]
+
+logger = logging.getLogger(__name__)
+
+METRIC_COLUMNS = ("modality", "n", "macro_f1", "balanced_accuracy", "auroc")
+
+
+def metrics_by_modality(report: dict) -> list[dict]:
+    """Rows of :data:`METRIC_COLUMNS`: one per modality of an ``eval/metrics.json`` report, then ``all``."""
+    groups = {**report.get("by_modality", {}), "all": report["overall"]}
+    return [{"modality": name, **{c: m.get(c) for c in METRIC_COLUMNS[1:]}} for name, m in groups.items()]
+
+
+def finetune_from_weights(
+    pretrained: str | os.PathLike,
+    output_dir: str | os.PathLike = "runs/finetune",
+    network: str | None = None,
+    dataset_kind: str | None = None,
+    dataset_dir: str | None = None,
+    dataset_options: dict | None = None,
+    few_shot: int | None = None,
+    few_shot_seed: int | None = None,
+    normalization: str | None = None,
+    epochs: int | None = None,
+    lr: float | None = None,
+    batch_size: int | None = None,
+    image_size: int | None = None,
+    in_channels: int | None = None,
+    spatial_dims: int | None = None,
+    seed: int | None = None,
+    progress_bar: bool = False,
+    **overrides: Any,
+) -> dict:
+    """Fine-tune ``pretrained`` on a dataset, evaluate it on the test split; return ``eval/metrics.json``.
+
+    Args:
+        pretrained: the weight file to start from.
+        output_dir: the fine-tune bundle's ``bundle_root`` (see the module docstring).
+        network: the architecture of ``pretrained`` (``None``: the bundle's, ``resnet10t``).
+        dataset_kind: kind of ``dataset_dir`` (``None``: guessed; with no ``dataset_dir`` the embedded set).
+        dataset_dir: the user's data: a folder, CSV, npz or DICOM/NIfTI set.
+        dataset_options: loader options.
+        few_shot: fine-tune on a stratified subset of N training images (``None``: all).
+        few_shot_seed: seed of that subset.
+        normalization: ``paper`` or ``imagenet`` (:data:`~pgnm_monai.networks.weights.NORMALIZATION`): the
+            intensity mean and std the weights were trained with (``None``: the bundle's, ``paper``).
+        epochs, lr, batch_size, image_size, in_channels, spatial_dims, seed: bundle ids (``None``: the bundle's).
+        progress_bar: show tqdm bars.
+        overrides: any other id of the fine-tune bundle.
+    """
+    pretrained = Path(pretrained)
+    if not pretrained.is_file():
+        raise FileNotFoundError(f"--pretrained {os.fspath(pretrained)!r} does not exist.")
+    if normalization is not None and normalization not in NORMALIZATION:
+        raise ValueError(f"normalization must be one of {tuple(NORMALIZATION)}, got {normalization!r}.")
+    mean, std = NORMALIZATION[normalization] if normalization else (None, None)
+    common = {
+        "network": network,
+        "dataset_kind": dataset_kind,
+        "dataset_dir": dataset_dir,
+        "dataset_options": dataset_options,
+        "intensity_mean": mean,
+        "intensity_std": std,
+        "image_size": image_size,
+        "in_channels": in_channels,
+        "spatial_dims": spatial_dims,
+        "seed": seed,
+        "progress_bar": progress_bar,
+        **overrides,
+    }
+    out = Path(output_dir)
+    logger.info(f"fine-tuning {pretrained} -> {out}")
+    runner.finetune(
+        out, pretrained, epochs=epochs, lr=lr, batch_size=batch_size, few_shot=few_shot, few_shot_seed=few_shot_seed,
+        **common,
+    )  # fmt: skip
+    report = runner.evaluate(out, **common)
+    table = format_table(metrics_by_modality(report), METRIC_COLUMNS)
+    atomic_write_text(out / "eval" / "metrics_by_modality.md", table + "\n")
+    print(f"{table}\n\nwritten to {out}/models/model.pt and {out}/eval/{{predictions.csv,metrics.json}}")
+    return report
