@@ -34,7 +34,16 @@ FT_EVAL = (
 def cli(bundle: Path, *args: str, torchrun: bool = False, timeout: int = 240) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "monai.bundle", *args]
     if torchrun:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "monai.bundle", *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "monai.bundle",
+            *args,
+        ]
     proc = subprocess.run(cmd, cwd=bundle, capture_output=True, text=True, timeout=timeout, env=ENV)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc

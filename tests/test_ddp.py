@@ -41,7 +41,8 @@ def run_ddp(root: Path, processes: int, sync_bn: bool) -> tuple[list[float], dic
         )
     )
     overrides = {**SETTINGS, "batch_size": B // processes, "sync_bn": sync_bn, "bundle_root": root}
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", "-m", "monai.bundle", "run"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    cmd += ["-m", "monai.bundle", "run"]
     cmd += ["--config_file", f"['configs/train.json','configs/multi_gpu_train.json','{extra}']"]
     cmd += ["--progress_bar", "False", "--tensorboard", "False"]
     for k, v in overrides.items():

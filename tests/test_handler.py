@@ -228,7 +228,7 @@ def test_ddp_two_processes_keep_the_policy_in_sync(mednist_small, tmp_path):
         "-m",
         "torch.distributed.run",
         "--nproc_per_node=2",
-        "--master_port=29533",
+        "--standalone",
         str(SCRIPT),
         "--data",
         data,
