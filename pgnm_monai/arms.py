@@ -30,36 +30,20 @@ The settings an arm fixes (its :attr:`Arm.settings`) win over the caller's keywo
 (e.g. ``objective`` of ``frozen_policy``, which only matters for ``paper``'s classifier-loss scaling) come
 from the caller.
 
-*Presets* (:data:`PRESETS`) are named policy settings of the ``pgnm`` mechanism:
-Named settings of the noise policy: ``paper`` (faithful) and ``fast`` (chosen by measurement).
+*Presets* (:data:`PRESETS`) are named settings of the noise policy. Both draw the same mask (the same grid,
+blur, Beta pipeline and policy architecture: timm's ResNet-10t trunk and two heads on its pooled 512-d
+features); they differ in what the trunk looks at:
 
-Both presets draw the *same* mask (grid 64, Gaussian blur kernel 13, sigma 6, reflect padding, the
-same Beta pipeline and the same policy architecture: timm's ResNet-10t trunk and two heads); they differ only
-in what the policy's trunk looks at:
+- ``paper``: the full-resolution image, as the official code (trunk in channels-last memory format);
+- ``fast``: the image area-resized to 16 x 16 (``policy_input_size=16``; the mask keeps its cells, only the
+  evidence the policy conditions on is coarser), in the default memory format, with PyTorch's fused SGD for the
+  policy. ``policy_num_threads=1`` runs the policy's hooks on one thread, for CPUs shared with other processes.
 
-- ``paper``: the trunk sees the full-resolution image, as the official code does.
-- ``fast``: the trunk sees the image area-resized to 16 x 16 (``policy_input_size=16``), in the default memory
-  format (at that size channels-last only adds weight copies to the backward), and the policy's SGD uses
-  PyTorch's fused kernel (the same update in one kernel per parameter). On a CPU
-  shared with other busy processes add ``policy_num_threads=1``: the policy's many small operations
-  then stop stalling on thread barriers (measured: ratio 1.28 -> 0.92 under load), but on an idle
-  CPU it costs ~70 ms per step (1.17 vs 1.10 at ResNet-18/128²/batch 32). The heads
-  work on the trunk's *global* (pooled) 512-d features, so the mask keeps its 64 x 64 cells; only the
-  evidence the policy conditions on is coarser. The trunk's FLOPs fall by ``(S / 16)^2`` (64x at
-  128²). 16 was chosen over 32 and 64 by ``python -m pgnm_monai.benchmarks.step_time`` on a 2-core
-  CPU, where the trunk at 32² still cost about 6% of a ResNet-18 step at 128² (see the README's
-  Performance section).
-
-Both presets share the mask computation, which draws the nearest upsampling and the reflect-padded
-blur as one small matrix product per spatial dim (:func:`pgnm_monai.mask.upsample_blur_operator`):
-mathematically the same as upsample-then-blur, about 40x cheaper on the CPU.
-
-A preset is a dict of keyword arguments of :func:`build_policy_handler`, so
-``build_arm_handler("pgnm", preset="fast")``, ``build_arm_handler("pgnm", **preset_kwargs("fast"))`` and
-``build_arm_handler("pgnm", trunk="resnet10t", policy_input_size=32)`` build the same handler; explicit
-keyword arguments override the preset. The mask settings (:data:`PAPER_MASK`) are the defaults of
-``build_arm_handler`` and are not part of a preset, so small images can use a smaller ``grid`` with
-either preset.
+Their cost against the paper's networks is measured by ``python -m pgnm_monai.benchmarks.step_time``
+(docs/performance.md). A preset is a dict of keyword arguments of :func:`build_policy_handler`:
+``build_arm_handler("pgnm", preset="fast")`` and ``build_arm_handler("pgnm", **preset_kwargs("fast"))`` build the
+same handler, and explicit keyword arguments override the preset. The mask settings (:data:`PAPER_MASK`) are the
+defaults of ``build_arm_handler``, not part of a preset, so small images can use a smaller ``grid`` with either.
 """
 
 from __future__ import annotations

@@ -136,103 +136,146 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default; options left to a bundle or profile say so themselves."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or "default:" in (action.help or "") or "None:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _bundle(defaults: dict[str, Any], key: str, what: str = "") -> str:
+    """Help text of an option left to the bundle: what it is, and the bundle's default value."""
+    return f"{what} (default: the bundle's, {defaults.get(key)!r})".strip()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pgnm_monai.data import KINDS
     from pgnm_monai.demo import run_demo
     from pgnm_monai.experiments.finetune import finetune_from_weights
     from pgnm_monai.experiments.pipeline import run_pipeline
-    from pgnm_monai.experiments.protocol import PROFILES, run_protocol
+    from pgnm_monai.experiments.profiles import PROFILES
+    from pgnm_monai.experiments.protocol import run_protocol
+    from pgnm_monai.experiments.runner import bundle_defaults
     from pgnm_monai.networks.weights import NORMALIZATION
 
+    formatter = _HelpFormatter
     parser = argparse.ArgumentParser(prog="pgnm", description="pgnm-monai: the Policy Gradient-Driven Noise Mask")
     sub = parser.add_subparsers(dest="command", required=True)
-    bundle = "(default: the bundle's)"
+    b = bundle_defaults()
+    verbose = "stream the bundles' log lines to the console (otherwise: <run folder>/logs/<stage>.log)"
+    json_help = 'loader options as JSON, e.g. \'{"slices": "none"}\' for whole volumes (None: the loader\'s defaults)'
 
     d = _defaults(run_pipeline)
-    run = sub.add_parser("run", help="the main job: pretrain (pgnm, none) -> fine-tune -> evaluate -> comparison")
-    run.add_argument("--output-dir", default=d["output_dir"])
-    run.add_argument("--arms", nargs="+", default=list(d["arms"]), choices=list(ARMS))
-    run.add_argument("--objective", default=d["objective"], choices=OBJECTIVES, help=f"of arm pgnm {bundle}")
-    run.add_argument("--network", default=d["network"], choices=CLASSIFIERS, help=bundle)
-    run.add_argument("--image-size", type=int, default=d["image_size"], help=bundle)
-    run.add_argument("--pretrain-epochs", type=int, default=d["pretrain_epochs"], help=bundle)
-    run.add_argument("--finetune-epochs", type=int, default=d["finetune_epochs"], help=bundle)
-    run.add_argument("--few-shot", type=int, default=d["few_shot"], help="fine-tune on N training images")
-    run.add_argument("--seed", type=int, default=d["seed"], help=bundle)
-    run.add_argument("--dataset-dir", default=d["dataset_dir"], help="default: the embedded DICOM/NIfTI set")
-    run.add_argument("--dataset-kind", default=d["dataset_kind"], choices=KINDS)
-    run.add_argument(
-        "--dataset-options", type=_json_object, default=d["dataset_options"],
-        help='loader options as JSON, e.g. \'{"slices": "none"}\' (whole volumes)',
+    run = sub.add_parser(
+        "run", formatter_class=formatter,
+        help="the main job: pretrain (pgnm, none) -> fine-tune -> evaluate -> comparison",
+        description="Pretrain each arm with the pretrain bundle, fine-tune every heated model, evaluate on the test "
+        "split, write comparison.{md,csv,json}. Without --dataset-dir: the embedded DICOM/NIfTI set (a smoke test).",
     )  # fmt: skip
-    run.add_argument("--spatial-dims", type=int, choices=(2, 3), default=d["spatial_dims"], help=f"3: volumes {bundle}")
-    run.add_argument("--grid", type=int, default=d["grid"], help=f"mask cells per side (G³ in 3D) {bundle}")
+    run.add_argument("--output-dir", default=d["output_dir"], help="where every stage writes")
+    run.add_argument("--arms", nargs="+", default=list(d["arms"]), choices=list(ARMS), help="pretraining arms")
+    run.add_argument("--objective", default=None, choices=OBJECTIVES, help=_bundle(b, "objective", "of arm pgnm"))
+    run.add_argument("--network", default=None, choices=CLASSIFIERS, help=_bundle(b, "network", "classifier"))
+    run.add_argument("--image-size", type=int, default=None, help=_bundle(b, "image_size", "image side"))
+    run.add_argument("--pretrain-epochs", type=int, default=None, help=_bundle(b, "epochs"))
+    run.add_argument("--finetune-epochs", type=int, default=None, help=_bundle(b, "epochs"))
+    run.add_argument("--few-shot", type=int, default=None, help="fine-tune on N training images (None: all)")
+    run.add_argument("--seed", type=int, default=None, help=_bundle(b, "seed"))
+    run.add_argument("--dataset-dir", default=None, help="your data (None: the embedded DICOM/NIfTI set)")
+    run.add_argument("--dataset-kind", default=None, choices=KINDS, help="kind of --dataset-dir (None: guessed)")
+    run.add_argument("--dataset-options", type=_json_object, default=None, help=json_help)
     run.add_argument(
-        "--spacing", type=float, nargs="+", default=d["spacing"], help="volumes: resample to this voxel spacing (mm)"
+        "--spatial-dims", type=int, choices=(2, 3), default=None, help=_bundle(b, "spatial_dims", "3: volumes")
     )
+    run.add_argument("--grid", type=int, default=None, help=_bundle(b, "grid", "mask cells per side (G³ in 3D)"))
+    run.add_argument(
+        "--spacing",
+        type=float,
+        nargs="+",
+        default=None,
+        help="volumes: resample to this spacing in mm (None: as stored)",
+    )
+    run.add_argument("--verbose", action="store_true", help=verbose)
     run.set_defaults(func=_run)
 
     d = _defaults(finetune_from_weights)
     ft = sub.add_parser(
-        "finetune",
+        "finetune", formatter_class=formatter,
         help="fine-tune published or own weights on a dataset -> models/model.pt, eval/predictions.csv, metrics",
         description="Fine-tune a weight file (the authors' released heated model, torchvision or timm ImageNet "
         "weights, a model.pt of this project) on a dataset through the fine-tune bundle, then evaluate it on the "
         "test split. Nothing is downloaded: point --pretrained at a file you have.",
-    )
+    )  # fmt: skip
     ft.add_argument("--pretrained", required=True, help="the weight file to start from (.pt, .pth, .bin, .safetensors)")
-    ft.add_argument("--output-dir", default=d["output_dir"], help=f"the run's folder (default: {d['output_dir']})")
-    ft.add_argument("--network", default=None, choices=CLASSIFIERS, help=f"the architecture of --pretrained {bundle}")
-    ft.add_argument("--dataset-dir", default=None, help="your data: folder, CSV, npz, DICOM/NIfTI (default: embedded)")
-    ft.add_argument("--dataset-kind", default=None, choices=KINDS, help="kind of --dataset-dir (default: guessed)")
-    ft.add_argument("--dataset-options", type=_json_object, default=None, help="loader options, JSON")
-    ft.add_argument("--few-shot", type=int, default=None, help="fine-tune on N training images (default: all)")
-    ft.add_argument("--few-shot-seed", type=int, default=None, help=f"seed of the few-shot subset {bundle}")
+    ft.add_argument("--output-dir", default=d["output_dir"], help="the run's folder")
+    ft.add_argument(
+        "--network", default=None, choices=CLASSIFIERS, help=_bundle(b, "network", "architecture of the file")
+    )
+    ft.add_argument("--dataset-dir", default=None, help="your data: folder, CSV, npz, DICOM/NIfTI (None: embedded)")
+    ft.add_argument("--dataset-kind", default=None, choices=KINDS, help="kind of --dataset-dir (None: guessed)")
+    ft.add_argument("--dataset-options", type=_json_object, default=None, help=json_help)
+    ft.add_argument("--few-shot", type=int, default=None, help="fine-tune on N training images (None: all)")
+    ft.add_argument("--few-shot-seed", type=int, default=None, help="seed of the few-shot subset (None: 0)")
     ft.add_argument(
         "--normalization", default=None, choices=sorted(NORMALIZATION),
-        help="intensity mean/std of the weights: paper (0.3162/0.3213, the authors' weights) or imagenet "
-        f"(0.449/0.226) {bundle}",
+        help="the weights' intensity mean/std: paper (0.3162/0.3213, the authors' weights) or imagenet "
+        "(0.449/0.226) (None: the bundle's, paper)",
     )  # fmt: skip
-    ft.add_argument("--epochs", type=int, default=None, help=bundle)
-    ft.add_argument("--lr", type=float, default=None, help=bundle)
-    ft.add_argument("--batch-size", type=int, default=None, help=bundle)
-    ft.add_argument("--image-size", type=int, default=None, help=bundle)
-    ft.add_argument("--in-channels", type=int, default=None, help=f"1 or 3 (the stem is adapted to it) {bundle}")
-    ft.add_argument("--spatial-dims", type=int, choices=(2, 3), default=None, help=f"3: volumes {bundle}")
-    ft.add_argument("--seed", type=int, default=None, help=bundle)
+    ft.add_argument("--epochs", type=int, default=None, help="(None: the fine-tune bundle's, 10)")
+    ft.add_argument("--lr", type=float, default=None, help="(None: the fine-tune bundle's, 0.001)")
+    ft.add_argument("--batch-size", type=int, default=None, help=_bundle(b, "batch_size"))
+    ft.add_argument("--image-size", type=int, default=None, help=_bundle(b, "image_size"))
+    ft.add_argument("--in-channels", type=int, default=None, help=_bundle(b, "in_channels", "1 or 3 (stem adapted)"))
+    ft.add_argument(
+        "--spatial-dims", type=int, choices=(2, 3), default=None, help=_bundle(b, "spatial_dims", "3: volumes")
+    )
+    ft.add_argument("--seed", type=int, default=None, help=_bundle(b, "seed"))
+    ft.add_argument("--verbose", action="store_true", help=verbose)
     ft.set_defaults(func=_finetune)
 
     d = _defaults(run_protocol)
-    bench = sub.add_parser("benchmark", help="the few-shot unseen-concept protocol -> runs.csv, report.md, plots")
-    bench.add_argument("--profile", default=d["profile"], choices=sorted(PROFILES))
-    bench.add_argument("--output-dir", default=d["output_dir"])
+    bench = sub.add_parser(
+        "benchmark", formatter_class=formatter,
+        help="the few-shot unseen-concept protocol -> runs.csv, report.md, plots",
+        description="Pretrain every arm of a profile with several seeds, probe and fine-tune every heated model on "
+        "unseen-concept tasks, write the report. Resumable: run it again with the same --output-dir.",
+    )  # fmt: skip
+    bench.add_argument("--profile", default=d["profile"], choices=sorted(PROFILES), help="named settings")
+    bench.add_argument("--output-dir", default=d["output_dir"], help="the run's folder")
     bench.add_argument(
-        "--task", action="append", help="default tasks by name, or name=kind:path[?option=value] (repeatable)"
-    )
-    bench.add_argument("--pretrain-dir", default=None, help="pretraining data (default: the profile's)")
-    bench.add_argument("--pretrain-kind", default=None, choices=KINDS)
-    bench.add_argument("--data-dir", default=None, help="the shared data folder (default: ../shared/data)")
-    bench.add_argument("--arms", nargs="+", default=None, choices=list(ARMS), help="default: the profile's")
-    bench.add_argument("--shots", nargs="+", type=int, default=None)
-    bench.add_argument("--pretrain-seeds", nargs="+", type=int, default=None)
-    bench.add_argument("--finetune-seeds", nargs="+", type=int, default=None)
+        "--task", action="append", help="default tasks by name, or name=kind:path[?option=value] (repeatable; "
+        "None: the profile's)",
+    )  # fmt: skip
+    bench.add_argument("--pretrain-dir", default=None, help="pretraining data (None: the profile's)")
+    bench.add_argument("--pretrain-kind", default=None, choices=KINDS, help="kind of --pretrain-dir (None: guessed)")
+    bench.add_argument("--data-dir", default=None, help="the shared data folder (None: ../shared/data)")
+    bench.add_argument("--arms", nargs="+", default=None, choices=list(ARMS), help="(None: the profile's)")
+    bench.add_argument("--shots", nargs="+", type=int, default=None, help="fine-tune N (None: the profile's)")
+    bench.add_argument("--pretrain-seeds", nargs="+", type=int, default=None, help="(None: the profile's)")
+    bench.add_argument("--finetune-seeds", nargs="+", type=int, default=None, help="(None: the profile's)")
     bench.add_argument(
-        "--no-cache",
-        action="store_true",
+        "--no-cache", action="store_true",
         help="fine-tunes on image-file tasks preprocess their items again instead of sharing <output-dir>/cache",
-    )
+    )  # fmt: skip
+    bench.add_argument("--verbose", action="store_true", help=verbose)
     bench.set_defaults(func=_benchmark)
 
     d = _defaults(run_demo)
-    demo = sub.add_parser("demo", help="sample masks (embedded DICOM/NIfTI images by default), a few REINFORCE steps")
-    demo.add_argument("--output-dir", default=d["output_dir"])
-    demo.add_argument("--image-size", type=int, default=d["image_size"])
-    demo.add_argument("--grid", type=int, default=d["grid"])
-    demo.add_argument("--iterations", type=int, default=d["iterations"])
-    demo.add_argument("--seed", type=int, default=d["seed"])
-    demo.add_argument("--dataset-dir", default=d["dataset_dir"], help="default: the embedded DICOM/NIfTI set")
-    demo.add_argument("--dataset-kind", default=d["dataset_kind"], choices=KINDS)
-    demo.add_argument("--dataset-options", type=_json_object, default=d["dataset_options"], help="loader options, JSON")
+    demo = sub.add_parser(
+        "demo", formatter_class=formatter,
+        help="sample masks (embedded DICOM/NIfTI images by default), a few REINFORCE steps",
+        description="Draw one training image per class with masks sampled before and after a few REINFORCE steps.",
+    )  # fmt: skip
+    demo.add_argument("--output-dir", default=d["output_dir"], help="where masks.png and summary.json go")
+    demo.add_argument("--image-size", type=int, default=d["image_size"], help="image side")
+    demo.add_argument("--grid", type=int, default=d["grid"], help="mask cells per side")
+    demo.add_argument("--iterations", type=int, default=d["iterations"], help="REINFORCE steps")
+    demo.add_argument("--seed", type=int, default=d["seed"], help="seed of everything random")
+    demo.add_argument("--dataset-dir", default=None, help="your data (None: the embedded DICOM/NIfTI set)")
+    demo.add_argument("--dataset-kind", default=None, choices=KINDS, help="kind of --dataset-dir (None: guessed)")
+    demo.add_argument("--dataset-options", type=_json_object, default=None, help=json_help)
     demo.add_argument("--spatial-dims", type=int, choices=(2, 3), default=d["spatial_dims"], help="3: volumes")
     demo.set_defaults(func=_demo)
     return parser
@@ -246,7 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    return args.func(args)
+    from pgnm_monai.experiments.runner import quiet_logs
+
+    with quiet_logs(not getattr(args, "verbose", False)):
+        return args.func(args)
 
 
 if __name__ == "__main__":

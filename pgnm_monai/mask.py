@@ -9,7 +9,6 @@ log-probabilities and entropies carry gradient into whatever produced ``alpha`` 
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +21,6 @@ __all__ = [
     "check_image",
     "gaussian_kernel1d",
     "blur",
-    "draw_beta",
     "sample_cells",
     "cells_to_mask",
     "upsample_blur_operator",
@@ -119,53 +117,18 @@ def blur(mask: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tensor:
     return separable_filtering(mask, [kernel] * (mask.ndim - 2), mode="reflect")
 
 
-#: cells per independently seeded chunk of a Beta draw (:func:`draw_beta`): a fixed size, so the numbers do not
-#: depend on how many threads draw them
-DRAW_CHUNK = 2**16
-_DRAW_POOL: ThreadPoolExecutor | None = None
-
-
-def draw_beta(concentration: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One ``Beta(c[..., 0], c[..., 1])`` sample per row of ``concentration`` ``(..., 2)``.
-
-    ``torch._sample_dirichlet`` (what ``Beta.sample()`` calls) is one serial loop on the CPU; a draw of more than
-    :data:`DRAW_CHUNK` cells is split into chunks of that size, each with its own generator seeded from
-    ``generator``, drawn on up to ``torch.get_num_threads()`` threads (ATen releases the GIL). The chunks and
-    their seeds do not depend on the thread count, so the same ``generator`` state gives the same numbers
-    whatever the number of threads.
-    """
-    flat = concentration.reshape(-1, 2)
-    if flat.shape[0] <= DRAW_CHUNK:
-        return torch._sample_dirichlet(flat, generator=generator)[:, 0].reshape(concentration.shape[:-1])
-    chunks = flat.split(DRAW_CHUNK)
-    seeds = torch.randint(2**62, (len(chunks),), generator=generator, device=flat.device).tolist()
-    generators = [torch.Generator(device=flat.device).manual_seed(s) for s in seeds]
-
-    def draw(i: int) -> torch.Tensor:
-        return torch._sample_dirichlet(chunks[i], generator=generators[i])[:, 0]
-
-    threads = min(torch.get_num_threads(), len(chunks)) if flat.device.type == "cpu" else 1
-    if threads > 1:
-        global _DRAW_POOL
-        if _DRAW_POOL is None or _DRAW_POOL._max_workers < threads:
-            _DRAW_POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pgnm-beta")
-        parts = list(_DRAW_POOL.map(draw, range(len(chunks))))
-    else:
-        parts = [draw(i) for i in range(len(chunks))]
-    return torch.cat(parts).reshape(concentration.shape[:-1])
-
-
 def sample_cells(
     alpha: torch.Tensor, beta: torch.Tensor, eps: float, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sample every cell from ``Beta(alpha, beta)`` and return ``(cells, log_prob, entropy)``.
 
-    The draw is :func:`draw_beta`, so an explicit ``generator`` makes it reproducible; the sample is detached and
-    clamped to ``[eps, 1 - eps]``.
+    The draw uses ``torch._sample_dirichlet`` (what ``Beta.sample()`` calls) so an explicit
+    ``generator`` makes it reproducible; the sample is detached and clamped to ``[eps, 1 - eps]``.
     """
     with torch.no_grad():
         concentration = torch.stack([alpha.detach(), beta.detach()], dim=-1).float()
-        cells = draw_beta(concentration, generator).clamp(eps, 1.0 - eps).to(alpha.dtype)
+        cells = torch._sample_dirichlet(concentration, generator=generator)[..., 0]
+        cells = cells.clamp(eps, 1.0 - eps).to(alpha.dtype)
     # closed forms of torch's Beta.log_prob / entropy sharing one log-Beta term (~2x cheaper, same values)
     log_beta_fn = torch.lgamma(alpha) + torch.lgamma(beta) - torch.lgamma(alpha + beta)
     log_prob = (alpha - 1.0) * torch.log(cells) + (beta - 1.0) * torch.log1p(-cells) - log_beta_fn

@@ -1,7 +1,7 @@
 """The ``fast`` preset: same mask as ``paper`` at full resolution, statistically alike masks, still learns.
 
 Timings are not tested here (they depend on the machine); they come from
-``python -m pgnm_monai.benchmarks.step_time`` (see the README's Performance section).
+``python -m pgnm_monai.benchmarks.step_time`` (see docs/performance.md).
 """
 
 from __future__ import annotations

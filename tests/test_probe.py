@@ -13,7 +13,6 @@ from pgnm_monai.data import few_shot_subset
 from pgnm_monai.experiments import runner
 from pgnm_monai.experiments.probe import (
     RUN_COLUMNS,
-    bootstrap_interval,
     draw_episodes,
     extract_features,
     feature_extractor,
@@ -24,7 +23,8 @@ from pgnm_monai.experiments.probe import (
     stratified_quotas,
     write_probe_report,
 )
-from pgnm_monai.experiments.protocol import Task
+from pgnm_monai.experiments.statistics import bootstrap_interval
+from pgnm_monai.experiments.tasks import Task
 from pgnm_monai.networks import build_classifier
 
 ARMS = ("none", "pgnm-reinforce")

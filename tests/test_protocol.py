@@ -14,8 +14,9 @@ import torch
 from nbclient import NotebookClient
 
 from pgnm_monai.cli import main as cli_main
-from pgnm_monai.experiments.protocol import parse_task
-from pgnm_monai.experiments.report import delta_table, mean_ci, per_modality_table, summary_table
+from pgnm_monai.experiments.report import delta_table, per_modality_table, summary_table
+from pgnm_monai.experiments.statistics import mean_ci
+from pgnm_monai.experiments.tasks import parse_task
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "runs_fixture.csv"

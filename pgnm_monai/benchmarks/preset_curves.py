@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     from pgnm_monai.config_helpers import load_data
     from pgnm_monai.data.utils import atomic_save_figure, atomic_write_text
     from pgnm_monai.experiments import policy_figures
-    from pgnm_monai.experiments.protocol import PROFILES, pretrain_source
+    from pgnm_monai.experiments.profiles import PROFILES
+    from pgnm_monai.experiments.tasks import pretrain_source
     from pgnm_monai.transforms import eval_transforms, meta_tracking
 
     cfg = PROFILES[args.profile]

@@ -157,10 +157,29 @@ def load_clinical(
         modality: the modality when neither the CSV nor the DICOM header gives one.
         validate: decode every listed file once now (errors name the file).
     """
+    csv_path = _csv_path(dataset_dir, csv_file)
+    _check_options(split, slices, every_k, modality)
+    rows = _read_rows(csv_path)
+    labels = _label_map(csv_path, rows)
+    items: list[dict] = []
+    for r, line in rows:
+        items += _row_items(csv_path, r, line, labels, slices, every_k, modality, validate)
+    assign = split_by_group([it["patient_id"] for it in items], [it["label"] for it in items], fractions, seed)
+    report = {"csv": os.fspath(csv_path), "patients": len({it["patient_id"] for it in items})}
+    if split != "all":
+        items = [it for it, s in zip(items, assign, strict=True) if s == split]
+    return Datalist(items, labels, kind="clinical", split=split, report=report)
+
+
+def _csv_path(dataset_dir: str | os.PathLike, csv_file: str | None) -> Path:
     src = Path(dataset_dir)
     csv_path = src / (csv_file or "labels.csv") if src.is_dir() else src
     if not csv_path.exists():
         raise FileNotFoundError(f"clinical labels CSV {csv_path} does not exist")
+    return csv_path
+
+
+def _check_options(split: str, slices: str, every_k: int, modality: str) -> None:
     if split not in ("train", "val", "test", "all"):
         raise ValueError(f"split must be one of train/val/test/all, got {split!r}")
     if slices not in ("all", "middle", "every_k", "none"):
@@ -169,6 +188,10 @@ def load_clinical(
         raise ValueError(f"every_k must be >= 1, got {every_k}")
     if modality not in MODALITIES:
         raise ValueError(f"modality {modality!r} is not one of {MODALITIES}")
+
+
+def _read_rows(csv_path: Path) -> list[tuple[dict[str, str], int]]:
+    """The CSV's unique rows with their line numbers, after checking its columns."""
     header, lines = read_csv(csv_path, "clinical labels CSV")
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
@@ -178,58 +201,78 @@ def load_clinical(
         )
     if not lines:
         raise ValueError(f"clinical labels CSV {csv_path} has no data row")
-    rows = _unique_rows(csv_path, [(r, i) for i, r in lines])
-    labels = _label_map(csv_path, rows)
-    items: list[dict] = []
-    for r, line in rows:
-        path = r["path"] if os.path.isabs(r["path"]) else os.fspath(csv_path.parent / r["path"])
-        if not r["path"] or not os.path.exists(path):
-            raise FileNotFoundError(f"clinical labels CSV {csv_path}, line {line}: file {path!r} does not exist")
-        problem = None if os.path.isdir(path) else file_type_problem(path)
-        if problem:
-            raise ValueError(f"clinical labels CSV {csv_path}, line {line}: {path} {problem}; refused")
-        kind = file_kind(path)
-        head = {"modality": "", "patient_id": ""}
-        if kind == "dicom":
-            head, n = _dicom_header(path)
-            index_key = "frame_index" if not os.path.isdir(path) else "slice_index"
-        elif kind == "nifti":
-            shape = volume_shape(path)
-            if len(shape) not in (2, 3, 4):
-                raise ValueError(
-                    f"NIfTI file {path} (CSV line {line}): unsupported dimensions {shape}; expected 2D, 3D or 4D"
-                )
-            n, index_key = (shape[2] if len(shape) >= 3 else 1), "slice_index"
-        else:
-            n, index_key = 1, "slice_index"
-        mod = r.get("modality") or DICOM_MODALITY_MAP.get(head["modality"].upper(), "") or modality
-        if mod not in MODALITIES:
-            hint = next((f" (did you mean {m!r}?)" for m in MODALITIES if m.casefold() == mod.casefold()), "")
+    return _unique_rows(csv_path, [(r, i) for i, r in lines])
+
+
+def _row_path(csv_path: Path, r: dict[str, str], line: int) -> str:
+    """The row's file or series folder, checked to exist and to be an image."""
+    path = r["path"] if os.path.isabs(r["path"]) else os.fspath(csv_path.parent / r["path"])
+    if not r["path"] or not os.path.exists(path):
+        raise FileNotFoundError(f"clinical labels CSV {csv_path}, line {line}: file {path!r} does not exist")
+    problem = None if os.path.isdir(path) else file_type_problem(path)
+    if problem:
+        raise ValueError(f"clinical labels CSV {csv_path}, line {line}: {path} {problem}; refused")
+    return path
+
+
+def _frames(path: str, line: int) -> tuple[dict[str, str], int, str]:
+    """``(DICOM header fields, number of slices or frames, the index key)`` of one file or series."""
+    kind = file_kind(path)
+    if kind == "dicom":
+        head, n = _dicom_header(path)
+        return head, n, "frame_index" if not os.path.isdir(path) else "slice_index"
+    head = {"modality": "", "patient_id": ""}
+    if kind == "nifti":
+        shape = volume_shape(path)
+        if len(shape) not in (2, 3, 4):
             raise ValueError(
-                f"clinical labels CSV {csv_path}, line {line}: field 'modality' is {mod!r}, "
-                f"expected one of {MODALITIES}{hint}"
+                f"NIfTI file {path} (CSV line {line}): unsupported dimensions {shape}; expected 2D, 3D or 4D"
             )
-        pid = r.get("patient_id") or head["patient_id"] or os.path.relpath(path, csv_path.parent)
-        anatomy = r.get("anatomy") or "unknown"
-        lab = labels.index(r["label"])
-        if slices == "none":
-            if n <= 1:
-                raise ValueError(
-                    f"clinical labels CSV {csv_path}, line {line}: {path} is not a volume; slices='none' keeps"
-                    " volumes whole and needs a NIfTI volume or a DICOM series folder / multi-frame file"
-                )
-            items.append(make_item(path, lab, r["label"], mod, anatomy, pid))
-            if validate:
-                read_image(path, mod, spatial_dims=3)
-            continue
-        for k in _pick_slices(n, slices, every_k):
-            idx = {index_key: k} if k >= 0 else {}
-            item = make_item(path, lab, r["label"], mod, anatomy, pid, **idx)
-            if validate and k == _pick_slices(n, slices, every_k)[0]:
-                read_image(path, mod, item["slice_index"], item["frame_index"])
-            items.append(item)
-    assign = split_by_group([it["patient_id"] for it in items], [it["label"] for it in items], fractions, seed)
-    report = {"csv": os.fspath(csv_path), "patients": len({it["patient_id"] for it in items})}
-    if split != "all":
-        items = [it for it, s in zip(items, assign, strict=True) if s == split]
-    return Datalist(items, labels, kind="clinical", split=split, report=report)
+        return head, (shape[2] if len(shape) >= 3 else 1), "slice_index"
+    return head, 1, "slice_index"
+
+
+def _row_modality(csv_path: Path, r: dict[str, str], line: int, head: dict[str, str], default: str) -> str:
+    mod = r.get("modality") or DICOM_MODALITY_MAP.get(head["modality"].upper(), "") or default
+    if mod not in MODALITIES:
+        hint = next((f" (did you mean {m!r}?)" for m in MODALITIES if m.casefold() == mod.casefold()), "")
+        raise ValueError(
+            f"clinical labels CSV {csv_path}, line {line}: field 'modality' is {mod!r}, "
+            f"expected one of {MODALITIES}{hint}"
+        )
+    return mod
+
+
+def _row_items(
+    csv_path: Path,
+    r: dict[str, str],
+    line: int,
+    labels: list[str],
+    slices: str,
+    every_k: int,
+    default_modality: str,
+    validate: bool,
+) -> list[dict]:
+    """The items of one CSV row: its slices or frames (2D), or the whole volume (``slices="none"``)."""
+    path = _row_path(csv_path, r, line)
+    head, n, index_key = _frames(path, line)
+    mod = _row_modality(csv_path, r, line, head, default_modality)
+    pid = r.get("patient_id") or head["patient_id"] or os.path.relpath(path, csv_path.parent)
+    anatomy = r.get("anatomy") or "unknown"
+    lab = labels.index(r["label"])
+    if slices == "none":
+        if n <= 1:
+            raise ValueError(
+                f"clinical labels CSV {csv_path}, line {line}: {path} is not a volume; slices='none' keeps"
+                " volumes whole and needs a NIfTI volume or a DICOM series folder / multi-frame file"
+            )
+        if validate:
+            read_image(path, mod, spatial_dims=3)
+        return [make_item(path, lab, r["label"], mod, anatomy, pid)]
+    items = []
+    for k in _pick_slices(n, slices, every_k):
+        item = make_item(path, lab, r["label"], mod, anatomy, pid, **({index_key: k} if k >= 0 else {}))
+        if validate and not items:
+            read_image(path, mod, item["slice_index"], item["frame_index"])
+        items.append(item)
+    return items

@@ -438,50 +438,12 @@ def read_image(
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
     if spacing is not None and (spatial_dims != 3 or len(spacing) != 3):
         raise ValueError(f"spacing applies to volumes (spatial_dims=3) and needs 3 values, got {spacing}")
-    affine = None  # of a volume kept whole: its spacing
     if isinstance(image, (str, os.PathLike)):
-        source = os.fspath(image)
-        if not os.path.isdir(source):  # a folder is a DICOM series (checked by read_dicom)
-            _check_regular(source, "image file")
-        kind = file_kind(source)
-        if kind == "image":
-            arr, kind = _read_pil(source)
-        elif kind == "dicom":
-            arr, header = read_dicom(source)
-            if header["series"]:  # (H, W, N) volume
-                arr = _pick(arr, slice_index, -1, spatial_dims, source, "slice_index", series=True)
-                affine = header["affine"]
-            elif header["frames"] > 1:
-                arr = _pick(
-                    arr, frame_index if frame_index >= 0 else slice_index, 0, spatial_dims, source, "frame_index"
-                )
-        elif kind == "nifti":
-            arr, affine = _read_nifti(source)
-            if arr.ndim == 4:
-                arr = arr[..., max(frame_index, 0)]
-            elif arr.ndim not in (2, 3):
-                raise ValueError(
-                    f"NIfTI file {source}: unsupported dimensions {tuple(arr.shape)}; expected 2D, 3D or 4D"
-                )
-            if arr.ndim == 3:
-                arr = _pick(arr, slice_index, -1, spatial_dims, source, "slice_index", series=True)
-        else:
-            try:
-                arr = np.load(source, allow_pickle=False)
-            except Exception as e:
-                raise ValueError(f"array file {source} cannot be read: {e}") from e
-            kind = "array"
-        source = f"file {source}"
+        arr, kind, affine = _read_file(os.fspath(image), slice_index, frame_index, spatial_dims)
+        source = f"file {os.fspath(image)}"
     else:
-        source = "<array>"
-        arr = np.asarray(image)
-        kind = "natural" if arr.dtype == np.uint8 else "array"
-        if arr.ndim == 3 and arr.shape[-1] not in (3, 4) or arr.ndim == 4:
-            if arr.ndim == 4 and arr.shape[0] in (1, 3):  # (C, D, H, W)
-                arr = np.moveaxis(arr, 0, -1)
-                arr = arr[..., 0] if arr.shape[-1] == 1 else arr
-            if arr.ndim == 3:
-                arr = _pick(arr, slice_index, 0, spatial_dims, source, "slice_index")
+        source, affine = "<array>", None
+        arr, kind = _read_array(image, slice_index, spatial_dims, source)
     arr = np.asarray(arr)
     _check_finite(arr, source)
     arr = scale_intensity(arr, kind, modality, ct_window, percentiles)
@@ -494,6 +456,53 @@ def read_image(
             return resample_to_spacing(arr[None], affine, spacing, source)
         return np.ascontiguousarray(arr[None], dtype=np.float32)
     return np.ascontiguousarray(_channel_first_2d(arr, source), dtype=np.float32)
+
+
+def _read_file(
+    source: str, slice_index: int, frame_index: int, spatial_dims: int
+) -> tuple[np.ndarray, str, np.ndarray | None]:
+    """``(pixels, kind for the pixel rule, affine of a volume kept whole or None)`` of an image file or series."""
+    if not os.path.isdir(source):  # a folder is a DICOM series (checked by read_dicom)
+        _check_regular(source, "image file")
+    kind = file_kind(source)
+    if kind == "image":
+        arr, kind = _read_pil(source)
+        return arr, kind, None
+    if kind == "dicom":
+        arr, header = read_dicom(source)
+        if header["series"]:  # (H, W, N) volume
+            arr = _pick(arr, slice_index, -1, spatial_dims, source, "slice_index", series=True)
+            return arr, kind, header["affine"]
+        if header["frames"] > 1:
+            index = frame_index if frame_index >= 0 else slice_index
+            arr = _pick(arr, index, 0, spatial_dims, source, "frame_index")
+        return arr, kind, None
+    if kind == "nifti":
+        arr, affine = _read_nifti(source)
+        if arr.ndim == 4:
+            arr = arr[..., max(frame_index, 0)]
+        elif arr.ndim not in (2, 3):
+            raise ValueError(f"NIfTI file {source}: unsupported dimensions {tuple(arr.shape)}; expected 2D, 3D or 4D")
+        if arr.ndim == 3:
+            arr = _pick(arr, slice_index, -1, spatial_dims, source, "slice_index", series=True)
+        return arr, kind, affine
+    try:
+        return np.load(source, allow_pickle=False), "array", None
+    except Exception as e:
+        raise ValueError(f"array file {source} cannot be read: {e}") from e
+
+
+def _read_array(image, slice_index: int, spatial_dims: int, source: str) -> tuple[np.ndarray, str]:
+    """``(pixels, kind for the pixel rule)`` of an in-memory image or volume (a slice of it in 2D)."""
+    arr = np.asarray(image)
+    kind = "natural" if arr.dtype == np.uint8 else "array"
+    if arr.ndim == 3 and arr.shape[-1] not in (3, 4) or arr.ndim == 4:
+        if arr.ndim == 4 and arr.shape[0] in (1, 3):  # (C, D, H, W)
+            arr = np.moveaxis(arr, 0, -1)
+            arr = arr[..., 0] if arr.shape[-1] == 1 else arr
+        if arr.ndim == 3:
+            arr = _pick(arr, slice_index, 0, spatial_dims, source, "slice_index")
+    return arr, kind
 
 
 def _pick(arr, index, axis, spatial_dims, source, field, series=False):  # noqa: ARG001

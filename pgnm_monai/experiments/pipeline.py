@@ -1,7 +1,7 @@
 """The main job: pretrain each arm, fine-tune every heated model, evaluate, compare (``pgnm run``).
 
 Every stage runs the project's MONAI bundles through :mod:`.runner`, in this process, so what the job
-does is exactly what the bundle commands in the README do. Settings left ``None`` take the bundles'
+does is exactly what the bundle commands in docs/bundles.md do. Settings left ``None`` take the bundles'
 defaults (stated once, in ``configs/train.json``). Output layout under ``output_dir``::
 
     pretrain_<arm>/models/model.pt      the heated classifier of each arm (+ model_best.pt, checkpoint_epoch=N.pt)
@@ -18,11 +18,12 @@ about a minute on 2 CPU cores; its figures come from 9 test images and say nothi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,15 @@ __all__ = ["COLUMNS", "run_pipeline"]
 logger = logging.getLogger(__name__)
 
 COLUMNS = ("arm", "objective", "pretrain_val_macro_f1", "macro_f1", "balanced_accuracy", "auroc", "n_test", "seconds")
+
+
+@contextlib.contextmanager
+def _stage(arm: str, stage: str, root: Path) -> Iterator[Callable[[str], None]]:
+    """One progress line per stage: ``[arm] stage: <result>, N s (folder)``, printed when the stage is done."""
+    start, result = time.perf_counter(), []
+    yield result.append
+    detail = ", ".join([*filter(None, result), f"{time.perf_counter() - start:.1f} s"])
+    print(f"[{arm}] {stage}: {detail} ({root})", flush=True)
 
 
 def run_pipeline(
@@ -101,33 +111,29 @@ def run_pipeline(
     }
     rows: list[dict] = []
     objective_used = objective or runner.bundle_defaults()["objective"]
+    data = {"dataset_dir": finetune_dataset_dir, "dataset_kind": finetune_dataset_kind}
     for arm in arms:
         start = time.perf_counter()
         pre_root, ft_root = out / f"pretrain_{arm}", out / f"finetune_{arm}"
-        logger.info(f"[{arm}] pretraining -> {pre_root}")
-        heated = runner.pretrain(
-            pre_root,
-            arm=arm,
-            objective=objective,
-            epochs=pretrain_epochs,
-            grid=grid,
-            dataset_dir=dataset_dir,
-            dataset_kind=dataset_kind,
-            **common,
-            **(extra_pretrain or {}),
-        )
-        val_history = runner.read_json(pre_root / "eval" / "val_metrics.json")
-        data = {"dataset_dir": finetune_dataset_dir, "dataset_kind": finetune_dataset_kind}
-        logger.info(f"[{arm}] fine-tuning -> {ft_root}")
-        runner.finetune(
-            ft_root, heated, epochs=finetune_epochs, few_shot=few_shot, **data, **common, **(extra_finetune or {})
-        )
-        overall = runner.evaluate(ft_root, **data, **common, **(extra_finetune or {}))["overall"]
+        pretrain = {"arm": arm, "objective": objective, "epochs": pretrain_epochs, "grid": grid}
+        pretrain.update(dataset_dir=dataset_dir, dataset_kind=dataset_kind, **common, **(extra_pretrain or {}))
+        with _stage(arm, "pretrain", pre_root) as done:
+            heated = runner.pretrain(pre_root, **pretrain)
+            val_history = runner.read_json(pre_root / "eval" / "val_metrics.json")
+            val_f1 = val_history[-1].get("val_macro_f1") if val_history else None
+            done(f"validation macro-F1 {val_f1:.3f}" if val_f1 is not None else "")
+        finetune = {**data, **common, **(extra_finetune or {})}
+        with _stage(arm, "fine-tune", ft_root) as done:
+            runner.finetune(ft_root, heated, epochs=finetune_epochs, few_shot=few_shot, **finetune)
+            done("")
+        with _stage(arm, "evaluate", ft_root) as done:
+            overall = runner.evaluate(ft_root, **finetune)["overall"]
+            done(f"test macro-F1 {overall['macro_f1']:.3f} on {overall['n']} items")
         rows.append(
             {
                 "arm": arm,
                 "objective": objective_used if arm == "pgnm" else "",
-                "pretrain_val_macro_f1": val_history[-1].get("val_macro_f1") if val_history else None,
+                "pretrain_val_macro_f1": val_f1,
                 "macro_f1": overall["macro_f1"],
                 "balanced_accuracy": overall["balanced_accuracy"],
                 "auroc": float("nan") if overall["auroc"] is None else overall["auroc"],

@@ -49,16 +49,16 @@ from pgnm_monai.data.few_shot import stratified_class_sequence
 from pgnm_monai.data.schema import LABEL
 from pgnm_monai.data.utils import atomic_write_text
 from pgnm_monai.experiments.report import markdown_table
+from pgnm_monai.experiments.statistics import bootstrap_interval
 from pgnm_monai.metrics import label_metrics
 from pgnm_monai.networks.classifiers import HEAD_PREFIXES, build_classifier
 
-if TYPE_CHECKING:  # protocol may import this module; avoid the cycle at run time
-    from pgnm_monai.experiments.protocol import Task
+if TYPE_CHECKING:
+    from pgnm_monai.experiments.tasks import Task
 
 __all__ = [
     "PROBES",
     "RUN_COLUMNS",
-    "bootstrap_interval",
     "delta_overview",
     "draw_episodes",
     "episode_hash",
@@ -284,7 +284,7 @@ def run_probe(
 
     Args:
         output_dir: the protocol's output folder, holding ``pretrain/<arm>_seed<seed>/models/model.pt``.
-        tasks: :class:`~pgnm_monai.experiments.protocol.Task` objects (train and test splits are used).
+        tasks: :class:`~pgnm_monai.experiments.tasks.Task` objects (train and test splits are used).
         arms: arm names (:data:`~pgnm_monai.arms.ARMS`).
         pretrain_seeds: pretrain seeds of the models to probe.
         shots: episode sizes ``N`` (those larger than a task's training split are skipped, with a warning).
@@ -369,32 +369,6 @@ def run_probe(
 
 
 # ---------------------------------------------------------------------------------------------- intervals
-
-
-def bootstrap_interval(
-    values: np.ndarray, n_boot: int = 2000, seed: int = 0, resample_seeds: bool = True, confidence: float = 0.95
-) -> tuple[float, float, float]:
-    """Mean and percentile bootstrap interval of a ``(pretrain seeds, episodes)`` matrix.
-
-    Hierarchical (``resample_seeds=True``): each replicate draws pretrain seeds with replacement, then
-    episodes with replacement within each drawn seed; the statistic is the grand mean. With
-    ``resample_seeds=False`` only episodes are resampled (every seed kept): the interval then ignores the
-    variation between pretrained models.
-
-    Returns:
-        ``(mean, low, high)``.
-    """
-    v = np.asarray(values, dtype=float)
-    if v.ndim != 2 or v.size == 0:
-        raise ValueError(f"values must be a non-empty (seeds, episodes) matrix, got shape {v.shape}.")
-    s, e = v.shape
-    rng = np.random.default_rng(seed)
-    rows = rng.integers(s, size=(n_boot, s)) if resample_seeds else np.broadcast_to(np.arange(s), (n_boot, s))
-    cols = rng.integers(e, size=(n_boot, s, e))
-    stats = v[rows[:, :, None], cols].mean(axis=(1, 2))
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(stats, [tail, 100 - tail])
-    return float(v.mean()), float(low), float(high)
 
 
 def _matrix(group: pd.DataFrame, metric: str) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Reports of experiment results: confidence intervals, paired deltas, Markdown tables and figures.
+"""Reports of experiment results: summary and paired-delta tables, Markdown, figures and the report's prose.
 
 Arms are ordered as in :data:`pgnm_monai.arms.ARMS`.
 """
@@ -6,7 +6,6 @@ Arms are ordered as in :data:`pgnm_monai.arms.ARMS`.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,21 +13,23 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from pgnm_monai.arms import ARMS
 from pgnm_monai.data.utils import atomic_save_figure, atomic_write_text
+from pgnm_monai.experiments import policy_figures
+from pgnm_monai.experiments.statistics import mean_ci
+from pgnm_monai.experiments.tasks import Task
 
 __all__ = [
     "curves_figure",
     "delta_table",
     "format_table",
     "markdown_table",
-    "mean_ci",
     "number",
     "per_modality_table",
     "plot_curves",
     "summary_table",
+    "pretraining_section",
     "write_report",
 ]
 
@@ -50,17 +51,6 @@ def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
     """A Markdown table of ``rows`` (dicts) with ``columns``."""
     cells = [{c: _cell(r.get(c), c) for c in columns} for r in rows]
     return markdown_table(pd.DataFrame(cells, columns=list(columns)))
-
-
-def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, int]:
-    """Mean and half-width of the t confidence interval (NaN half-width for fewer than 2 values)."""
-    v = np.asarray([x for x in values if x == x], dtype=float)
-    if len(v) == 0:
-        return float("nan"), float("nan"), 0
-    if len(v) < 2:
-        return float(v.mean()), float("nan"), 1
-    half = stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
-    return float(v.mean()), float(half), len(v)
 
 
 def _fmt(mean: float, half: float) -> str:
@@ -203,3 +193,95 @@ def write_report(
     lines += ["", "![macro-F1 vs N](f1_vs_n.png)", ""]
     atomic_write_text(out / "report.md", "\n".join(lines))
     plot_curves(frame, out / "f1_vs_n.png")
+
+
+def pretraining_section(out: Path, cfg: dict[str, Any], tasks: Sequence[Task]) -> str:
+    """Draw what pretraining did (policy curves, training curves, trained masks) and return the report's section."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from pgnm_monai.config_helpers import load_data
+    from pgnm_monai.transforms import eval_transforms
+
+    curves = policy_figures.read_pretrain_curves(out)
+    if not len(curves):
+        return ""
+    atomic_write_text(out / "pretrain_curves.csv", curves.to_csv(index=False))  # kept when pretrain/ is not
+    atomic_save_figure(policy_figures.policy_curves_figure(curves), out / "policy_curves.png", dpi=110)
+    atomic_save_figure(policy_figures.collapse_figure(curves), out / "pretrain_curves.png", dpi=110)
+    last = policy_figures.last_epoch_means(curves)
+    shown = [
+        c
+        for c in (
+            "kl_to_init",
+            "mask_between_std",
+            "mask_within_std",
+            "sample_std",
+            "weight_norm",
+            "train_loss",
+            "val_macro_f1",
+        )
+        if c in last
+    ]
+    lines = [
+        "## What pretraining did",
+        "",
+        "Last pretraining epoch, mean over pretrain seeds (policy statistics on a fixed probe batch of "
+        "validation images; `E[m]` is a cell's expected mask value):",
+        "",
+        markdown_table(last[shown].round(4).reset_index()),
+        "",
+        *_collapse_sentence(curves),
+        "![policy-learning curves](policy_curves.png)",
+        "",
+        "![pretraining curves of the official objective and its controls](pretrain_curves.png)",
+        "",
+    ]
+    seed = cfg["pretrain_seeds"][0]
+    policies = {}
+    for label, arm in policy_figures.MASK_ROWS.items():
+        run = out / "pretrain" / f"{arm}_seed{seed}" if arm else None
+        if arm is None or (run / "models" / "policy.pt").is_file():
+            policies[label] = policy_figures.load_policy(run, cfg, seed=seed)
+    if len(policies) > 1:
+        chain = eval_transforms(image_size=cfg["image_size"], channels=1, spatial_dims=cfg.get("spatial_dims", 2))
+        images = {}
+        for task in tasks:
+            item = load_data(task.kind, task.dataset_dir, "test", options=dict(task.options)).items[0]
+            images[f"{task.name} ({item.get('modality', '')})"] = chain(dict(item))["image"]
+        fig = policy_figures.mask_figure(images, policies, title=f"expected masks, pretrain seed {seed}")
+        atomic_save_figure(fig, out / "masks.png", dpi=110)
+        lines += ["![trained masks per modality](masks.png)", ""]
+    return "\n".join(lines)
+
+
+def _collapse_sentence(curves: pd.DataFrame) -> list[str]:
+    """The measured cause of a ``pgnm-paper`` collapse: its scaled loss and weight growth against ``paper-unscaled``."""
+    arms = set(curves["arm"])
+    if not {"pgnm-paper", "pgnm-paper-unscaled"} <= arms or not {"weight_norm", "val_macro_f1"} <= set(curves):
+        return []
+    first = curves[curves["epoch"] == curves["epoch"].min()].groupby("arm")[["train_loss", "weight_norm"]].mean()
+    last = policy_figures.last_epoch_means(curves)
+    paper, unscaled = first.loc["pgnm-paper"], first.loc["pgnm-paper-unscaled"]
+    f1_paper, f1_unscaled = last.loc["pgnm-paper", "val_macro_f1"], last.loc["pgnm-paper-unscaled", "val_macro_f1"]
+    measured = (
+        "The official objective multiplies the classifier's loss by the detached policy term; the same policy "
+        "gradient without that scaling is `pgnm-paper-unscaled`. Measured here (mean over pretrain seeds): "
+        f"back-propagated loss in the first epoch {paper['train_loss']:.2f} against {unscaled['train_loss']:.2f}, "
+        f"classifier weight norm after it {paper['weight_norm']:.1f} against {unscaled['weight_norm']:.1f}, "
+        f"final validation macro-F1 {f1_paper:.3f} against {f1_unscaled:.3f}."
+    )
+    larger_step = paper["train_loss"] > unscaled["train_loss"] and paper["weight_norm"] > unscaled["weight_norm"]
+    if f1_paper < f1_unscaled and larger_step:
+        reading = (
+            " `pgnm-paper` validates worse with the same policy gradient and a larger loss and weight norm: its "
+            "deficit comes with the larger effective step size of the scaled loss, not with the policy."
+        )
+    elif f1_paper < f1_unscaled:
+        reading = (
+            " `pgnm-paper` validates worse without a larger scaled loss or weight norm: the scaling does not "
+            "explain it."
+        )
+    else:
+        reading = " `pgnm-paper` does not validate worse than `pgnm-paper-unscaled` here."
+    return [measured + reading, ""]

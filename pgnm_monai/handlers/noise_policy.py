@@ -322,8 +322,7 @@ class ThreadLimitedNoisePolicyHandler(NoisePolicyHandler):
     """A :class:`NoisePolicyHandler` whose CPU work runs with ``num_threads`` intra-op threads.
 
     The policy's step is hundreds of small operations; on a CPU shared with other processes each one
-    pays an OpenMP barrier, and a 2-thread policy step was measured ~25x slower under load while a
-    1-thread one was not (``python -m pgnm_monai.benchmarks.step_time``). The classifier keeps all
+    pays an OpenMP barrier, which one thread avoids. The classifier keeps all
     threads: the limit is set at the start of each hook and restored at its end. No effect on the
     maths; on CUDA only the host-side work is affected.
 

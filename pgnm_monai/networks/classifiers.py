@@ -61,9 +61,7 @@ class ChannelsLastMaxPool2d(nn.MaxPool2d):
 
     The same values (a maximum is exact), returned in the input's memory format. Without autograd (evaluation,
     inference, probe features) PyTorch's channels-last CPU kernel is an order of magnitude faster than its NCHW
-    one (0.3 against 4.7 ms for the ResNet stem's 3x3/2 pool of a 64 x 64 x 16 x 16 batch, 2 threads); with
-    autograd its backward is slower and the training step gains nothing, so training pools as ``nn.MaxPool2d``,
-    as do other devices (``tests/test_performance.py``).
+    one; with autograd its backward is slower, so training pools as ``nn.MaxPool2d``, as do other devices.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

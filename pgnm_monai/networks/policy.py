@@ -87,8 +87,7 @@ class NoisePolicy(nn.Module):
         sync_base: under ``torch.distributed``, average the base update over ranks so every rank holds
             the same base vectors.
         channels_last: run a 2D trunk in the channels-last memory format (the same network and values up to
-            float rounding; the trunk's step is about 25% faster on the CPU, see the README's Performance
-            section). Ignored in 3D.
+            float rounding; faster on the CPU at full resolution, see docs/performance.md). Ignored in 3D.
     """
 
     def __init__(
