@@ -56,7 +56,7 @@ import torch
 from monai.transforms import RandCoarseDropout, RandGaussianNoise
 
 from pgnm_monai.handlers.batch_augmentation import BatchAugmentationHandler
-from pgnm_monai.handlers.noise_policy import NoisePolicyHandler, ThreadLimitedNoisePolicyHandler
+from pgnm_monai.handlers.noise_policy import STATE_ATTRIBUTES, NoisePolicyHandler, ThreadLimitedNoisePolicyHandler
 from pgnm_monai.networks.policy import NoisePolicy
 from pgnm_monai.objectives import OBJECTIVES
 from pgnm_monai.transforms import RandomBetaMask
@@ -71,7 +71,10 @@ __all__ = [
     "PRESETS",
     "build_arm_handler",
     "build_policy_handler",
+    "has_policy",
+    "logged_state",
     "preset_kwargs",
+    "without_policy",
 ]
 
 #: how an arm changes the training images.
@@ -132,6 +135,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         "channels_last": False,
     },
 }
+
+
+def has_policy(arm: str) -> bool:
+    """Whether ``arm`` trains a noise policy (its mechanism is ``pgnm``)."""
+    if arm not in ARMS:
+        raise ValueError(f"config id 'arm' must be one of {tuple(ARMS)}, got {arm!r}.")
+    return ARMS[arm].mechanism == "pgnm"
+
+
+def without_policy(arm: str) -> bool:
+    """``not has_policy(arm)``: the ``_disabled_`` switch of the bundles' policy-only handlers."""
+    return not has_policy(arm)
+
+
+def logged_state(arm: str) -> list[str] | None:
+    """The ``engine.state`` attributes the bundles' writers log for ``arm`` (the policy's, or none)."""
+    return list(STATE_ATTRIBUTES) if has_policy(arm) else None
 
 
 def preset_kwargs(name: str, **overrides: Any) -> dict[str, Any]:

@@ -1,10 +1,18 @@
-"""Thin functions that the bundle JSON configs call: argument, override, output-folder and checkpoint checks,
-data loading, checkpoint lookup and warm-start, and the error report of ``python -m monai.bundle run``.
+"""The named components that the bundle configs call, so that the configs read as wiring.
 
-Each takes plain values, so a config calls it as ``"$pgnm_monai.config_helpers.f(@id, ...)"``, and each check
-raises an error that names the config id (or file) at fault and what was expected. Nothing here is needed
-from Python: the library functions behind them (:func:`pgnm_monai.data.load_datalist`,
-:func:`pgnm_monai.arms.build_arm_handler`, ...) are the Python API.
+- checks: :func:`check_train_args`, :func:`check_num_classes`, :func:`check_output_dirs`, :func:`check_checkpoint`,
+  :func:`require_file`, :func:`check_cli_overrides` / :func:`check_override_ids`;
+- data: :func:`load_data` (a checked, optionally subsampled split), :func:`label_map`, :func:`inference_data`;
+- checkpoints: :func:`find_checkpoint` (resume), :func:`load_pretrained` (warm start);
+- wiring: :func:`subfolder`, :func:`is_off`, :func:`eval_resize`, :func:`policy_of`, :func:`probe_batch`,
+  :func:`use_amp`, :func:`amp_kwargs`;
+- errors: :func:`root_error`, :func:`show_root_error_last`.
+
+Each takes plain keyword values, so a config calls it as a component (``{"_target_":
+"pgnm_monai.config_helpers.load_data", "kind": "@dataset_kind", ...}``), and each check raises an error that names
+the config id (or file) at fault and what was expected. The Python API is the library behind them
+(:func:`pgnm_monai.data.load_datalist`, :func:`pgnm_monai.arms.build_arm_handler`,
+:func:`pgnm_monai.networks.load_weights`, ...); the CLI and the runner use the error helpers and :func:`load_data`.
 
 MONAI wraps an error raised inside a ``$`` expression or a ``_target_`` component in a ``RuntimeError``
 ("Failed to evaluate ..." / "Failed to instantiate ..."), which Python prints last. :func:`root_error` finds the
@@ -47,12 +55,14 @@ __all__ = [
     "as_bool",
     "check_checkpoint",
     "check_cli_overrides",
+    "class_names",
     "check_num_classes",
     "check_output_dirs",
     "check_override_ids",
     "check_train_args",
     "label_map",
     "find_checkpoint",
+    "inference_data",
     "inference_items",
     "load_data",
     "load_pretrained",
@@ -60,6 +70,11 @@ __all__ = [
     "root_error",
     "show_root_error_last",
     "use_amp",
+    "eval_resize",
+    "is_off",
+    "policy_of",
+    "probe_batch",
+    "subfolder",
 ]
 
 logger = logging.getLogger(__name__)
@@ -318,14 +333,21 @@ def find_checkpoint(ckpt_dir: str, resume: bool | str | None) -> str | None:
 
 
 def load_pretrained(
-    network: nn.Module, path: str | None, network_name: str | None = None, reset_head: bool = True
+    network: nn.Module,
+    path: str | None,
+    network_name: str | None = None,
+    reset_head: bool = True,
+    device: str | torch.device | None = None,
 ) -> nn.Module:
     """Warm-start ``network`` from ``path`` (config id ``pretrained_ckpt``) by
     :func:`~pgnm_monai.networks.load_weights`: this project's ``model.pt`` / ``model_avg.pt``, a training-state
     checkpoint, the authors' released weights, torchvision or timm ImageNet weights.
 
-    ``None`` trains from scratch (with a warning); a path that does not exist is refused.
+    ``None`` trains from scratch (with a warning); a path that does not exist is refused. The network is returned
+    on ``device`` when one is given.
     """
+    if device is not None:
+        return load_pretrained(network, path, network_name, reset_head).to(device)
     if path is None:
         warnings.warn("config id 'pretrained_ckpt' is null: fine-tuning starts from a random network.", stacklevel=2)
         return network
@@ -457,7 +479,7 @@ def show_root_error_last() -> bool:
     return True
 
 
-def label_map(path: str | os.PathLike | None, *datalists: Datalist) -> list[str]:
+def label_map(path: str | os.PathLike | None, *datalists: Datalist, splits: Sequence[Datalist] = ()) -> list[str]:
     """The one label map of a run: the class names shared by ``datalists``, written to (or checked against) ``path``.
 
     The train stage checks its splits at ``initialize`` (``path`` None) and, once training has finished, writes
@@ -467,12 +489,14 @@ def label_map(path: str | os.PathLike | None, *datalists: Datalist) -> list[str]
     Args:
         path: the class map JSON (:func:`pgnm_monai.data.save_class_map`); None only checks ``datalists``.
         datalists: the run's splits; their ``class_names`` must be equal.
+        splits: more splits (the keyword form, for a config component).
 
     Raises:
         ValueError: naming the splits (or the file) whose class names differ.
     """
     from pgnm_monai.data import load_class_map, save_class_map
 
+    datalists = (*datalists, *splits)
     names = list(datalists[0].class_names)
     for dl in datalists[1:]:
         if list(dl.class_names) != names:
@@ -495,3 +519,62 @@ def label_map(path: str | os.PathLike | None, *datalists: Datalist) -> list[str]
         if distributed.is_main_process():
             save_class_map(path, names, dataset_kind=datalists[0].kind)
     return names
+
+
+def subfolder(root: str | os.PathLike, name: str) -> str:
+    """``root/name`` (a run's ``models``, ``eval``, ``logs`` folder or a file in one)."""
+    return os.path.join(os.fspath(root), name)
+
+
+def is_off(value: Any) -> bool:
+    """``True`` for a switch that is off: ``0``, ``False``, ``None`` (a handler's ``_disabled_``)."""
+    return not as_bool(value) if isinstance(value, str) else not value
+
+
+def eval_resize(image_size: int) -> int:
+    """The evaluation chain's short side before its centre crop to ``image_size`` (the paper's 256 for 224)."""
+    return max(int(image_size), round(int(image_size) * 256 / 224))
+
+
+def policy_of(handler: Any) -> nn.Module | None:
+    """The noise policy of an arm's handler (``None`` for arms without one)."""
+    return getattr(handler, "policy", None)
+
+
+def probe_batch(dataset: Sequence[Mapping], size: int) -> torch.Tensor:
+    """The images of the first ``size`` items of ``dataset``, stacked: the policy statistics' fixed probe batch."""
+    return torch.stack([dataset[i]["image"] for i in range(min(int(size), len(dataset)))])
+
+
+def inference_data(
+    input_files: Sequence[str] | None,
+    input_modality: str,
+    kind: str | None,
+    dataset_dir: str | None,
+    split: str,
+    seed: int = 0,
+    max_items: int | None = None,
+    options: dict | None = None,
+) -> list[dict]:
+    """The items to predict: ``input_files`` (unlabelled, :func:`inference_items`) when given, else the ``split`` of
+    the dataset (:func:`load_data`)."""
+    if input_files:
+        return inference_items(input_files, input_modality)
+    return load_data(kind, dataset_dir, split, seed=seed, max_items=max_items, options=options).items
+
+
+def class_names(
+    ckpt_dir: str | os.PathLike,
+    kind: str | None,
+    dataset_dir: str | None,
+    seed: int = 0,
+    options: dict | None = None,
+) -> list[str]:
+    """The class names of a trained run: its ``ckpt_dir/class_map.json`` (what the train stage saved); without
+    one (a checkpoint exported or evaluated apart from its run), those of the dataset's training split."""
+    from pgnm_monai.data import load_class_map
+
+    path = os.path.join(os.fspath(ckpt_dir), "class_map.json")
+    if os.path.isfile(path):
+        return load_class_map(path)
+    return list(load_data(kind, dataset_dir, "train", seed=seed, options=options).class_names)

@@ -26,6 +26,8 @@ __all__ = [
     "get_device",
     "init_distributed",
     "is_main_process",
+    "on_main_process",
+    "sync_policy_batchnorm",
     "needs_drop_last",
     "rank",
     "world_size",
@@ -52,6 +54,21 @@ def rank() -> int:
 def is_main_process() -> bool:
     """``True`` on rank 0 and outside ``torch.distributed``."""
     return rank() == 0
+
+
+def on_main_process(items: list) -> list:
+    """``items`` on rank 0 (and outside ``torch.distributed``), an empty list on the other ranks: the bundles'
+    file-writing handlers."""
+    return list(items) if is_main_process() else []
+
+
+def sync_policy_batchnorm(handler: Any, device: str | torch.device, sync_bn: bool) -> nn.Module | None:
+    """With ``sync_bn``, the batch norms of the arm ``handler``'s noise policy made synchronised across ranks
+    (:func:`convert_sync_batchnorm`); ``None`` when ``sync_bn`` is off or the arm has no policy."""
+    policy = getattr(handler, "policy", None)
+    if not sync_bn or policy is None:
+        return None
+    return convert_sync_batchnorm(policy, device)
 
 
 def get_device(distributed: bool = False) -> torch.device:

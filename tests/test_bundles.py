@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -334,7 +335,8 @@ def test_finetune_bundle_is_an_overlay_of_the_pretrain_bundle():
     train = (PRE / "configs" / "train.json").read_text()
     assert "sampler" not in train and "wrap_ddp" not in train and "is_main_process" not in train
     multi = json.loads((PRE / "configs" / "multi_gpu_train.json").read_text())
-    assert "@train#writers if pgnm_monai.distributed.is_main_process()" in multi["train#trainer#train_handlers"]
+    assert "pgnm_monai.distributed.on_main_process(@train#writers)" in multi["train#trainer#train_handlers"]
+    assert multi["validate#evaluator#val_handlers"] == "$pgnm_monai.distributed.on_main_process(@validate#handlers)"
     assert "[:" not in json.dumps(multi)  # no positional slicing of handler lists
 
 
@@ -441,3 +443,28 @@ def test_val_interval_zero_never_validates(tmp_path):
     models = sorted(p.name for p in (tmp_path / "models").iterdir())
     assert "model.pt" in models and "model_best.pt" not in models
     assert not (tmp_path / "eval" / "val_metrics.json").exists()
+
+
+def test_configs_read_as_wiring():
+    """The logic lives in named Python components: few ``$`` expressions across the bundles' configs (each file
+    once, links included once), none with a loop, a comprehension or a conditional beyond a one-line switch."""
+    files = {p.resolve() for bundle in (PRE, FT) for p in (bundle / "configs").glob("*.json")}
+    expressions = []
+    for path in files:
+        text = path.read_text()
+        expressions += re.findall(r'"(\$[^"]*)"', text)
+    assert len(expressions) <= 60, len(expressions)
+    for e in expressions:
+        assert not any(word in f" {e} " for word in (" for ", " while ", " lambda ", "getattr(")), e
+
+
+def test_inference_class_names_come_from_the_trained_runs_class_map(tmp_path):
+    """``inference.json``'s class names: the run's ``models/class_map.json`` when it is there (not the training
+    split, which inference never needs); the dataset's classes only for a checkpoint without its run."""
+    from pgnm_monai.config_helpers import class_names
+    from pgnm_monai.data import save_class_map
+
+    models = tmp_path / "models"
+    assert class_names(models, None, None) == ["CT", "MR", "US", "X-ray"]  # the embedded set's
+    save_class_map(models / "class_map.json", ["benign", "malignant"], dataset_kind="clinical")
+    assert class_names(models, None, None) == ["benign", "malignant"]

@@ -15,7 +15,7 @@ from monai.handlers import CheckpointSaver, ValidationHandler, from_engine
 from torch import nn
 
 import pgnm_monai.handlers.checkpoint as checkpoint_module
-from pgnm_monai.data.utils import default_file_mode
+from pgnm_monai.atomic_files import default_file_mode
 from pgnm_monai.handlers import AtomicCheckpointSaver, ResumeCheckpointLoader, TrainingStateSaver
 from pgnm_monai.handlers.checkpoint import AtomicDiskSaver
 

@@ -16,10 +16,10 @@ from nibabel.testing import data_path as NIB_DATA
 from PIL import Image
 from pydicom.data.data_manager import DATA_ROOT
 
+from pgnm_monai.atomic_files import atomic_write_text
 from pgnm_monai.data import load_datalist, save_class_map
 from pgnm_monai.data.io import read_image
 from pgnm_monai.data.schema import load_class_map
-from pgnm_monai.data.utils import atomic_write_text
 
 PYDICOM_FILES = Path(DATA_ROOT) / "test_files"
 

@@ -15,7 +15,7 @@ from monai.engines import SupervisedEvaluator
 from monai.handlers import ClassificationSaver
 from torch import nn
 
-from pgnm_monai.data.utils import to_jsonable
+from pgnm_monai.atomic_files import to_jsonable
 from pgnm_monai.handlers import PredictionWriter
 from pgnm_monai.metrics import metrics_report
 

@@ -38,7 +38,7 @@ PRESET_INPUT_SIZES: dict[str, int | None] = {"paper": None, "fast": 16}
 
 
 def _pretrain(out: Path, preset: str, seed: int, cfg: dict, data: tuple[str, str]) -> Path:
-    from pgnm_monai.data.utils import atomic_write_text
+    from pgnm_monai.atomic_files import atomic_write_text
     from pgnm_monai.experiments import runner
     from pgnm_monai.experiments.protocol import pretrain_settings
 
@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from pgnm_monai.atomic_files import atomic_save_figure, atomic_write_text
     from pgnm_monai.config_helpers import load_data
-    from pgnm_monai.data.utils import atomic_save_figure, atomic_write_text
     from pgnm_monai.experiments import policy_figures
     from pgnm_monai.experiments.profiles import PROFILES
     from pgnm_monai.experiments.tasks import pretrain_source

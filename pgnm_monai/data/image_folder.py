@@ -26,9 +26,10 @@ import os
 import warnings
 from pathlib import Path
 
+from pgnm_monai.atomic_files import atomic_write_csv
 from pgnm_monai.data.io import IMAGE_SUFFIXES, usable_image_files
 from pgnm_monai.data.schema import MODALITIES, Datalist, check_class_spelling, load_class_map, make_item, save_class_map
-from pgnm_monai.data.utils import DEFAULT_FRACTIONS, atomic_write_csv, pixel_hash, read_csv, split_by_group
+from pgnm_monai.data.utils import DEFAULT_FRACTIONS, pixel_hash, read_csv, split_by_group
 
 __all__ = ["SPLIT_ALIASES", "load_image_folder", "list_class_folders", "image_pixel_hash"]
 

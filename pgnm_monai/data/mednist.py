@@ -18,9 +18,10 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from pgnm_monai.atomic_files import atomic_write_csv
 from pgnm_monai.data.io import usable_image_files
 from pgnm_monai.data.schema import Datalist, make_item
-from pgnm_monai.data.utils import DEFAULT_FRACTIONS, atomic_write_csv, read_csv, split_by_group
+from pgnm_monai.data.utils import DEFAULT_FRACTIONS, read_csv, split_by_group
 
 __all__ = ["MEDNIST_CLASSES", "default_cache_dir", "extract_mednist", "find_mednist_root", "load_mednist"]
 

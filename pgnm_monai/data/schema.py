@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pgnm_monai.data.utils import atomic_write_text
+from pgnm_monai.atomic_files import atomic_write_text
 
 __all__ = [
     "IMAGE",

@@ -1,4 +1,4 @@
-"""Shared helpers for the data sources: atomic writes, CSV reading, file checks, hashing, seeded splits, paths.
+"""Shared helpers for the data sources: CSV reading, file checks, hashing, seeded splits, the shared data path.
 
 CSV files (clinical labels, split files, RadImageNet split CSVs) are read by :func:`read_csv`: UTF-8 with or
 without a byte-order mark, UTF-16 with a byte-order mark, and anything else as Latin-1 (ISO-8859-1, where
@@ -13,21 +13,13 @@ import hashlib
 import io
 import os
 import stat
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 __all__ = [
-    "to_jsonable",
-    "default_file_mode",
-    "atomic_save_figure",
-    "atomic_write_bytes",
-    "atomic_write_text",
-    "atomic_write_csv",
     "file_type_problem",
     "read_csv",
     "pixel_hash",
@@ -37,60 +29,6 @@ __all__ = [
 ]
 
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
-
-
-def default_file_mode() -> int:
-    """``0o666 & ~umask``: the permission a plain ``open(path, "w")`` would give a new file."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
-
-    The file gets the usual permission (:func:`default_file_mode`), not ``mkstemp``'s owner-only one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8, newlines as given) atomically (see :func:`atomic_write_bytes`)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> None:
-    """Save a matplotlib figure as PNG atomically and close it."""
-    import io
-
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def atomic_write_csv(path: str | os.PathLike, header: Sequence[str], rows: Sequence[Sequence]) -> None:
-    """Write a CSV file atomically (see :func:`atomic_write_text`)."""
-    import io
-
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
 
 
 def file_type_problem(path: str | os.PathLike) -> str | None:
@@ -238,22 +176,3 @@ def shared_data_dir() -> Path:
     if env:
         return Path(env)
     return Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
-def _finite(v: Any) -> Any:
-    if isinstance(v, float) and v != v:
-        return None
-    return v
-
-
-def to_jsonable(obj: Any) -> Any:
-    """``obj`` with tensors, numpy scalars and tuples made JSON-ready (NaN becomes ``None``)."""
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if getattr(obj, "ndim", 0) and hasattr(obj, "tolist"):  # tensors and arrays
-        return to_jsonable(obj.tolist())
-    if hasattr(obj, "item") and callable(obj.item):
-        return _finite(obj.item())
-    return _finite(obj)

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pgnm_monai.data.utils import atomic_write_text
+from pgnm_monai.atomic_files import atomic_write_text
 from pgnm_monai.experiments import runner
 from pgnm_monai.experiments.report import format_table
 from pgnm_monai.networks.weights import NORMALIZATION

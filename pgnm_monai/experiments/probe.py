@@ -45,9 +45,9 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 
 from pgnm_monai.arms import ARMS
+from pgnm_monai.atomic_files import atomic_write_text
 from pgnm_monai.data.few_shot import stratified_class_sequence
 from pgnm_monai.data.schema import LABEL
-from pgnm_monai.data.utils import atomic_write_text
 from pgnm_monai.experiments.report import markdown_table
 from pgnm_monai.experiments.statistics import bootstrap_interval
 from pgnm_monai.metrics import label_metrics

@@ -27,8 +27,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from pgnm_monai.arms import ARMS
+from pgnm_monai.atomic_files import atomic_write_text
 from pgnm_monai.data.datasets import MEMORY
-from pgnm_monai.data.utils import atomic_write_text
 from pgnm_monai.experiments import probe, runner
 from pgnm_monai.experiments.profiles import PROFILES
 from pgnm_monai.experiments.report import number, pretraining_section, write_report

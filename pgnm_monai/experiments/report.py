@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from pgnm_monai.arms import ARMS
-from pgnm_monai.data.utils import atomic_save_figure, atomic_write_text
+from pgnm_monai.atomic_files import atomic_save_figure, atomic_write_text
 from pgnm_monai.experiments import policy_figures
 from pgnm_monai.experiments.statistics import mean_ci
 from pgnm_monai.experiments.tasks import Task

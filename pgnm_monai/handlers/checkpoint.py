@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from monai.handlers import CheckpointLoader
 from monai.utils import IgniteInfo, is_scalar, min_version, optional_import
 
-from pgnm_monai.data.utils import default_file_mode
+from pgnm_monai.atomic_files import default_file_mode
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 idist, _ = optional_import("ignite.distributed", IgniteInfo.OPT_IMPORT_VERSION, min_version)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,7 +10,7 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 from torch import nn
 
-from pgnm_monai.data.utils import atomic_write_bytes
+from pgnm_monai.atomic_files import atomic_torch_save
 from pgnm_monai.networks.weights import average_state_dicts
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -69,7 +68,7 @@ class CheckpointAverager:
             return
         epoch = engine.state.epoch
         state = {k: v.detach().cpu() for k, v in self.network.state_dict().items()}
-        _atomic_torch_save(state, self.epochs_dir / f"model_epoch={epoch}.pt")
+        atomic_torch_save(state, self.epochs_dir / f"model_epoch={epoch}.pt")
         keep = sorted(self._epoch_files(epoch))[-self.last :]
         for path in self.epochs_dir.glob("model_epoch=*.pt"):
             number = path.stem.partition("=")[2]
@@ -85,11 +84,5 @@ class CheckpointAverager:
         if not epochs:
             raise FileNotFoundError(f"{self.epochs_dir} holds no model_epoch=N.pt to average.")
         states = [torch.load(files[e], map_location="cpu", weights_only=True) for e in epochs]
-        _atomic_torch_save(average_state_dicts(states), self.save_dir / self.filename)
+        atomic_torch_save(average_state_dicts(states), self.save_dir / self.filename)
         engine.logger.info(f"{self.save_dir / self.filename}: the mean of epochs {epochs}")
-
-
-def _atomic_torch_save(obj: object, path: Path) -> None:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())

@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pgnm_monai.data.utils import atomic_write_csv
+from pgnm_monai.atomic_files import atomic_write_csv
 
 __all__ = ["EpochCSV"]
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from pgnm_monai.data.utils import atomic_write_text, to_jsonable
+from pgnm_monai.atomic_files import atomic_write_text, to_jsonable
 from pgnm_monai.distributed import is_main_process
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")

@@ -14,8 +14,8 @@ from monai.data import MetaTensor, decollate_batch
 from monai.handlers import ClassificationSaver
 from monai.utils import ImageMetaKey
 
+from pgnm_monai.atomic_files import atomic_write_csv, atomic_write_text, to_jsonable
 from pgnm_monai.data.schema import IMAGE_PATH
-from pgnm_monai.data.utils import atomic_write_csv, atomic_write_text, to_jsonable
 from pgnm_monai.metrics import metrics_report, to_probabilities
 
 __all__ = ["PredictionWriter"]
