@@ -37,50 +37,22 @@ def _defaults(fn: Callable) -> dict[str, Any]:
     return {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not p.empty}
 
 
+def _call(fn: Callable, args: argparse.Namespace) -> Any:
+    """``fn`` with every parameter that the parsed options name (option ``--few-shot`` is parameter ``few_shot``)."""
+    return fn(**{k: getattr(args, k) for k in inspect.signature(fn).parameters if hasattr(args, k)})
+
+
 def _run(args: argparse.Namespace) -> int:
     from pgnm_monai.experiments.pipeline import run_pipeline
 
-    run_pipeline(
-        output_dir=args.output_dir,
-        arms=args.arms,
-        objective=args.objective,
-        network=args.network,
-        image_size=args.image_size,
-        pretrain_epochs=args.pretrain_epochs,
-        finetune_epochs=args.finetune_epochs,
-        few_shot=args.few_shot,
-        seed=args.seed,
-        dataset_dir=args.dataset_dir,
-        dataset_kind=args.dataset_kind,
-        dataset_options=args.dataset_options,
-        spatial_dims=args.spatial_dims,
-        grid=args.grid,
-        spacing=args.spacing,
-    )
+    _call(run_pipeline, args)
     return 0
 
 
 def _finetune(args: argparse.Namespace) -> int:
     from pgnm_monai.experiments.finetune import finetune_from_weights
 
-    finetune_from_weights(
-        pretrained=args.pretrained,
-        output_dir=args.output_dir,
-        network=args.network,
-        dataset_kind=args.dataset_kind,
-        dataset_dir=args.dataset_dir,
-        dataset_options=args.dataset_options,
-        few_shot=args.few_shot,
-        few_shot_seed=args.few_shot_seed,
-        normalization=args.normalization,
-        epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        image_size=args.image_size,
-        in_channels=args.in_channels,
-        spatial_dims=args.spatial_dims,
-        seed=args.seed,
-    )
+    _call(finetune_from_weights, args)
     return 0
 
 
@@ -121,18 +93,7 @@ def _benchmark(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from pgnm_monai.demo import run_demo
 
-    summary = run_demo(
-        output_dir=args.output_dir,
-        image_size=args.image_size,
-        grid=args.grid,
-        iterations=args.iterations,
-        seed=args.seed,
-        dataset_dir=args.dataset_dir,
-        dataset_kind=args.dataset_kind,
-        dataset_options=args.dataset_options,
-        spatial_dims=args.spatial_dims,
-    )
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(_call(run_demo, args), indent=2))
     return 0
 
 

@@ -98,3 +98,23 @@ def clinical_csv(tmp_path) -> Path:
         w.writerow(["path", "label", "patient_id", "modality"])
         w.writerows(rows)
     return csv_path
+
+
+def run_pgnm(*args: str, cwd: Path, timeout: int = 300):
+    """``python -m pgnm_monai ARGS`` in ``cwd`` as a user runs it; the completed process (asserted to succeed)."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "pgnm_monai", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture
+def pgnm():
+    """:func:`run_pgnm`: the ``pgnm`` command line in a subprocess."""
+    return run_pgnm

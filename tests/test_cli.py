@@ -3,28 +3,15 @@ each run folder), ``--verbose``, and help text that gives every option's default
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from pgnm_monai.cli import build_parser
 
 
-def _pgnm(*args: str, cwd) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "-m", "pgnm_monai", *args], cwd=cwd, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
 @pytest.mark.slow
-def test_main_job_is_quiet_and_logs_each_stage_to_its_run_folder(tmp_path):
+def test_main_job_is_quiet_and_logs_each_stage_to_its_run_folder(pgnm, tmp_path):
     args = ("run", "--output-dir", "out", "--pretrain-epochs", "1", "--finetune-epochs", "1")
-    quiet = _pgnm(*args, cwd=tmp_path)
+    quiet = pgnm(*args, cwd=tmp_path)
     lines = quiet.stdout.splitlines()
     stages = [line for line in lines if line.startswith("[")]
     assert [line.split(":")[0] for line in stages] == [
@@ -35,7 +22,7 @@ def test_main_job_is_quiet_and_logs_each_stage_to_its_run_folder(tmp_path):
     for folder, stage in (("pretrain_pgnm", "train"), ("finetune_none", "train"), ("finetune_pgnm", "evaluate")):
         log = (tmp_path / "out" / folder / "logs" / f"{stage}.log").read_text()
         assert "Epoch" in log and "INFO" in log
-    verbose = _pgnm(*args[:2], "out_verbose", *args[3:], "--verbose", cwd=tmp_path)
+    verbose = pgnm(*args[:2], "out_verbose", *args[3:], "--verbose", cwd=tmp_path)
     assert "Epoch[1] Metrics" in verbose.stdout and len(verbose.stdout.splitlines()) > 3 * len(lines)
     assert "Not all config files" not in verbose.stdout + verbose.stderr
 

@@ -305,20 +305,11 @@ def test_average_last_must_be_a_positive_count(tmp_path):
 # ------------------------------------------------------------------------------------------------- pgnm finetune
 
 
-def _pgnm(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "-m", "pgnm_monai", *args], cwd=cwd, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
 @pytest.mark.slow
-def test_pgnm_finetune_from_released_weights_on_the_embedded_set(tmp_path):
+def test_pgnm_finetune_from_released_weights_on_the_embedded_set(pgnm, tmp_path):
     released = _timm_state("resnet10t", 165, seed=9)
     torch.save(released, tmp_path / "resnet10t_gradientp_RIN_64_64_k13_s6.pth")
-    proc = _pgnm(
+    proc = pgnm(
         "finetune", "--pretrained", "resnet10t_gradientp_RIN_64_64_k13_s6.pth", "--network", "resnet10t",
         "--epochs", "1", "--image-size", "32", "--output-dir", "run", cwd=tmp_path,
     )  # fmt: skip
@@ -329,9 +320,9 @@ def test_pgnm_finetune_from_released_weights_on_the_embedded_set(tmp_path):
 
 
 @pytest.mark.slow
-def test_pgnm_finetune_on_a_clinical_csv_with_imagenet_weights(clinical_csv, tmp_path):
+def test_pgnm_finetune_on_a_clinical_csv_with_imagenet_weights(pgnm, clinical_csv, tmp_path):
     _torchvision_imagenet_file(tmp_path / "resnet18-imagenet.pth")
-    _pgnm(
+    pgnm(
         "finetune", "--pretrained", os.fspath(tmp_path / "resnet18-imagenet.pth"), "--network", "resnet18",
         "--dataset-kind", "clinical", "--dataset-dir", os.fspath(clinical_csv), "--normalization", "imagenet",
         "--epochs", "1", "--image-size", "32", "--batch-size", "4", "--output-dir", os.fspath(tmp_path / "run"),
