@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pgnm", description="pgnm-monai: the Policy Gradient-Driven Noise Mask")
     sub = parser.add_subparsers(dest="command", required=True)
     b = bundle_defaults()
+    f = bundle_defaults("pgnm_finetune")
     verbose = "stream the bundles' log lines to the console (otherwise: <run folder>/logs/<stage>.log)"
     json_help = 'loader options as JSON, e.g. \'{"slices": "none"}\' for whole volumes (None: the loader\'s defaults)'
 
@@ -178,14 +179,17 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--dataset-kind", default=None, choices=KINDS, help="kind of --dataset-dir (None: guessed)")
     ft.add_argument("--dataset-options", type=_json_object, default=None, help=json_help)
     ft.add_argument("--few-shot", type=int, default=None, help="fine-tune on N training images (None: all)")
-    ft.add_argument("--few-shot-seed", type=int, default=None, help="seed of the few-shot subset (None: 0)")
+    ft.add_argument(
+        "--few-shot-seed", type=int, default=None, help=_bundle(f, "few_shot_seed", "seed of the few-shot subset")
+    )
     ft.add_argument(
         "--normalization", default=None, choices=sorted(NORMALIZATION),
-        help="the weights' intensity mean/std: paper (0.3162/0.3213, the authors' weights) or imagenet "
-        "(0.449/0.226) (None: the bundle's, paper)",
+        help="the intensity mean and std the weights were trained with: "
+        + ", ".join(f"{k} {m}/{sd}" for k, (m, sd) in NORMALIZATION.items())
+        + f" (None: the bundle's, {b['intensity_mean']}/{b['intensity_std']})",
     )  # fmt: skip
-    ft.add_argument("--epochs", type=int, default=None, help="(None: the fine-tune bundle's, 10)")
-    ft.add_argument("--lr", type=float, default=None, help="(None: the fine-tune bundle's, 0.001)")
+    ft.add_argument("--epochs", type=int, default=None, help=_bundle(f, "epochs"))
+    ft.add_argument("--lr", type=float, default=None, help=_bundle(f, "lr"))
     ft.add_argument("--batch-size", type=int, default=None, help=_bundle(b, "batch_size"))
     ft.add_argument("--image-size", type=int, default=None, help=_bundle(b, "image_size"))
     ft.add_argument("--in-channels", type=int, default=None, help=_bundle(b, "in_channels", "1 or 3 (stem adapted)"))

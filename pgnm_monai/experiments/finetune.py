@@ -61,14 +61,14 @@ def finetune_from_weights(
     Args:
         pretrained: the weight file to start from.
         output_dir: the fine-tune bundle's ``bundle_root`` (see the module docstring).
-        network: the architecture of ``pretrained`` (``None``: the bundle's, ``resnet10t``).
+        network: the architecture of ``pretrained`` (``None``: the bundle's).
         dataset_kind: kind of ``dataset_dir`` (``None``: guessed; with no ``dataset_dir`` the embedded set).
         dataset_dir: the user's data: a folder, CSV, npz or DICOM/NIfTI set.
         dataset_options: loader options.
         few_shot: fine-tune on a stratified subset of N training images (``None``: all).
         few_shot_seed: seed of that subset.
         normalization: ``paper`` or ``imagenet`` (:data:`~pgnm_monai.networks.weights.NORMALIZATION`): the
-            intensity mean and std the weights were trained with (``None``: the bundle's, ``paper``).
+            intensity mean and std the weights were trained with (``None``: the bundle's).
         epochs, lr, batch_size, image_size, in_channels, spatial_dims, seed: bundle ids (``None``: the bundle's).
         progress_bar: show tqdm bars.
         overrides: any other id of the fine-tune bundle.

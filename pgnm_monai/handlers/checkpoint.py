@@ -32,7 +32,13 @@ else:
     Checkpoint, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Checkpoint")
     DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
 
-__all__ = ["AtomicCheckpointSaver", "AtomicDiskSaver", "ResumeCheckpointLoader", "TrainingStateSaver"]
+__all__ = [
+    "AtomicCheckpointSaver",
+    "AtomicDiskSaver",
+    "ResumeCheckpointLoader",
+    "TrainingStateSaver",
+    "keep_last_epochs",
+]
 
 
 class AtomicDiskSaver(DiskSaver):
@@ -261,6 +267,22 @@ def _iteration(engine: Engine) -> int:
     return engine.state.iteration
 
 
+def keep_last_epochs(folder: str | os.PathLike, prefix: str, epoch: int, keep: int) -> dict[int, Path]:
+    """Of the ``<prefix>_epoch=N.pt`` files in ``folder``, keep the last ``keep`` with ``N <= epoch`` and remove the
+    others (later epochs are left by a run that was interrupted and resumed from an earlier one); return the kept
+    files by epoch."""
+    files = {}
+    for path in Path(folder).glob(f"{prefix}_epoch=*.pt"):
+        number = path.stem.partition("=")[2]
+        if number.isdigit():
+            files[int(number)] = path
+    kept = sorted(n for n in files if n <= epoch)[-keep:]
+    for number, path in files.items():
+        if number not in kept:
+            path.unlink(missing_ok=True)
+    return {n: files[n] for n in kept}
+
+
 class ResumeCheckpointLoader(CheckpointLoader):
     """MONAI ``CheckpointLoader`` that also restores the engine it is attached to (as ``"trainer"``).
 
@@ -333,12 +355,4 @@ class TrainingStateSaver(AtomicCheckpointSaver):
         super().interval_completed(engine)
         if self.n_saved is None or idist.get_rank() != self.interval_checkpoint.save_handler.save_on_rank:
             return
-        epochs = {}
-        for path in Path(self.save_dir).glob("checkpoint_epoch=*.pt"):
-            number = path.stem.partition("=")[2]
-            if number.isdigit():
-                epochs[path] = int(number)
-        keep = sorted(e for e in epochs.values() if e <= engine.state.epoch)[-self.n_saved :]
-        for path, epoch in epochs.items():
-            if epoch not in keep:
-                path.unlink(missing_ok=True)
+        keep_last_epochs(self.save_dir, "checkpoint", engine.state.epoch, self.n_saved)

@@ -11,6 +11,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 from torch import nn
 
 from pgnm_monai.atomic_files import atomic_torch_save
+from pgnm_monai.handlers.checkpoint import keep_last_epochs
 from pgnm_monai.networks.weights import average_state_dicts
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -53,14 +54,6 @@ class CheckpointAverager:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.epoch_completed)
         engine.add_event_handler(Events.COMPLETED, self)
 
-    def _epoch_files(self, up_to: int) -> dict[int, Path]:
-        files = {}
-        for path in self.epochs_dir.glob("model_epoch=*.pt"):
-            number = path.stem.partition("=")[2]
-            if number.isdigit() and int(number) <= up_to:
-                files[int(number)] = path
-        return files
-
     def epoch_completed(self, engine: Engine) -> None:
         """Save this epoch's state; remove the epochs older than the last ``last`` (and any later than this one,
         left by a run that was interrupted and resumed from an earlier epoch)."""
@@ -69,18 +62,14 @@ class CheckpointAverager:
         epoch = engine.state.epoch
         state = {k: v.detach().cpu() for k, v in self.network.state_dict().items()}
         atomic_torch_save(state, self.epochs_dir / f"model_epoch={epoch}.pt")
-        keep = sorted(self._epoch_files(epoch))[-self.last :]
-        for path in self.epochs_dir.glob("model_epoch=*.pt"):
-            number = path.stem.partition("=")[2]
-            if not number.isdigit() or int(number) not in keep:
-                path.unlink(missing_ok=True)
+        keep_last_epochs(self.epochs_dir, "model", epoch, self.last)
 
     def __call__(self, engine: Engine) -> None:
         """Average the last ``last`` epochs' states into ``save_dir/filename``."""
         if idist.get_rank() != 0:
             return
-        files = self._epoch_files(engine.state.epoch)
-        epochs = sorted(files)[-self.last :]
+        files = keep_last_epochs(self.epochs_dir, "model", engine.state.epoch, self.last)
+        epochs = sorted(files)
         if not epochs:
             raise FileNotFoundError(f"{self.epochs_dir} holds no model_epoch=N.pt to average.")
         states = [torch.load(files[e], map_location="cpu", weights_only=True) for e in epochs]
