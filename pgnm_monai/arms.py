@@ -42,8 +42,9 @@ features); they differ in what the trunk looks at:
 Their cost against the paper's networks is measured by ``python -m pgnm_monai.benchmarks.step_time``
 (docs/performance.md). A preset is a dict of keyword arguments of :func:`build_policy_handler`:
 ``build_arm_handler("pgnm", preset="fast")`` and ``build_arm_handler("pgnm", **preset_kwargs("fast"))`` build the
-same handler, and explicit keyword arguments override the preset. The mask settings (:data:`PAPER_MASK`) are the
-defaults of ``build_arm_handler``, not part of a preset, so small images can use a smaller ``grid`` with either.
+same handler, and explicit keyword arguments override the preset. The mask settings (the paper's:
+:data:`pgnm_monai.mask.GRID`, ``KERNEL_SIZE``, ``SIGMA``, ``EPS``) are the defaults of ``build_arm_handler``, not
+part of a preset, so small images can use a smaller ``grid`` with either.
 """
 
 from __future__ import annotations
@@ -57,17 +58,19 @@ from monai.transforms import RandCoarseDropout, RandGaussianNoise
 
 from pgnm_monai.handlers.batch_augmentation import BatchAugmentationHandler
 from pgnm_monai.handlers.noise_policy import STATE_ATTRIBUTES, NoisePolicyHandler, ThreadLimitedNoisePolicyHandler
-from pgnm_monai.networks.policy import NoisePolicy
+from pgnm_monai.mask import EPS, GRID, KERNEL_SIZE, SIGMA
+from pgnm_monai.networks.policy import DEFAULT_TRUNK, NoisePolicy
 from pgnm_monai.objectives import OBJECTIVES
 from pgnm_monai.transforms import RandomBetaMask
+from pgnm_monai.validation import check_choice
 
 __all__ = [
     "ARMS",
     "Arm",
+    "arm_spec",
     "FAST_POLICY_INPUT_SIZE",
     "MASK_ARMS",
     "MECHANISMS",
-    "PAPER_MASK",
     "PRESETS",
     "build_arm_handler",
     "build_policy_handler",
@@ -122,14 +125,11 @@ ARMS: dict[str, Arm] = {
 
 FAST_POLICY_INPUT_SIZE = 16
 
-#: the mask settings shared by both presets (the defaults of :func:`build_arm_handler`).
-PAPER_MASK: dict[str, Any] = {"grid": 64, "kernel_size": 13, "sigma": 6.0}
-
 #: policy keyword arguments of each preset (arguments of :func:`build_policy_handler`).
 PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {"trunk": "resnet10t", "policy_input_size": None},
+    "paper": {"trunk": DEFAULT_TRUNK, "policy_input_size": None},
     "fast": {
-        "trunk": "resnet10t",
+        "trunk": DEFAULT_TRUNK,
         "policy_input_size": FAST_POLICY_INPUT_SIZE,
         "fused_optimizer": True,
         "channels_last": False,
@@ -137,11 +137,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def arm_spec(arm: str, what: str = "arm") -> Arm:
+    """The :class:`Arm` named ``arm``; ``ValueError`` naming ``what`` (e.g. ``"config id 'arm'"``) when unknown."""
+    return ARMS[check_choice(what, arm, ARMS)]
+
+
 def has_policy(arm: str) -> bool:
     """Whether ``arm`` trains a noise policy (its mechanism is ``pgnm``)."""
-    if arm not in ARMS:
-        raise ValueError(f"config id 'arm' must be one of {tuple(ARMS)}, got {arm!r}.")
-    return ARMS[arm].mechanism == "pgnm"
+    return arm_spec(arm).mechanism == "pgnm"
 
 
 def without_policy(arm: str) -> bool:
@@ -173,11 +176,11 @@ def build_policy_handler(
     device: str | torch.device = "cpu",
     in_channels: int = 1,
     spatial_dims: int = 2,
-    grid: int = 64,
-    kernel_size: int = 13,
-    sigma: float = 6.0,
-    eps: float = 1e-4,
-    trunk: str = "resnet10t",
+    grid: int = GRID,
+    kernel_size: int = KERNEL_SIZE,
+    sigma: float = SIGMA,
+    eps: float = EPS,
+    trunk: str = DEFAULT_TRUNK,
     policy_input_size: int | None = None,
     objective: str = "reinforce",
     policy_lr: float = 0.01,
@@ -208,8 +211,7 @@ def build_policy_handler(
     ``frozen`` (never update the policy) are passed to :class:`NoisePolicyHandler`; ``channels_last`` to
     :class:`~pgnm_monai.networks.NoisePolicy` (the trunk's memory format).
     """
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}.")
+    check_choice("objective", objective, OBJECTIVES)  # before the policy is built
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         policy = NoisePolicy(
@@ -258,10 +260,10 @@ def build_arm_handler(
     in_channels: int = 1,
     spatial_dims: int = 2,
     image_size: int | None = None,
-    grid: int = 64,
-    kernel_size: int = 13,
-    sigma: float = 6.0,
-    eps: float = 1e-4,
+    grid: int = GRID,
+    kernel_size: int = KERNEL_SIZE,
+    sigma: float = SIGMA,
+    eps: float = EPS,
     random_alpha: float = 1.0,
     random_beta: float = 1.0,
     noise_std: float = 0.1,
@@ -297,13 +299,9 @@ def build_arm_handler(
             ``pgnm``; explicit ``policy_kwargs`` win. Ignored by the other arms (but checked).
         policy_kwargs: passed to :func:`build_policy_handler` (objective, trunk, policy_lr, epochs, ...).
     """
-    if arm not in ARMS:
-        raise ValueError(f"arm must be one of {tuple(ARMS)}, got {arm!r}.")
-    spec = ARMS[arm]
+    spec = arm_spec(arm)
     if image_size is not None and spec.mechanism in MASK_ARMS and grid > image_size:
         raise ValueError(f"grid ({grid}) must be <= image_size ({image_size}) for arm {arm!r}.")
-    if spec.mechanism != "pgnm" and policy_kwargs.get("objective", "reinforce") not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {policy_kwargs['objective']!r}.")
     if preset is not None:
         policy_kwargs = {**preset_kwargs(preset), **policy_kwargs}
     policy_kwargs = {**policy_kwargs, **spec.settings}

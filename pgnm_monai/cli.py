@@ -12,7 +12,7 @@ Defaults come from the signatures of those functions (and, where they leave a se
 the bundles' ``configs/train.json``); choices come from the modules that own them.
 
 An error ends the command with its traceback, whose last line is the project's message (the one under
-MONAI's "Failed to evaluate ..." wrapper, see :func:`pgnm_monai.config_helpers.root_error`); exit status 1.
+MONAI's "Failed to evaluate ..." wrapper, see :func:`pgnm_monai.components.root_error`); exit status 1.
 """
 
 from __future__ import annotations
@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pgnm_monai.config_helpers import show_root_error_last
+    from pgnm_monai.components import show_root_error_last
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     show_root_error_last()

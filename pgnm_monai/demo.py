@@ -21,7 +21,7 @@ from monai.utils import set_determinism
 
 from pgnm_monai.arms import build_policy_handler
 from pgnm_monai.atomic_files import atomic_save_figure, atomic_write_text
-from pgnm_monai.config_helpers import load_data
+from pgnm_monai.components import load_data
 from pgnm_monai.experiments.policy_figures import middle_slice
 from pgnm_monai.handlers import STATE_ATTRIBUTES
 from pgnm_monai.networks import build_classifier

@@ -16,6 +16,10 @@ import torch.nn.functional as F
 from monai.networks.layers import separable_filtering
 
 __all__ = [
+    "EPS",
+    "GRID",
+    "KERNEL_SIZE",
+    "SIGMA",
     "MaskSample",
     "check_mask_params",
     "check_image",
@@ -26,6 +30,13 @@ __all__ = [
     "upsample_blur_operator",
     "apply_noise_mask",
 ]
+
+
+#: the paper's mask: cells per side, blur kernel size and sigma, clamp of the cells (every default reads these).
+GRID = 64
+KERNEL_SIZE = 13
+SIGMA = 6.0
+EPS = 1e-4
 
 
 @dataclass
@@ -183,9 +194,9 @@ def apply_noise_mask(
     alpha: torch.Tensor,
     beta: torch.Tensor,
     grid: int,
-    kernel_size: int = 13,
-    sigma: float = 6.0,
-    eps: float = 1e-4,
+    kernel_size: int = KERNEL_SIZE,
+    sigma: float = SIGMA,
+    eps: float = EPS,
     generator: torch.Generator | None = None,
     check_finite: bool = True,
     spatial_dims: int | None = None,

@@ -22,9 +22,12 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from pgnm_monai.validation import check_choice
+
 __all__ = [
     "ADVANTAGES",
     "OBJECTIVES",
+    "REWARD_SIGNS",
     "PaperLoss",
     "ReinforceLoss",
     "RewardBaseline",
@@ -36,6 +39,8 @@ __all__ = [
 OBJECTIVES = ("paper", "reinforce")
 #: how ``reinforce`` turns rewards into advantages (see :func:`reinforce_objective`).
 ADVANTAGES = ("baseline", "normalized")
+#: the sign of the ``reinforce`` reward ``sign * CE``: -1 cooperative masks, +1 adversarial.
+REWARD_SIGNS = (-1, 1)
 
 
 class PaperLoss(NamedTuple):
@@ -134,10 +139,8 @@ def reinforce_objective(
             DDP the handler passes the mean and std of the batch over all ranks.
     """
     _check(log_prob, ce)
-    if reward_sign not in (-1, 1):
-        raise ValueError(f"reward_sign must be -1 or +1, got {reward_sign!r}.")
-    if advantage not in ADVANTAGES:
-        raise ValueError(f"advantage must be one of {ADVANTAGES}, got {advantage!r}.")
+    check_choice("reward_sign", reward_sign, REWARD_SIGNS)
+    check_choice("advantage", advantage, ADVANTAGES)
     reward = reward_sign * ce.detach()
     if advantage == "normalized":
         adv = normalized_advantage(reward, baseline, reward_std)

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import pytest
 
 from pgnm_monai.cli import main
 from pgnm_monai.data.utils import shared_data_dir
+from pgnm_monai.handlers import STATE_ATTRIBUTES
 
 
 def _check(out, summary, classes):
     assert summary["classes"] == classes and summary["iterations"] == 3
-    assert set(summary["first"]) >= {"loss"} and summary["figure"] == str(out / "masks.png")
+    assert set(summary["first"]) == set(summary["last"]) == {"loss", *STATE_ATTRIBUTES}
+    assert all(math.isfinite(v) for v in summary["last"].values()) and summary["figure"] == str(out / "masks.png")
     assert (out / "masks.png").stat().st_size > 0
     assert json.loads((out / "summary.json").read_text()) == summary
 

@@ -1,12 +1,12 @@
 """Fault injection: bad input goes through the public entry points and each outcome is asserted.
 
-Data (``load_datalist``, ``config_helpers.load_data``, ``LoadMedicalImage``), one case per kind of fault; an
+Data (``load_datalist``, ``bundle.load_data``, ``LoadMedicalImage``), one case per kind of fault; an
 error case asserts the type, the file/split/line/value named in the message and that nothing was written; a
 skip case asserts the warning naming the path and what was left out.
 
 Errors:
 - MedMNIST: a stray label in train (unknown set), a stray label in val (known set), a negative label, a
-  float label 1.5, NaN pixels in a float image array; the stray label through ``config_helpers.load_data``.
+  float label 1.5, NaN pixels in a float image array; the stray label through ``bundle.load_data``.
 - Image folders: class folders differing only in case, a test-only class folder, two folders for one split,
   a class outside the declared class map, a split file moving a Training image to test, a split file
   giving one image two splits.
@@ -42,7 +42,7 @@ import torch
 from PIL import Image
 from pydicom.data.data_manager import DATA_ROOT
 
-from pgnm_monai.config_helpers import load_data
+from pgnm_monai.components import load_data
 from pgnm_monai.data import load_datalist, save_class_map
 from pgnm_monai.transforms import LoadMedicalImage
 
@@ -591,6 +591,8 @@ def test_pixel_rule_for_every_pillow_type(tmp_path, make, channels, expected):
 
 
 def test_pixel_rule_for_nifti_and_dicom(tmp_path):
+    import pydicom
+
     load = LoadMedicalImage()
     as_is = _nii(tmp_path / "unit.nii.gz", np.array([[0.0, 0.5], [0.25, 1.0]], np.float32))
     assert torch.allclose(load(str(as_is), "MR")[0], torch.tensor([[0.0, 0.5], [0.25, 1.0]]))  # c: as is
@@ -602,4 +604,6 @@ def test_pixel_rule_for_nifti_and_dicom(tmp_path):
     u8 = _nii(tmp_path / "u8.nii.gz", np.array([[0, 51], [102, 255]], np.uint8))
     assert torch.allclose(load(str(u8), "MR")[0], torch.tensor([[0.0, 0.2], [0.4, 1.0]]))  # b: 8-bit / 255
     ct_dcm = load(str(PYDICOM_FILES / "CT_small.dcm"), "CT")
-    assert 0.0 <= float(ct_dcm.min()) and float(ct_dcm.max()) <= 1.0 and torch.isfinite(ct_dcm).all()
+    ds = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
+    hu = ds.pixel_array.astype(np.float32) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    np.testing.assert_array_equal(ct_dcm[0].numpy(), np.clip((hu + 160.0) / 400.0, 0.0, 1.0))  # a: HU window

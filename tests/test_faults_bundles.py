@@ -44,7 +44,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pgnm_monai.config_helpers import root_error
+from pgnm_monai.components import root_error
 from pgnm_monai.experiments.runner import make_workflow, run_bundle
 from pgnm_monai.run_lock import INFO_NAME, BundleRootInUseError
 
@@ -53,6 +53,7 @@ PRE = ROOT / "bundles" / "pgnm_pretrain"
 TINY = {
     "image_size": 32,
     "network": "small",
+    "policy_trunk": "small",
     "grid": 8,
     "batch_size": 8,
     "progress_bar": False,
@@ -267,7 +268,9 @@ def test_unknown_override(tmp_path, override, message):
 
 
 def test_new_keyword_of_a_component_is_allowed():
-    make_workflow("pgnm_pretrain", "train", **{"train#trainer#amp": False})  # SupervisedTrainer's own argument
+    # epoch_length is SupervisedTrainer's own argument, not in train.json: a new key of an existing section
+    wf = make_workflow("pgnm_pretrain", "train", **{"train#trainer#epoch_length": 2})
+    assert wf.parser["train#trainer#epoch_length"] == 2
 
 
 def test_unknown_id_cli(tmp_path):

@@ -96,12 +96,10 @@ def test_every_arm_changes_the_training_images(mednist_small, arm):
 
 
 def test_bad_arm_and_objective_are_rejected():
-    with pytest.raises(ValueError, match="arm must be one of"):
-        build_arm_handler("mixup")
-    with pytest.raises(ValueError, match="objective must be one of"):
+    with pytest.raises(ValueError, match="arm must be one of .*got 'pgmn'; did you mean 'pgnm'"):
+        build_arm_handler("pgmn")
+    with pytest.raises(ValueError, match="objective must be one of .*got 'ppo'"):
         build_arm_handler("pgnm", objective="ppo", trunk="small", grid=4)
-    with pytest.raises(ValueError, match="objective must be one of"):
-        build_arm_handler("none", objective="ppo")
     with pytest.raises(ValueError, match=r"grid \(64\) must be <= image_size \(32\)"):
         build_arm_handler("pgnm", image_size=32, grid=64)
     with pytest.raises(ValueError, match="image_size is required"):
@@ -175,10 +173,11 @@ def _assert_states_equal(a: dict, b: dict) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("objective", ["reinforce", "paper"])
-def test_resume_in_a_fresh_process_is_exact(mednist_small, tmp_path, objective):
+def test_resume_in_a_fresh_process_is_exact(mednist_small, tmp_path):
+    """A fresh process resumes bitwise (the RNG states travel in the checkpoint); the ``paper`` objective's resume
+    is exact in-process (tests/test_resume.py), and through the CLI after a kill."""
     _, _, data = mednist_small
-    common = ["--data", data, "--epochs", "2", "--objective", objective]
+    common = ["--data", data, "--epochs", "2", "--objective", "reinforce"]
     straight = _run([*common, "--out", str(tmp_path / "straight")])
     assert straight.returncode == 0, straight.stderr[-3000:]
     first = _run([*common, "--out", str(tmp_path / "half"), "--stop-after-epochs", "1"])

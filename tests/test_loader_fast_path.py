@@ -75,8 +75,15 @@ def test_other_images_go_through_pillow(image_files, name):
     if name == "truncated.jpg":  # Pillow names the file
         with pytest.raises(ValueError, match="truncated.jpg"):
             image_io.read_image(str(image_files[name]))
-    else:
-        assert image_io.read_image(str(image_files[name])).dtype == np.float32
+    else:  # Pillow's pixels (converted to RGB where the mode needs it) over the type's full range
+        out = image_io.read_image(str(image_files[name]))
+        if name == "grey16.png":
+            with Image.open(image_files[name]) as im:
+                expected = np.asarray(im)[None].astype(np.float32) / 65535.0
+        else:
+            expected = np.moveaxis(_pil_pixels(image_files[name]), -1, 0).astype(np.float32) / 255.0
+        assert out.dtype == np.float32
+        np.testing.assert_array_equal(out, expected)
 
 
 def test_fast_decode_equals_pillow_on_mednist():

@@ -15,7 +15,7 @@ from monai.engines import SupervisedTrainer
 from torch import nn
 
 from pgnm_monai.arms import FAST_POLICY_INPUT_SIZE, PRESETS, build_arm_handler, preset_kwargs
-from pgnm_monai.handlers import ThreadLimitedNoisePolicyHandler
+from pgnm_monai.handlers import BatchAugmentationHandler, ThreadLimitedNoisePolicyHandler
 from pgnm_monai.mask import blur, cells_to_mask
 
 # mask statistics of the fast preset must be within this of the paper preset's (absolute, mask in (0, 1))
@@ -46,7 +46,8 @@ def test_presets_are_plain_kwargs():
     c = build_arm_handler("pgnm", preset="fast", policy_input_size=64, seed=0)  # explicit kwargs win
     assert a.policy.input_size == b.policy.input_size == FAST_POLICY_INPUT_SIZE and c.policy.input_size == 64
     assert build_arm_handler("pgnm", preset="paper", seed=0).policy.input_size is None
-    assert build_arm_handler("none", preset="fast") is not None  # other arms ignore the preset
+    none = build_arm_handler("none", preset="fast")  # other arms ignore the preset
+    assert type(none) is BatchAugmentationHandler and none.transform is None
     assert not isinstance(a, ThreadLimitedNoisePolicyHandler)
     one = build_arm_handler("pgnm", preset="fast", policy_num_threads=1, seed=0)
     assert isinstance(one, ThreadLimitedNoisePolicyHandler) and one.num_threads == 1

@@ -103,8 +103,12 @@ def test_blur_is_torchvision_gaussian_blur_with_reflect_padding():
 
 def test_3d_volumes():
     policy = small_policy(grid=4, spatial_dims=3, kernel_size=3, sigma=1.0)
-    out = PolicyNoiseMask(policy).set_random_state(0)(torch.randn(2, 1, 16, 16, 16))
-    assert out.shape == (2, 1, 16, 16, 16)
+    x = torch.randn(2, 1, 16, 16, 16)
+    transform = PolicyNoiseMask(policy).set_random_state(0)
+    out = transform(x)
+    sample = transform.last_sample
+    assert sample.mask.shape == (2, 1, 16, 16, 16) and sample.cells.shape == sample.log_prob.shape == (2, 64)
+    torch.testing.assert_close(out, x * sample.mask)
     assert policy.base_alpha.shape == (1, 64)
 
 

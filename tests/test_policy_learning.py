@@ -29,6 +29,7 @@ entropy bonus the cells collapse to near-deterministic 0/1 values and the gap la
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 
@@ -41,7 +42,7 @@ from monai.utils import set_determinism
 from torch import nn
 
 from pgnm_monai.arms import ARMS, build_arm_handler
-from pgnm_monai.config_helpers import check_train_args
+from pgnm_monai.components import check_train_args
 from pgnm_monai.handlers import STATE_ATTRIBUTES, per_sample_cross_entropy
 from pgnm_monai.networks import build_classifier
 from pgnm_monai.objectives import reinforce_objective
@@ -210,19 +211,32 @@ def test_arm_vocabulary_of_the_controls():
 
 
 def test_check_train_args_validates_reward_sign_and_advantage():
-    assert check_train_args(arm="pgnm-adversarial", reward_sign=1, advantage="normalized")
-    with pytest.raises(ValueError, match="config id 'reward_sign' must be -1 or 1"):
-        check_train_args(reward_sign=0)
-    with pytest.raises(ValueError, match="config id 'reward_sign'"):
-        check_train_args(reward_sign=True)
-    with pytest.raises(ValueError, match="config id 'advantage' must be one of"):
-        check_train_args(advantage="gae")
+    from pgnm_monai.experiments.runner import bundle_defaults
+
+    ids = bundle_defaults("pgnm_pretrain", "train")
+    valid = {k: ids[k] for k in inspect.signature(check_train_args).parameters}
+    assert check_train_args(**{**valid, "arm": "pgnm-adversarial", "reward_sign": 1, "advantage": "normalized"})
+    with pytest.raises(ValueError, match=r"config id 'reward_sign' must be one of \(-1, 1\), got 0"):
+        check_train_args(**{**valid, "reward_sign": 0})
+    with pytest.raises(ValueError, match="config id 'reward_sign'.*got True"):
+        check_train_args(**{**valid, "reward_sign": True})
+    with pytest.raises(ValueError, match="config id 'advantage' must be one of .*got 'gae'"):
+        check_train_args(**{**valid, "advantage": "gae"})
+    with pytest.raises(ValueError, match="config id 'lr' must be a finite number > 0, got inf"):
+        check_train_args(**{**valid, "lr": float("inf")})
 
 
 def test_bundle_selects_the_control_arms_by_name(tmp_path):
     from pgnm_monai.experiments.runner import make_workflow
 
-    tiny = {"image_size": 32, "network": "small", "grid": 8, "batch_size": 8, "progress_bar": False}
+    tiny = {
+        "image_size": 32,
+        "network": "small",
+        "policy_trunk": "small",
+        "grid": 8,
+        "batch_size": 8,
+        "progress_bar": False,
+    }
     for arm, overrides, want in (
         ("frozen_policy", {}, {"frozen": True, "reward_sign": -1, "advantage": "baseline"}),
         (

@@ -17,12 +17,10 @@ from pgnm_monai.experiments.probe import (
     extract_features,
     feature_extractor,
     preprocess,
-    probe_report_markdown,
-    probe_summary,
     run_probe,
     stratified_quotas,
-    write_probe_report,
 )
+from pgnm_monai.experiments.probe_report import probe_report_markdown, probe_summary, write_probe_report
 from pgnm_monai.experiments.statistics import bootstrap_interval
 from pgnm_monai.experiments.tasks import Task
 from pgnm_monai.networks import build_classifier
@@ -116,7 +114,7 @@ def test_feature_extractor_gives_the_head_input(pretrained):
     full = build_classifier("small", 1, classes)
     full.load_state_dict(torch.load(path, weights_only=True))
     full.eval()
-    from pgnm_monai.config_helpers import load_data
+    from pgnm_monai.components import load_data
 
     items = load_data(None, None, "test").items
     feats = extract_features(model, items, 32, 1, batch_size=4, device="cpu")
@@ -191,5 +189,8 @@ def test_summary_paired_deltas_and_report(probed):
     assert probe_summary(frame, n_boot=300).equals(summary)
     text = probe_report_markdown(summary)
     assert "hierarchical bootstrap" in text and "pgnm-reinforce" in text and "Win / tie / loss" in text
-    write_probe_report(frame, out, n_boot=100)
-    assert (out / "probe_report.md").is_file() and (out / "probe_summary.csv").is_file()
+    assert write_probe_report(frame, out, n_boot=300).equals(summary)
+    assert (out / "probe_report.md").read_text() == "# PGNM probe protocol\n\n" + text
+    pd.testing.assert_frame_equal(
+        pd.read_csv(out / "probe_summary.csv", keep_default_na=False).iloc[:, :4], summary.iloc[:, :4]
+    )

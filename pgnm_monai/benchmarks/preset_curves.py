@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     import matplotlib.pyplot as plt
 
     from pgnm_monai.atomic_files import atomic_save_figure, atomic_write_text
-    from pgnm_monai.config_helpers import load_data
+    from pgnm_monai.components import load_data
     from pgnm_monai.experiments import policy_figures
     from pgnm_monai.experiments.profiles import PROFILES
     from pgnm_monai.experiments.tasks import pretrain_source

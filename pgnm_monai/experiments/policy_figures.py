@@ -21,6 +21,7 @@ import torch
 
 from pgnm_monai.arms import ARMS, build_policy_handler
 from pgnm_monai.mask import cells_to_mask
+from pgnm_monai.networks.policy import DEFAULT_TRUNK
 
 __all__ = [
     "MASK_ROWS",
@@ -137,7 +138,7 @@ def load_policy(run_dir: str | Path | None, settings: dict[str, Any], seed: int 
         grid=int(settings["grid"]),
         kernel_size=int(settings["kernel_size"]),
         sigma=float(settings["sigma"]),
-        trunk=settings.get("policy_trunk", "resnet10t"),
+        trunk=settings.get("policy_trunk", DEFAULT_TRUNK),
         policy_input_size=settings.get("policy_input_size"),
         seed=seed,
     ).policy

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from pgnm_monai.arms import ARMS
 from pgnm_monai.atomic_files import atomic_write_text
 from pgnm_monai.data.datasets import MEMORY
-from pgnm_monai.experiments import probe, runner
+from pgnm_monai.experiments import probe, probe_report, runner
 from pgnm_monai.experiments.profiles import PROFILES
 from pgnm_monai.experiments.report import number, pretraining_section, write_report
 from pgnm_monai.experiments.tasks import Task, pretrain_source, resolve_tasks
@@ -170,13 +170,15 @@ def _probe_sections(out: Path, cfg: Mapping[str, Any], tasks: Sequence[Task]) ->
         out, tasks, cfg["arms"], cfg["pretrain_seeds"], cfg["probe_shots"], n_episodes=cfg["probe_episodes"],
         network=cfg["network"], image_size=cfg["image_size"], in_channels=1, spatial_dims=cfg.get("spatial_dims", 2),
     )  # fmt: skip
-    sections = [probe.probe_report_markdown(probe.write_probe_report(frame, out))]
+    sections = [probe_report.probe_report_markdown(probe_report.write_probe_report(frame, out))]
     learned = [a for a in cfg["arms"] if ARMS[a].mechanism == "pgnm" and a != "frozen_policy"]
     if "frozen_policy" in cfg["arms"] and learned:  # does *learning* the mask matter?
-        versus = probe.probe_summary(frame[frame["arm"].isin([*learned, "frozen_policy"])], baseline="frozen_policy")
+        versus = probe_report.probe_summary(
+            frame[frame["arm"].isin([*learned, "frozen_policy"])], baseline="frozen_policy"
+        )
         atomic_write_text(out / "probe_summary_vs_frozen.csv", versus.to_csv(index=False))
         title = "Does learning matter? Learned policies against the frozen initial policy (probes)"
-        sections.append(probe.probe_report_markdown(versus, baseline="frozen_policy", title=title))
+        sections.append(probe_report.probe_report_markdown(versus, baseline="frozen_policy", title=title))
     return sections
 
 

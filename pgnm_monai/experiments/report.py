@@ -200,7 +200,7 @@ def pretraining_section(out: Path, cfg: dict[str, Any], tasks: Sequence[Task]) -
     import matplotlib
 
     matplotlib.use("Agg")
-    from pgnm_monai.config_helpers import load_data
+    from pgnm_monai.components import load_data
     from pgnm_monai.transforms import eval_transforms
 
     curves = policy_figures.read_pretrain_curves(out)

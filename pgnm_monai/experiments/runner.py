@@ -188,7 +188,7 @@ def make_workflow(bundle: str, stage: str, **overrides: Any):
     """
     from monai.bundle import ConfigParser, ConfigWorkflow
 
-    from pgnm_monai.config_helpers import check_override_ids
+    from pgnm_monai.components import check_override_ids
 
     files = [os.fspath(p) for p in stage_configs(bundle, stage)]
     configs = bundles_dir() / bundle / "configs"
@@ -215,7 +215,7 @@ def run_bundle(bundle: str, stage: str, **overrides: Any):
 
     Raises:
         the error under MONAI's "Failed to evaluate/instantiate" wrapper (see
-        :func:`pgnm_monai.config_helpers.root_error`); the run lock is released and MONAI's metadata tracking
+        :func:`pgnm_monai.components.root_error`); the run lock is released and MONAI's metadata tracking
         restored first (``finalize`` does both after a run that succeeds).
     """
     if not _QUIET.get():
@@ -231,7 +231,7 @@ def _run_workflow(wf: Any, initialized: Callable[[], None] | None = None) -> Any
     the root error."""
     from monai.data import set_track_meta
 
-    from pgnm_monai.config_helpers import root_error
+    from pgnm_monai.components import root_error
 
     try:
         wf.initialize()

@@ -33,8 +33,16 @@ from monai.utils import CommonKeys, IgniteInfo, min_version, optional_import
 
 from pgnm_monai import distributed
 from pgnm_monai.networks.policy import NoisePolicy
-from pgnm_monai.objectives import ADVANTAGES, OBJECTIVES, RewardBaseline, paper_objective, reinforce_objective
+from pgnm_monai.objectives import (
+    ADVANTAGES,
+    OBJECTIVES,
+    REWARD_SIGNS,
+    RewardBaseline,
+    paper_objective,
+    reinforce_objective,
+)
 from pgnm_monai.transforms import PolicyNoiseMask
+from pgnm_monai.validation import check_choice
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
@@ -156,12 +164,9 @@ class NoisePolicyHandler:
         scale_classifier_loss: bool = True,
         frozen: bool = False,
     ) -> None:
-        if objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}.")
-        if reward_sign not in (-1, 1):
-            raise ValueError(f"reward_sign must be -1 or +1, got {reward_sign!r}.")
-        if advantage not in ADVANTAGES:
-            raise ValueError(f"advantage must be one of {ADVANTAGES}, got {advantage!r}.")
+        check_choice("objective", objective, OBJECTIVES)
+        check_choice("reward_sign", reward_sign, REWARD_SIGNS)
+        check_choice("advantage", advantage, ADVANTAGES)
         self.policy = policy
         self.optimizer = optimizer
         self.objective = objective

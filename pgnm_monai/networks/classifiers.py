@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from monai.networks.nets import DenseNet121, ResNet, resnet18, resnet50
 from torch import nn
 
+from pgnm_monai.validation import check_choice
+
 __all__ = [
     "CLASSIFIERS",
     "HEAD_PREFIXES",
@@ -165,8 +167,7 @@ def build_classifier(
         with torch.device("meta"):
             net = build_classifier(name, in_channels, num_classes, spatial_dims)
         return net.to_empty(device="cpu")
-    if name not in CLASSIFIERS:
-        raise ValueError(f"network must be one of {CLASSIFIERS}, got {name!r}.")
+    check_choice("network", name, CLASSIFIERS)
     if int(num_classes) < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes!r}.")
     if spatial_dims not in (2, 3):

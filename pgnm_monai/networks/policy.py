@@ -21,11 +21,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from pgnm_monai import distributed
+from pgnm_monai.mask import EPS, GRID, KERNEL_SIZE, SIGMA, check_mask_params
 from pgnm_monai.networks.classifiers import monai_resnet3d, small_conv_features, timm_resnet
+from pgnm_monai.validation import check_choice
 
-__all__ = ["NoisePolicy", "build_trunk", "TRUNKS"]
+__all__ = ["DEFAULT_TRUNK", "NoisePolicy", "build_trunk", "TRUNKS"]
 
 TRUNKS = ("resnet10t", "resnet18", "small")
+#: the paper's trunk: timm's ResNet-10t feature extractor.
+DEFAULT_TRUNK = "resnet10t"
 
 
 def build_trunk(name: str, spatial_dims: int, in_channels: int) -> tuple[nn.Module, int]:
@@ -44,8 +48,7 @@ def build_trunk(name: str, spatial_dims: int, in_channels: int) -> tuple[nn.Modu
     """
     if name == "small":
         return small_conv_features(in_channels, spatial_dims, width=16)
-    if name not in TRUNKS:
-        raise ValueError(f"trunk must be one of {TRUNKS} or an nn.Module, got {name!r}.")
+    check_choice("trunk", name, TRUNKS)
     if spatial_dims == 3:
         return monai_resnet3d(name, in_channels, None), 512
     trunk = timm_resnet(name, in_channels)
@@ -92,15 +95,15 @@ class NoisePolicy(nn.Module):
 
     def __init__(
         self,
-        grid: int = 64,
+        grid: int = GRID,
         in_channels: int = 3,
         spatial_dims: int = 2,
-        trunk: str | nn.Module = "resnet10t",
+        trunk: str | nn.Module = DEFAULT_TRUNK,
         feature_dim: int | None = None,
         head_hidden: int = 512,
-        kernel_size: int = 13,
-        sigma: float = 6.0,
-        eps: float = 1e-4,
+        kernel_size: int = KERNEL_SIZE,
+        sigma: float = SIGMA,
+        eps: float = EPS,
         input_size: int | None = None,
         base_mix: float = 0.9,
         base_momentum: float = 0.99,
@@ -119,8 +122,6 @@ class NoisePolicy(nn.Module):
             isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1
         ):
             raise ValueError(f"input_size must be a positive int or None, got {input_size!r}.")
-        from pgnm_monai.mask import check_mask_params  # local import: mask imports nothing from here
-
         check_mask_params(kernel_size=kernel_size, sigma=sigma, eps=eps)
         if not 0.0 <= base_mix < 1.0 or not 0.0 <= base_momentum < 1.0:
             raise ValueError(f"base_mix and base_momentum must be in [0, 1), got {base_mix}, {base_momentum}.")

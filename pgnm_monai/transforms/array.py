@@ -35,7 +35,7 @@ from monai.transforms import CenterSpatialCrop, Randomizable, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy, convert_to_tensor
 
 from pgnm_monai.data.io import read_image, to_channels
-from pgnm_monai.mask import MaskSample, apply_noise_mask, check_image, check_mask_params
+from pgnm_monai.mask import EPS, GRID, KERNEL_SIZE, SIGMA, MaskSample, apply_noise_mask, check_image, check_mask_params
 from pgnm_monai.networks.policy import NoisePolicy
 
 __all__ = [
@@ -158,12 +158,12 @@ class RandomBetaMask(_BetaNoiseMask):
 
     def __init__(
         self,
-        grid: int = 64,
+        grid: int = GRID,
         alpha: float = 1.0,
         beta: float = 1.0,
-        kernel_size: int = 13,
-        sigma: float = 6.0,
-        eps: float = 1e-4,
+        kernel_size: int = KERNEL_SIZE,
+        sigma: float = SIGMA,
+        eps: float = EPS,
         spatial_dims: int = 2,
         check_finite: bool = True,
     ) -> None:

@@ -13,7 +13,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable
 
 from pgnm_monai.data.schema import FRAME_INDEX, IMAGE, MODALITY, SLICE_INDEX
-from pgnm_monai.mask import MaskSample
+from pgnm_monai.mask import EPS, GRID, KERNEL_SIZE, SIGMA, MaskSample
 from pgnm_monai.networks.policy import NoisePolicy
 from pgnm_monai.transforms.array import (
     LoadMedicalImage,
@@ -101,12 +101,12 @@ class RandomBetaMaskd(_BetaNoiseMaskd):
     def __init__(
         self,
         keys: KeysCollection,
-        grid: int = 64,
+        grid: int = GRID,
         alpha: float = 1.0,
         beta: float = 1.0,
-        kernel_size: int = 13,
-        sigma: float = 6.0,
-        eps: float = 1e-4,
+        kernel_size: int = KERNEL_SIZE,
+        sigma: float = SIGMA,
+        eps: float = EPS,
         spatial_dims: int = 2,
         check_finite: bool = True,
         allow_missing_keys: bool = False,

@@ -1,0 +1,107 @@
+"""The checkpoints a bundle reads: the training state to resume from, and the weights to warm-start from."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from pgnm_monai.components.wiring import as_bool
+from pgnm_monai.networks.weights import load_checkpoint_file, load_weights
+
+__all__ = ["check_checkpoint", "find_checkpoint", "load_pretrained"]
+
+_CKPT_RE = re.compile(r"epoch=(\d+)\.pt$")
+
+
+_TRAINING_STATE_KEYS = ("model", "trainer")  # what every TrainingStateSaver checkpoint of the bundles holds
+
+
+def check_checkpoint(path: str | os.PathLike | None, config_id: str, keys: Sequence[str] = ()) -> str | None:
+    """Return ``path`` after checking that it is a readable PyTorch checkpoint (``None`` passes through).
+
+    The file is opened as ``torch.load(..., weights_only=True)`` will open it (memory-mapped when it is a zip
+    checkpoint, so large files are not read in full).
+
+    Args:
+        path: the checkpoint.
+        config_id: the config id that points to it (named in the error).
+        keys: top-level keys the checkpoint must hold (e.g. a training state's ``model``, ``trainer``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a truncated, corrupt or non-PyTorch file, or one without ``keys``.
+    """
+    if path is None:
+        return None
+    path = os.fspath(path)
+    _load_checkpoint(path, config_id, keys)
+    return path
+
+
+def _load_checkpoint(path: str, config_id: str, keys: Sequence[str] = ()) -> Any:
+    """:func:`~pgnm_monai.networks.weights.load_checkpoint_file`, then a check that ``keys`` are in it."""
+    ckpt = load_checkpoint_file(path, config_id)
+    missing = [k for k in keys if not (isinstance(ckpt, Mapping) and k in ckpt)]
+    if missing:
+        found = sorted(map(str, ckpt))[:8] if isinstance(ckpt, Mapping) else type(ckpt).__name__
+        raise ValueError(
+            f"config id {config_id!r} points to {path!r}, which lacks {missing} (it holds {found}); "
+            "expected a training-state checkpoint_epoch=N.pt."
+        )
+    return ckpt
+
+
+def find_checkpoint(ckpt_dir: str, resume: bool | str | None) -> str | None:
+    """The training-state checkpoint to resume from, checked to load (:func:`check_checkpoint`).
+
+    Args:
+        ckpt_dir: where :class:`TrainingStateSaver` writes ``checkpoint_epoch=N.pt``.
+        resume: ``False``/``None`` (start fresh), ``True`` (the latest ``checkpoint_epoch=N.pt``) or a path.
+    """
+    if isinstance(resume, str) and resume.strip().lower() in ("true", "latest", "false", "none", "null", ""):
+        resume = as_bool(resume)
+    if not resume:
+        return None
+    if isinstance(resume, str):
+        return check_checkpoint(resume, "resume", _TRAINING_STATE_KEYS)
+    paths = glob.glob(os.path.join(ckpt_dir, "*epoch=*.pt"))
+    found = [(int(m.group(1)), p) for p in paths if (m := _CKPT_RE.search(p))]
+    if not found:
+        raise FileNotFoundError(
+            f"config id 'resume' is true but {ckpt_dir!r} holds no training-state checkpoint (checkpoint_epoch=N.pt)."
+        )
+    return check_checkpoint(max(found)[1], "resume", _TRAINING_STATE_KEYS)
+
+
+def load_pretrained(
+    network: nn.Module,
+    path: str | None,
+    network_name: str | None = None,
+    reset_head: bool = True,
+    device: str | torch.device | None = None,
+) -> nn.Module:
+    """Warm-start ``network`` from ``path`` (config id ``pretrained_ckpt``) by
+    :func:`~pgnm_monai.networks.load_weights`: this project's ``model.pt`` / ``model_avg.pt``, a training-state
+    checkpoint, the authors' released weights, torchvision or timm ImageNet weights.
+
+    ``None`` trains from scratch (with a warning); a path that does not exist is refused. The network is returned
+    on ``device`` when one is given.
+    """
+    if device is not None:
+        return load_pretrained(network, path, network_name, reset_head).to(device)
+    if path is None:
+        warnings.warn("config id 'pretrained_ckpt' is null: fine-tuning starts from a random network.", stacklevel=2)
+        return network
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"config id 'pretrained_ckpt' points to {path!r}, which does not exist; run the pretrain bundle "
+            "first, point it to a weight file, or set pretrained_ckpt to null to train from scratch."
+        )
+    return load_weights(network, path, network_name, reset_head=as_bool(reset_head))

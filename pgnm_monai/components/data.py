@@ -1,0 +1,164 @@
+"""The data a bundle reads: a checked split, the items to predict, and the run's one label map."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from pgnm_monai.data import Datalist, few_shot_subset, load_datalist
+from pgnm_monai.data.schema import IMAGE_PATH
+
+__all__ = ["check_num_classes", "class_names", "inference_data", "inference_items", "label_map", "load_data"]
+
+
+def load_data(
+    kind: str | None,
+    dataset_dir: str | None,
+    split: str,
+    seed: int = 0,
+    max_items: int | None = None,
+    few_shot: int | None = None,
+    few_shot_seed: int = 0,
+    options: dict | None = None,
+) -> Datalist:
+    """Load a split with :func:`pgnm_monai.data.load_datalist`, checked, optionally subsampled.
+
+    Args:
+        kind: dataset kind (``None``: the embedded default when ``dataset_dir`` is ``None``).
+        dataset_dir: dataset root; must exist when given.
+        split: ``train``/``val``/``test``/``all``.
+        seed: seed of the loader's split.
+        max_items: keep a stratified, seeded subset of at most this many items (for quick runs).
+        few_shot: keep a stratified subset of exactly this many items (the few-shot ``N``).
+        few_shot_seed: seed of the few-shot subset.
+        options: source-specific options of ``load_datalist``.
+
+    Returns:
+        the :class:`~pgnm_monai.data.Datalist`; every item also carries ``image_path`` (a string).
+    """
+    if dataset_dir is not None:
+        if not os.path.exists(os.path.expanduser(str(dataset_dir))):
+            raise FileNotFoundError(f"config id 'dataset_dir' points to {dataset_dir!r}, which does not exist.")
+        if kind is None:
+            raise ValueError(
+                f"config id 'dataset_kind' is required with dataset_dir={dataset_dir!r} "
+                "(embedded, mednist, medmnist, image_folder, radimagenet or clinical)."
+            )
+        dataset_dir = os.path.expanduser(str(dataset_dir))
+    dl = load_datalist(kind, dataset_dir, split=split, seed=int(seed), **(options or {}))
+    items = [dict(it) for it in dl.items]
+    for i, it in enumerate(items):
+        img = it["image"]
+        it[IMAGE_PATH] = img if isinstance(img, str) else f"{dl.kind}:{split}:{i}"
+    if few_shot is not None:
+        if int(few_shot) > len(items):
+            raise ValueError(f"config id 'few_shot' ({few_shot}) exceeds the {len(items)} items of split {split!r}.")
+        items = few_shot_subset(items, int(few_shot), seed=int(few_shot_seed))
+    if max_items is not None and int(max_items) < len(items):
+        items = few_shot_subset(items, int(max_items), seed=int(seed))
+    if not items:
+        raise ValueError(f"the {split!r} split of dataset {dl.kind!r} ({dataset_dir}) is empty.")
+    return Datalist(items, list(dl.class_names), kind=dl.kind, split=split, report=dict(dl.report))
+
+
+def check_num_classes(num_classes: int, datalist: Datalist) -> int:
+    """Return ``num_classes`` after checking it against the class count of ``datalist``."""
+    if int(num_classes) != datalist.num_classes:
+        raise ValueError(
+            f"config id 'num_classes' is {num_classes} but dataset {datalist.kind!r} has "
+            f"{datalist.num_classes} classes {list(datalist.class_names)}; leave num_classes unset to use the data's."
+        )
+    return int(num_classes)
+
+
+def inference_items(files: Sequence[str], modality: str = "other") -> list[dict]:
+    """Unlabelled datalist items (label -1) for a list of image files."""
+    from pgnm_monai.data import make_item
+
+    items = []
+    for f in files:
+        if not os.path.isfile(f):
+            raise FileNotFoundError(f"config id 'input_files' lists {f!r}, which does not exist.")
+        it = make_item(os.fspath(f), 0, "unknown", modality, patient_id=os.path.basename(f))
+        it["label"] = -1
+        it[IMAGE_PATH] = os.fspath(f)
+        items.append(it)
+    if not items:
+        raise ValueError("config id 'input_files' is empty.")
+    return items
+
+
+def inference_data(
+    input_files: Sequence[str] | None,
+    input_modality: str,
+    kind: str | None,
+    dataset_dir: str | None,
+    split: str,
+    seed: int = 0,
+    max_items: int | None = None,
+    options: dict | None = None,
+) -> list[dict]:
+    """The items to predict: ``input_files`` (unlabelled, :func:`inference_items`) when given, else the ``split`` of
+    the dataset (:func:`load_data`)."""
+    if input_files:
+        return inference_items(input_files, input_modality)
+    return load_data(kind, dataset_dir, split, seed=seed, max_items=max_items, options=options).items
+
+
+def label_map(path: str | os.PathLike | None, *datalists: Datalist, splits: Sequence[Datalist] = ()) -> list[str]:
+    """The one label map of a run: the class names shared by ``datalists``, written to (or checked against) ``path``.
+
+    The train stage checks its splits at ``initialize`` (``path`` None) and, once training has finished, writes
+    the map atomically as ``class_map.json`` beside the models (a failed run leaves none); the evaluate stage
+    finds the file there and refuses data whose classes differ, so train, val and test use one map.
+
+    Args:
+        path: the class map JSON (:func:`pgnm_monai.data.save_class_map`); None only checks ``datalists``.
+        datalists: the run's splits; their ``class_names`` must be equal.
+        splits: more splits (the keyword form, for a config component).
+
+    Raises:
+        ValueError: naming the splits (or the file) whose class names differ.
+    """
+    from pgnm_monai.data import load_class_map, save_class_map
+
+    datalists = (*datalists, *splits)
+    names = list(datalists[0].class_names)
+    for dl in datalists[1:]:
+        if list(dl.class_names) != names:
+            raise ValueError(
+                f"the {datalists[0].split!r} split has classes {names} but the {dl.split!r} split has "
+                f"{list(dl.class_names)}; every split of a dataset must share one label map."
+            )
+    if path is None:
+        return names
+    if os.path.isfile(path):
+        saved = load_class_map(path)
+        if saved != names and all(dl.split != "train" for dl in datalists):
+            raise ValueError(
+                f"the model was trained with the classes of {os.fspath(path)!r} ({saved}) but the "
+                f"{datalists[0].split!r} data has classes {names}."
+            )
+    if any(dl.split == "train" for dl in datalists):
+        from pgnm_monai import distributed
+
+        if distributed.is_main_process():
+            save_class_map(path, names, dataset_kind=datalists[0].kind)
+    return names
+
+
+def class_names(
+    ckpt_dir: str | os.PathLike,
+    kind: str | None,
+    dataset_dir: str | None,
+    seed: int = 0,
+    options: dict | None = None,
+) -> list[str]:
+    """The class names of a trained run: its ``ckpt_dir/class_map.json`` (what the train stage saved); without
+    one (a checkpoint exported or evaluated apart from its run), those of the dataset's training split."""
+    from pgnm_monai.data import load_class_map
+
+    path = os.path.join(os.fspath(ckpt_dir), "class_map.json")
+    if os.path.isfile(path):
+        return load_class_map(path)
+    return list(load_data(kind, dataset_dir, "train", seed=seed, options=options).class_names)

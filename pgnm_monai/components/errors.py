@@ -1,0 +1,59 @@
+"""The project's message as the last line of an error that MONAI's config wrappers hide.
+
+MONAI wraps an error raised inside a ``$`` expression or a ``_target_`` component in a ``RuntimeError``
+("Failed to evaluate ..." / "Failed to instantiate ..."), which Python prints last. :func:`root_error` finds the
+error under those wrappers; :func:`show_root_error_last` (the first ``initialize`` step of the bundles) prints
+its message again as the last line of an uncaught error's traceback, and
+:func:`pgnm_monai.experiments.runner.run_bundle` raises it unwrapped.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from types import TracebackType
+
+__all__ = ["root_error", "show_root_error_last"]
+
+_MONAI_WRAPPERS = ("Failed to evaluate", "Failed to instantiate")
+
+
+def root_error(error: BaseException) -> BaseException:
+    """The error under MONAI's config wrappers: the first in ``error``'s chain that is not one of them.
+
+    MONAI raises ``RuntimeError("Failed to evaluate ...")`` / ``RuntimeError("Failed to instantiate ...")``
+    from the error of a ``$`` expression or a ``_target_`` component; those wrappers name the config item, not
+    the fault. An error that is not such a wrapper is returned as is.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if not (type(current) is RuntimeError and str(current).startswith(_MONAI_WRAPPERS)):
+            return current
+        current = current.__cause__ or current.__context__
+    return error
+
+
+def show_root_error_last() -> bool:
+    """Make an uncaught error's report end with the message of :func:`root_error` (the project's message).
+
+    Installs a ``sys.excepthook`` that prints the usual traceback, then, when MONAI wrapped the error, the
+    wrapped error's type and message as the last line. It changes only what an uncaught error prints when the
+    process ends (``python -m monai.bundle run``); idempotent.
+    """
+    if getattr(sys.excepthook, "_pgnm_root_error_last", False):
+        return True
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
+        previous(kind, error, tb)
+        root = root_error(error)
+        if root is not error:
+            sys.stderr.write("\nThe error under MONAI's wrapper:\n")
+            sys.stderr.write("".join(traceback.format_exception_only(type(root), root)))
+            sys.stderr.flush()
+
+    hook._pgnm_root_error_last = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
+    return True
