@@ -108,7 +108,7 @@ def test_pretrain_outputs_and_resume(pretrained):
     from pgnm_monai.arms import build_policy_handler
 
     policy_state = torch.load(root / "models" / "policy.pt", weights_only=True)
-    fresh = build_policy_handler(in_channels=1, grid=8, seed=123).policy  # the bundle's trunk: resnet10t
+    fresh = build_policy_handler(in_channels=1, grid=8, trunk="small", seed=123).policy
     assert any("base" in k for k in policy_state) and not all(
         torch.equal(v, fresh.state_dict()[k]) for k, v in policy_state.items()
     )
