@@ -8,6 +8,7 @@ The files get the permission a plain ``open(path, "w")`` would give (:func:`defa
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import os
 import tempfile
@@ -36,20 +37,33 @@ def default_file_mode() -> int:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
 
-    The file gets the usual permission (:func:`default_file_mode`), not ``mkstemp``'s owner-only one.
+    The file gets the usual permission (:func:`default_file_mode`), not ``mkstemp``'s owner-only one. A temporary
+    file of ``path`` left by a killed process (``.<name>.*.tmp``) is removed once ``path`` is written.
+
+    Raises:
+        OSError: the file could not be written (e.g. the disk is full); the error names ``path``, whose previous
+            version, if any, is left as it was, and no temporary file is left.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as error:
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(error, OSError) and os.fspath(path) not in str(error):
+            reason = error.strerror or str(error)
+            raise OSError(error.errno, f"{reason}: {path} was not written (its previous version is intact)") from error
         raise
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -1,6 +1,7 @@
-"""One live run per output folder: an OS file lock on ``bundle_root``, taken by the bundles' ``initialize``.
+"""One live run per output folder: OS file locks on ``bundle_root`` and the other output folders, taken by the
+bundles' ``initialize``.
 
-The lock is ``bundle_root/.pgnm_run.lock`` (``filelock.FileLock``, one attempt, no waiting). The OS frees it
+A folder's lock is ``<folder>/.pgnm_run.lock`` (``filelock.FileLock``, one attempt, no waiting). The OS frees it
 when the holding process ends in any way (SIGKILL included), so a lock left by a killed run never blocks the
 next one; only a live process blocks. Beside it, ``.pgnm_run.json`` says who holds it (pid, host, start time,
 command line), for the error the next run gets; it is removed when the lock is released.
@@ -38,21 +39,12 @@ class BundleRootInUseError(RuntimeError):
     """Another live process holds the run lock of this ``bundle_root``."""
 
 
-class BundleRunLock:
-    """The run lock of ``bundle_root``: :meth:`acquire` at the start of a run, :meth:`release` at its end.
+class _FolderLock:
+    """The lock of one output folder (``folder/.pgnm_run.lock``), named by its config id in errors."""
 
-    Args:
-        bundle_root: the run's output folder (created if missing).
-
-    Example (what ``configs/train.json`` does)::
-
-        "run_lock": {"_target_": "pgnm_monai.run_lock.BundleRunLock", "bundle_root": "@bundle_root"},
-        "initialize": [..., "$@run_lock.acquire()", ...],
-        "finalize": ["$@run_lock.release()"]
-    """
-
-    def __init__(self, bundle_root: str | os.PathLike) -> None:
-        self.bundle_root = Path(bundle_root)
+    def __init__(self, folder: str | os.PathLike, config_id: str = "bundle_root") -> None:
+        self.bundle_root = Path(folder)
+        self.config_id = config_id
         self._lock: FileLock | None = None
 
     @property
@@ -79,19 +71,20 @@ class BundleRunLock:
         try:
             self.bundle_root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise PermissionError(f"config id 'bundle_root': cannot create {str(self.bundle_root)!r} ({e}).") from e
+            folder = str(self.bundle_root)
+            raise PermissionError(f"config id {self.config_id!r}: cannot create {folder!r} ({e}).") from e
         lock = FileLock(self.lock_path, timeout=0, is_singleton=True, thread_local=False)
         first = not lock.is_locked  # not yet held by this process
         try:
             lock.acquire()
         except Timeout:
             raise BundleRootInUseError(
-                f"bundle_root {str(self.bundle_root)!r} is in use by another run ({self._holder()}); wait for it "
-                "to end, stop it, or give this run another bundle_root."
+                f"{self.config_id} {str(self.bundle_root)!r} is in use by another run ({self._holder()}); wait for "
+                f"it to end, stop it, or give this run another {self.config_id}."
             ) from None
         except OSError as e:
             raise PermissionError(
-                f"config id 'bundle_root': cannot write the run lock {str(self.lock_path)!r} ({e})."
+                f"config id {self.config_id!r}: cannot write the run lock {str(self.lock_path)!r} ({e})."
             ) from e
         self._lock = lock
         if first:
@@ -113,7 +106,7 @@ class BundleRunLock:
         """Whether this object holds the lock."""
         return self._lock is not None
 
-    def __enter__(self) -> BundleRunLock:
+    def __enter__(self) -> _FolderLock:
         self.acquire()
         return self
 
@@ -142,6 +135,82 @@ class BundleRunLock:
             return f"pid {info['pid']} on host {info['host']}, started {info['started']}: {info['command']}"
         except (OSError, ValueError, KeyError, TypeError):
             return f"holder unknown: {str(self.info_path)!r} is missing or unreadable"
+
+
+class BundleRunLock:
+    """The run locks of ``bundle_root`` and of every other output folder: :meth:`acquire` at the start of a run,
+    :meth:`release` at its end.
+
+    Each distinct folder gets its own lock, so two runs with different roots that share a ``ckpt_dir`` or an
+    ``output_dir`` cannot mix their files.
+
+    Args:
+        bundle_root: the run's root folder (created if missing).
+        folders: other output folders by config id (e.g. ``ckpt_dir``, ``output_dir``); ``None`` ones are skipped.
+
+    Example (what ``configs/train.json`` does)::
+
+        "run_lock": {"_target_": "pgnm_monai.run_lock.BundleRunLock", "bundle_root": "@bundle_root",
+                     "ckpt_dir": "@ckpt_dir", "output_dir": "@output_dir"},
+        "initialize": [..., "$@run_lock.acquire()", ...],
+        "finalize": ["$@run_lock.release()"]
+    """
+
+    def __init__(self, bundle_root: str | os.PathLike, **folders: str | os.PathLike | None) -> None:
+        self.bundle_root = Path(bundle_root)
+        seen: set[str] = set()
+        self._locks: list[_FolderLock] = []
+        for config_id, folder in {"bundle_root": bundle_root, **folders}.items():
+            if folder is None or (key := os.path.realpath(folder)) in seen:
+                continue
+            seen.add(key)
+            self._locks.append(_FolderLock(folder, config_id))
+
+    @property
+    def lock_path(self) -> Path:
+        """The lock file of ``bundle_root``, ``bundle_root/.pgnm_run.lock``."""
+        return self._locks[0].lock_path
+
+    @property
+    def info_path(self) -> Path:
+        """The holder's description, ``bundle_root/.pgnm_run.json``."""
+        return self._locks[0].info_path
+
+    def acquire(self) -> bool:
+        """Take every folder's lock (global rank 0 only), or none; ``True`` when taken.
+
+        Raises:
+            BundleRootInUseError: another live process holds one of them (the message names it and its holder).
+            PermissionError: a folder cannot be created or written.
+        """
+        taken = []
+        try:
+            for lock in self._locks:
+                if not lock.acquire():
+                    return False
+                taken.append(lock)
+        except BaseException:
+            for lock in reversed(taken):
+                lock.release()
+            raise
+        return True
+
+    def release(self) -> None:
+        """Release the locks this object holds (nothing otherwise)."""
+        for lock in reversed(self._locks):
+            lock.release()
+
+    @property
+    def is_held(self) -> bool:
+        """Whether this object holds the locks."""
+        return all(lock.is_held for lock in self._locks)
+
+    def __enter__(self) -> BundleRunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
 
 
 def _global_rank() -> int:

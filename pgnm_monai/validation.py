@@ -31,5 +31,5 @@ def check_keywords(what: str, given: Iterable[str], accepted: Collection[str]) -
     for key in given:
         if key not in accepted:
             raise TypeError(
-                f"{what} has no option {key!r}{_did_you_mean(key, accepted)[:-1]}; its options are {sorted(accepted)}."
+                f"{what} has no option {key!r}{_did_you_mean(key, accepted)} Its options: {sorted(accepted)}."
             )

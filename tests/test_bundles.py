@@ -144,8 +144,10 @@ def test_pretrain_evaluate_inference_export(pretrained, tmp_path):
     assert len(rows) == 9 and {"modality", "anatomy", "label", "pred", "prob_CT", "image_path"} <= set(rows[0])
     report = json.loads((Path(root) / "eval" / "metrics.json").read_text())
     assert report["overall"]["n"] == 9 and sorted(report["by_modality"]) == ["CT", "MR", "US", "X-ray"]
-    run("pgnm_pretrain", "inference", bundle_root=root, network="small", image_size=32)
-    assert (Path(root) / "eval" / "inference_predictions.csv").is_file()
+    run("pgnm_pretrain", "inference", bundle_root=root, network="small", image_size=32, dataset_kind="embedded")
+    with open(Path(root) / "eval" / "inference_predictions.csv") as f:
+        inferred = list(csv.DictReader(f))
+    assert [r["image_path"] for r in inferred] == [r["image_path"] for r in rows]  # the same 9 test items
     # ckpt_export (CLI) gives the checkpoint's outputs
     ts = tmp_path / "model.ts"
     cli(
@@ -268,7 +270,7 @@ def test_cli_embedded(tmp_path):
     ft = {"bundle_root": tmp_path / "ft", "pretrained_ckpt": tmp_path / "pre" / "models" / "model.pt", **TINY}
     cli(FT, "run", "--config_file", FT_TRAIN, *meta, *overrides_cli({**ft, "epochs": 1}))
     cli(FT, "run", "--config_file", FT_EVAL, *meta, *overrides_cli(ft))
-    inf = {"bundle_root": tmp_path / "ft", "network": "small", "image_size": 32}
+    inf = {"bundle_root": tmp_path / "ft", "network": "small", "image_size": 32, "dataset_kind": "embedded"}
     cli(FT, "run", "--config_file", "configs/inference.json", *meta, *overrides_cli(inf))
     assert json.loads((tmp_path / "ft" / "eval" / "metrics.json").read_text())["overall"]["n"] == 9
     assert len((tmp_path / "ft" / "eval" / "inference_predictions.csv").read_text().splitlines()) == 1 + 9
@@ -287,8 +289,9 @@ def test_mednist_chain(tmp_path):
     assert report["overall"]["n"] == 30 and len(report["class_names"]) == 6
     meta = ["--meta_file", "configs/metadata.json", "--logging_file", "configs/logging.conf"]
     inf = {"bundle_root": tmp_path / "ft", "network": "small", "image_size": 32, "max_items": 12}
-    cli(FT, "run", "--config_file", "configs/inference.json", *meta, *overrides_cli({**inf, **data}))
-    assert (tmp_path / "ft" / "eval" / "inference_predictions.csv").is_file()
+    source = {k: data[k] for k in ("dataset_dir", "dataset_kind")}
+    cli(FT, "run", "--config_file", "configs/inference.json", *meta, *overrides_cli({**inf, **source}))
+    assert len((tmp_path / "ft" / "eval" / "inference_predictions.csv").read_text().splitlines()) == 1 + 12
 
 
 @pytest.mark.slow
@@ -467,12 +470,13 @@ def test_configs_read_as_wiring():
 
 
 def test_inference_class_names_come_from_the_trained_runs_class_map(tmp_path):
-    """``inference.json``'s class names: the run's ``models/class_map.json`` when it is there (not the training
-    split, which inference never needs); the dataset's classes only for a checkpoint without its run."""
+    """``inference.json``'s class names: the run's ``models/class_map.json`` (not the training split, which
+    inference never needs); a model copied without it is refused, naming the file, with no fallback."""
     from pgnm_monai.components import class_names
     from pgnm_monai.data import save_class_map
 
     models = tmp_path / "models"
-    assert class_names(models, None, None) == ["CT", "MR", "US", "X-ray"]  # the embedded set's
+    with pytest.raises(FileNotFoundError, match=r"models/class_map.json does not exist: the class names"):
+        class_names(models)
     save_class_map(models / "class_map.json", ["benign", "malignant"], dataset_kind="clinical")
-    assert class_names(models, None, None) == ["benign", "malignant"]
+    assert class_names(models) == ["benign", "malignant"]

@@ -238,7 +238,7 @@ def test_radimagenet_original_layout_with_csvs_and_defects(tmp_path, mednist_jpe
 
 def test_clinical_dicom_nifti_slices_and_chain(clinical_csv):
     csv_path = clinical_csv
-    dl = load_datalist("clinical", str(csv_path), split="all", slices="all")
+    dl = load_datalist("clinical", str(csv_path), split="all", slices="all", time_point=0)
     assert dl.class_names == ["lesion", "normal"]
     by = {}
     for it in dl:
@@ -246,9 +246,9 @@ def test_clinical_dicom_nifti_slices_and_chain(clinical_csv):
     assert len(by["series_ct"]) == 4 and by["series_ct"][0]["modality"] == "CT"
     assert len(by["anatomical.nii"]) == 25 and len(by["examples_ybr_color.dcm"]) == 30
     assert by["examples_rgb_color.dcm"][0]["modality"] == "US" and by["MR_small.dcm"][0]["modality"] == "MR"
-    mid = load_datalist("clinical", str(csv_path), split="all", slices="middle")
+    mid = load_datalist("clinical", str(csv_path), split="all", slices="middle", time_point=0)
     assert len(mid) == 7
-    k3 = load_datalist("clinical", str(csv_path), split="all", slices="every_k", every_k=3)
+    k3 = load_datalist("clinical", str(csv_path), split="all", slices="every_k", every_k=3, time_point=0)
     assert len([i for i in k3 if i["image"].endswith("anatomical.nii")]) == 9
     chain = eval_transforms(image_size=32, channels=1)
     for name in ("series_ct", "anatomical.nii", "examples_ybr_color.dcm", "CT_small.dcm"):
@@ -262,7 +262,8 @@ def test_clinical_dicom_nifti_slices_and_chain(clinical_csv):
 def test_clinical_split_by_patient(clinical_csv):
     csv_path = clinical_csv
     parts = {
-        s: load_datalist("clinical", str(csv_path), split=s, seed=1, slices="all") for s in ("train", "val", "test")
+        s: load_datalist("clinical", str(csv_path), split=s, seed=1, slices="all", time_point=0)
+        for s in ("train", "val", "test")
     }
     pids = {s: {i["patient_id"] for i in d} for s, d in parts.items()}
     assert not (pids["train"] & pids["val"]) and not (pids["train"] & pids["test"]) and not (pids["val"] & pids["test"])
@@ -270,26 +271,29 @@ def test_clinical_split_by_patient(clinical_csv):
     p1 = [s for s, p in pids.items() if "P1" in p]
     assert len(p1) == 1
     assert sum(len(d) for d in parts.values()) == len(
-        load_datalist("clinical", str(csv_path), split="all", slices="all")
+        load_datalist("clinical", str(csv_path), split="all", slices="all", time_point=0)
     )
 
 
 def test_clinical_volumes_kept_whole(clinical_csv, tmp_path):
-    """``slices="none"``: one 3D item per volume (DICOM series, NIfTI, 4D NIfTI's first frame), split by patient;
-    a 2D file in the CSV is refused naming its line."""
+    """``slices="none"``: one 3D item per volume (DICOM series, NIfTI, a 4D NIfTI's time point ``time_point``),
+    split by patient; a 2D file in the CSV is refused naming its line."""
     csv_path = clinical_csv
     with pytest.raises(ValueError, match=r"line 3: .*MR_small.dcm is not a volume"):
-        load_datalist("clinical", str(csv_path), split="all", slices="none")
+        load_datalist("clinical", str(csv_path), split="all", slices="none", time_point=0)
     volumes = tmp_path / "volumes.csv"
     with open(csv_path) as src, open(volumes, "w", newline="") as dst:
         keep = [r for r in csv.reader(src) if r[0] == "path" or r[0].endswith(("series_ct", ".nii", ".nii.gz"))]
         csv.writer(dst).writerows(keep)
-    dl = load_datalist("clinical", str(volumes), split="all", slices="none")
+    dl = load_datalist("clinical", str(volumes), split="all", slices="none", time_point=0)
     assert sorted(Path(it["image"]).name for it in dl) == ["anatomical.nii", "example4d.nii.gz", "series_ct"]
     assert all(it["slice_index"] == -1 for it in dl)
+    assert [it["frame_index"] for it in dl if it["image"].endswith("example4d.nii.gz")] == [0]
     chain = eval_transforms(image_size=16, channels=1, spatial_dims=3)
     for item in dl:
         out = chain(dict(item))["image"]
         assert out.shape == (1, 16, 16, 16) and torch.isfinite(out).all()
-    parts = [load_datalist("clinical", str(volumes), split=s, slices="none") for s in ("train", "val", "test")]
+    parts = [
+        load_datalist("clinical", str(volumes), split=s, slices="none", time_point=0) for s in ("train", "val", "test")
+    ]
     assert sum(len(p) for p in parts) == 3

@@ -325,6 +325,7 @@ def test_pgnm_finetune_on_a_clinical_csv_with_imagenet_weights(pgnm, clinical_cs
     pgnm(
         "finetune", "--pretrained", os.fspath(tmp_path / "resnet18-imagenet.pth"), "--network", "resnet18",
         "--dataset-kind", "clinical", "--dataset-dir", os.fspath(clinical_csv), "--normalization", "imagenet",
+        "--dataset-options", '{"time_point": 0}',
         "--epochs", "1", "--image-size", "32", "--batch-size", "4", "--output-dir", os.fspath(tmp_path / "run"),
         cwd=tmp_path,
     )  # fmt: skip

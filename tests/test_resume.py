@@ -62,8 +62,22 @@ def test_stop_then_resume_is_bitwise_the_uninterrupted_run(tmp_path, case):
     assert kept == ["checkpoint_epoch=3.pt"]
 
 
+# imported first by a Python process whose PYTHONPATH starts with its folder: SIGKILL the process just before the
+# epoch-2 training state replaces its temporary file (the new checkpoint written, the old one not yet pruned)
+KILL_DURING_CHECKPOINT = """
+import os, signal
+_replace = os.replace
+def _replace_or_die(src, dst, *args, **kwargs):
+    if os.path.basename(os.fspath(dst)) == "checkpoint_epoch=2.pt":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _replace(src, dst, *args, **kwargs)
+os.replace = _replace_or_die
+"""
+
+
 def test_sigkill_mid_run_then_resume_through_the_cli(tmp_path):
-    """``python -m monai.bundle run`` killed (SIGKILL) after its epoch-2 checkpoint, then run with ``--resume True``."""
+    """``python -m monai.bundle run`` killed (SIGKILL) after its epoch-2 checkpoint, and another killed while it
+    writes that checkpoint, then both run again with ``--resume True``: both end as the uninterrupted run."""
     overrides = {"epochs": 5, "arm": "pgnm", **TINY, "batch_size": 2}  # many iterations per epoch: killed mid-epoch
 
     def command(root: Path, *extra: str) -> list[str]:
@@ -90,3 +104,19 @@ def test_sigkill_mid_run_then_resume_through_the_cli(tmp_path):
     proc = subprocess.run(command(tmp_path / "b", "--resume", "True"), cwd=PRE, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_same_outputs(tmp_path / "a", tmp_path / "b")
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(KILL_DURING_CHECKPOINT)
+    killer = {**env, "PYTHONPATH": os.pathsep.join([os.fspath(hook), env.get("PYTHONPATH", "")])}
+    died = subprocess.run(command(tmp_path / "c"), cwd=PRE, env=killer, capture_output=True, text=True)
+    assert died.returncode == -signal.SIGKILL, died.stderr[-2000:]
+    models = tmp_path / "c" / "models"
+    assert (models / "checkpoint_epoch=1.pt").is_file()  # the previous training state is still there
+    assert [p.name for p in models.glob(".checkpoint_epoch=2.pt.*.tmp")], sorted(os.listdir(models))
+    proc = subprocess.run(command(tmp_path / "c", "--resume", "True"), cwd=PRE, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_same_outputs(tmp_path / "a", tmp_path / "c")
+    assert sorted(p.name for p in models.iterdir() if p.name.startswith((".checkpoint", "checkpoint"))) == [
+        "checkpoint_epoch=5.pt"
+    ]  # the temporary file of the killed write is gone with the checkpoint it was for

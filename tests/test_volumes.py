@@ -86,10 +86,12 @@ def test_nifti_volumes_kept_whole_through_the_bundles(tmp_path):
     root = tmp_path / "run"
     run_bundle(
         "pgnm_pretrain", "train", bundle_root=os.fspath(root), arm="pgnm", epochs=1, dataset_kind="clinical",
-        dataset_dir=os.fspath(tmp_path / "volumes"), dataset_options={"slices": "none"},
+        dataset_dir=os.fspath(tmp_path / "volumes"), dataset_options={"slices": "none", "time_point": 0},
         **{**V3, "batch_size": 2},
     )  # fmt: skip
-    assert (root / "models" / "model.pt").is_file() and (root / "models" / "policy.pt").is_file()
+    assert (root / "models" / "model.pt").is_file()
+    assert torch.load(root / "models" / "policy.pt", weights_only=True)["base_alpha"].shape == (1, V3["grid"] ** 3)
+    assert len((root / "eval" / "policy_stats.csv").read_text().splitlines()) == 2  # header + one epoch
 
 
 def _ct_series(folder: Path, gap_mm: float = 5.0, slices: int = 4) -> Path:

@@ -8,6 +8,8 @@
   (:func:`inference_data`), the run's label map (:func:`label_map`, :func:`class_names`, :func:`check_num_classes`);
 - :mod:`~pgnm_monai.components.checkpoints`: the training state to resume from (:func:`find_checkpoint`) and the
   weights to warm-start from (:func:`load_pretrained`);
+- :mod:`~pgnm_monai.components.run_settings`: the settings a run was trained with (:class:`RunSettings`), compared
+  on resume, evaluation and inference (:func:`check_trained_settings`);
 - :mod:`~pgnm_monai.components.wiring`: switches, folders and sizes (:func:`subfolder`, :func:`is_off`,
   :func:`eval_resize`, :func:`policy_of`, :func:`probe_batch`, :func:`use_amp`, :func:`amp_kwargs`);
 - :mod:`~pgnm_monai.components.errors`: the project's message as an error's last line (:func:`root_error`,
@@ -35,6 +37,7 @@ from pgnm_monai.components.data import (
 )
 from pgnm_monai.components.errors import root_error, show_root_error_last
 from pgnm_monai.components.overrides import check_cli_overrides, check_override_ids
+from pgnm_monai.components.run_settings import RunSettings, check_trained_settings, write_run_settings
 from pgnm_monai.components.wiring import (
     AMP_DTYPES,
     amp_kwargs,
@@ -48,6 +51,8 @@ from pgnm_monai.components.wiring import (
 )
 
 __all__ = [
+    "RunSettings",
+    "check_trained_settings",
     "AMP_DTYPES",
     "amp_kwargs",
     "as_bool",
@@ -73,4 +78,5 @@ __all__ = [
     "show_root_error_last",
     "subfolder",
     "use_amp",
+    "write_run_settings",
 ]

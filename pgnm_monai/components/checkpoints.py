@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pgnm_monai.components.run_settings import RunSettings, compare_settings
 from pgnm_monai.components.wiring import as_bool
 from pgnm_monai.networks.weights import load_checkpoint_file, load_weights
 
@@ -58,26 +59,37 @@ def _load_checkpoint(path: str, config_id: str, keys: Sequence[str] = ()) -> Any
     return ckpt
 
 
-def find_checkpoint(ckpt_dir: str, resume: bool | str | None) -> str | None:
-    """The training-state checkpoint to resume from, checked to load (:func:`check_checkpoint`).
+def find_checkpoint(ckpt_dir: str, resume: bool | str | None, settings: RunSettings | None = None) -> str | None:
+    """The training-state checkpoint to resume from, checked to load and to share this run's settings.
 
     Args:
         ckpt_dir: where :class:`TrainingStateSaver` writes ``checkpoint_epoch=N.pt``.
         resume: ``False``/``None`` (start fresh), ``True`` (the latest ``checkpoint_epoch=N.pt``) or a path.
+        settings: this run's settings; a checkpoint recorded with other values is refused, naming the id
+            (:func:`~pgnm_monai.components.run_settings.compare_settings`).
     """
     if isinstance(resume, str) and resume.strip().lower() in ("true", "latest", "false", "none", "null", ""):
         resume = as_bool(resume)
     if not resume:
         return None
     if isinstance(resume, str):
-        return check_checkpoint(resume, "resume", _TRAINING_STATE_KEYS)
-    paths = glob.glob(os.path.join(ckpt_dir, "*epoch=*.pt"))
-    found = [(int(m.group(1)), p) for p in paths if (m := _CKPT_RE.search(p))]
-    if not found:
-        raise FileNotFoundError(
-            f"config id 'resume' is true but {ckpt_dir!r} holds no training-state checkpoint (checkpoint_epoch=N.pt)."
-        )
-    return check_checkpoint(max(found)[1], "resume", _TRAINING_STATE_KEYS)
+        path = resume
+    else:
+        paths = glob.glob(os.path.join(ckpt_dir, "*epoch=*.pt"))
+        found = [(int(m.group(1)), p) for p in paths if (m := _CKPT_RE.search(p))]
+        if not found:
+            raise FileNotFoundError(
+                f"config id 'resume' is true but {ckpt_dir!r} holds no training-state checkpoint "
+                "(checkpoint_epoch=N.pt)."
+            )
+        path = max(found)[1]
+    ckpt = _load_checkpoint(path, "resume", _TRAINING_STATE_KEYS)
+    if settings is not None:
+        if "settings" in ckpt:
+            compare_settings(ckpt["settings"], settings.settings, f"the training state {path}")
+        else:
+            warnings.warn(f"{path} holds no record of its settings: they are not checked.", stacklevel=2)
+    return path
 
 
 def load_pretrained(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from collections.abc import Mapping
+from typing import Any
 
 from pgnm_monai.arms import MASK_ARMS, arm_spec
 from pgnm_monai.networks.classifiers import CLASSIFIERS
@@ -29,6 +31,11 @@ def check_train_args(
     policy_trunk: str,
     reward_sign: int,
     advantage: str,
+    val_batch_size: int = 1,
+    max_train_items: int | None = None,
+    max_val_items: int | None = None,
+    intensity_std: float = 1.0,
+    dataset_options: Mapping[str, Any] | None = None,
 ) -> bool:
     """Check the plain ids of a training config (the bundle's values); raise ``ValueError`` naming the id at fault.
 
@@ -50,11 +57,20 @@ def check_train_args(
         ("grid", grid, 1),
         ("epochs", epochs, 1),
         ("batch_size", batch_size, 1),
+        ("val_batch_size", val_batch_size, 1),
+        ("max_train_items", 1 if max_train_items is None else max_train_items, 1),
+        ("max_val_items", 1 if max_val_items is None else max_val_items, 1),
     ):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"config id {name!r} must be an integer >= {low}, got {value!r}.")
-    if not math.isfinite(float(lr)) or not float(lr) > 0:
-        raise ValueError(f"config id 'lr' must be a finite number > 0, got {lr!r}.")
+    for name, value in (("lr", lr), ("intensity_std", intensity_std)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"config id {name!r} must be a finite number > 0, got {value!r}.")
+    if dataset_options is not None and not isinstance(dataset_options, Mapping):
+        raise ValueError(
+            f"config id 'dataset_options' must be a mapping of option -> value (e.g. {{'slices': 'none'}}), "
+            f"got {type(dataset_options).__name__} {dataset_options!r}."
+        )
     if spec.mechanism in MASK_ARMS and grid > image_size:
         raise ValueError(f"config id 'grid' ({grid}) must be <= 'image_size' ({image_size}) for arm {arm!r}.")
     return True

@@ -53,6 +53,12 @@ def load_data(
     if few_shot is not None:
         if int(few_shot) > len(items):
             raise ValueError(f"config id 'few_shot' ({few_shot}) exceeds the {len(items)} items of split {split!r}.")
+        if int(few_shot) < len(dl.class_names):
+            raise ValueError(
+                f"config id 'few_shot' ({few_shot}) is smaller than the {len(dl.class_names)} classes of dataset "
+                f"{dl.kind!r}: a subset of {few_shot} items would leave classes out; give few_shot >= "
+                f"{len(dl.class_names)}."
+            )
         items = few_shot_subset(items, int(few_shot), seed=int(few_shot_seed))
     if max_items is not None and int(max_items) < len(items):
         items = few_shot_subset(items, int(max_items), seed=int(seed))
@@ -84,7 +90,7 @@ def inference_items(files: Sequence[str], modality: str = "other") -> list[dict]
         it[IMAGE_PATH] = os.fspath(f)
         items.append(it)
     if not items:
-        raise ValueError("config id 'input_files' is empty.")
+        raise ValueError("config id 'input_files' is an empty list: list the image files to predict.")
     return items
 
 
@@ -98,10 +104,21 @@ def inference_data(
     max_items: int | None = None,
     options: dict | None = None,
 ) -> list[dict]:
-    """The items to predict: ``input_files`` (unlabelled, :func:`inference_items`) when given, else the ``split`` of
-    the dataset (:func:`load_data`)."""
-    if input_files:
+    """The items to predict, named explicitly: ``input_files`` (unlabelled, :func:`inference_items`), or the
+    ``split`` of the dataset ``kind``/``dataset_dir`` (:func:`load_data`; ``kind`` ``"embedded"`` for the embedded
+    set). With neither there is nothing to predict: no default set is read in their place.
+
+    Raises:
+        ValueError: ``input_files`` is an empty list, or neither inputs nor a dataset are given.
+    """
+    if input_files is not None:
         return inference_items(input_files, input_modality)
+    if kind is None and dataset_dir is None:
+        raise ValueError(
+            "nothing to predict: give config id 'input_files' (a list of image files) or a dataset "
+            "(config ids 'dataset_kind' and 'dataset_dir', and 'infer_split'; dataset_kind 'embedded' for the "
+            "embedded set)."
+        )
     return load_data(kind, dataset_dir, split, seed=seed, max_items=max_items, options=options).items
 
 
@@ -147,18 +164,19 @@ def label_map(path: str | os.PathLike | None, *datalists: Datalist, splits: Sequ
     return names
 
 
-def class_names(
-    ckpt_dir: str | os.PathLike,
-    kind: str | None,
-    dataset_dir: str | None,
-    seed: int = 0,
-    options: dict | None = None,
-) -> list[str]:
-    """The class names of a trained run: its ``ckpt_dir/class_map.json`` (what the train stage saved); without
-    one (a checkpoint exported or evaluated apart from its run), those of the dataset's training split."""
+def class_names(ckpt_dir: str | os.PathLike) -> list[str]:
+    """The class names of a trained run: its ``ckpt_dir/class_map.json``, which the train stage saves beside the
+    models (:func:`label_map`).
+
+    Raises:
+        FileNotFoundError: naming the file, when the model was copied without it.
+    """
     from pgnm_monai.data import load_class_map
 
     path = os.path.join(os.fspath(ckpt_dir), "class_map.json")
-    if os.path.isfile(path):
-        return load_class_map(path)
-    return list(load_data(kind, dataset_dir, "train", seed=seed, options=options).class_names)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{path} does not exist: the class names of the model in {os.fspath(ckpt_dir)!r} are unknown. Copy the "
+            "training run's class_map.json beside the model (pgnm_monai.data.save_class_map writes one)."
+        )
+    return load_class_map(path)

@@ -1,7 +1,8 @@
-"""The project's message as the last line of an error that MONAI's config wrappers hide.
+"""The project's message as the last line of an error that MONAI's wrappers hide.
 
 MONAI wraps an error raised inside a ``$`` expression or a ``_target_`` component in a ``RuntimeError``
-("Failed to evaluate ..." / "Failed to instantiate ..."), which Python prints last. :func:`root_error` finds the
+("Failed to evaluate ..." / "Failed to instantiate ..."), and one raised inside a transform in
+``RuntimeError("applying transform ...")``, which Python prints last. :func:`root_error` finds the
 error under those wrappers; :func:`show_root_error_last` (the first ``initialize`` step of the bundles) prints
 its message again as the last line of an uncaught error's traceback, and
 :func:`pgnm_monai.experiments.runner.run_bundle` raises it unwrapped.
@@ -15,15 +16,17 @@ from types import TracebackType
 
 __all__ = ["root_error", "show_root_error_last"]
 
-_MONAI_WRAPPERS = ("Failed to evaluate", "Failed to instantiate")
+#: the messages of MONAI's wrapping ``RuntimeError``: a config item, a transform of a chain.
+_MONAI_WRAPPERS = ("Failed to evaluate", "Failed to instantiate", "applying transform")
 
 
 def root_error(error: BaseException) -> BaseException:
-    """The error under MONAI's config wrappers: the first in ``error``'s chain that is not one of them.
+    """The error under MONAI's wrappers: the first in ``error``'s chain that is not one of them.
 
     MONAI raises ``RuntimeError("Failed to evaluate ...")`` / ``RuntimeError("Failed to instantiate ...")``
-    from the error of a ``$`` expression or a ``_target_`` component; those wrappers name the config item, not
-    the fault. An error that is not such a wrapper is returned as is.
+    from the error of a ``$`` expression or a ``_target_`` component, and ``RuntimeError("applying transform
+    <object at 0x...>")`` from the error of a transform (once per nested ``Compose``); those wrappers name the
+    config item or the transform object, not the fault. An error that is not such a wrapper is returned as is.
     """
     seen: set[int] = set()
     current: BaseException | None = error

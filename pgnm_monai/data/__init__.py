@@ -39,6 +39,9 @@ Few-shot subsets: :func:`few_shot_subset` (stratified, seeded, nested).
 
 from __future__ import annotations
 
+import importlib
+import inspect
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pgnm_monai.data.datasets import cached_dataset
@@ -52,6 +55,7 @@ from pgnm_monai.data.schema import (
     save_class_map,
 )
 from pgnm_monai.data.utils import shared_data_dir
+from pgnm_monai.validation import check_choice, check_keywords
 
 __all__ = [
     "KINDS",
@@ -63,12 +67,70 @@ __all__ = [
     "few_shot_subset",
     "load_class_map",
     "load_datalist",
+    "loader_options",
     "make_item",
+    "parse_options",
     "save_class_map",
     "shared_data_dir",
 ]
 
 KINDS = ("embedded", "mednist", "medmnist", "image_folder", "radimagenet", "clinical")
+
+
+#: kind -> (module, function) of its loader, imported when first used.
+_LOADERS = {
+    "embedded": ("pgnm_monai.data.embedded", "load_embedded"),
+    "mednist": ("pgnm_monai.data.mednist", "load_mednist"),
+    "medmnist": ("pgnm_monai.data.medmnist", "load_medmnist"),
+    "image_folder": ("pgnm_monai.data.image_folder", "load_image_folder"),
+    "radimagenet": ("pgnm_monai.data.radimagenet", "load_radimagenet"),
+    "clinical": ("pgnm_monai.data.clinical", "load_clinical"),
+}
+_COMMON = ("dataset_dir", "split", "seed")
+
+
+def _loader(kind: str) -> Callable[..., Datalist]:
+    module, name = _LOADERS[check_choice("dataset kind", kind, KINDS)]
+    return getattr(importlib.import_module(module), name)
+
+
+def loader_options(kind: str) -> dict[str, Any]:
+    """The options of dataset ``kind`` (the keywords of its loader besides ``dataset_dir``, ``split``, ``seed``)
+    with their defaults."""
+    params = inspect.signature(_loader(kind)).parameters
+    return {k: p.default for k, p in params.items() if k not in _COMMON}
+
+
+def parse_options(kind: str, options: Mapping[str, str]) -> dict[str, Any]:
+    """Options of dataset ``kind`` given as text (a task's query ``?every_k=2&validate=false``) converted to the
+    type of each option's default: ``bool`` (``true``/``false``), ``int``, ``float``, a tuple of floats
+    (``0.8,0.1,0.1``); an option whose default is ``None`` keeps its text.
+
+    Raises:
+        TypeError: an option that dataset ``kind`` does not have (with close matches).
+        ValueError: a value that is not of the option's type, naming the option.
+    """
+    defaults = loader_options(kind)
+    check_keywords(f"dataset kind {kind!r}", options, defaults)
+    parsed: dict[str, Any] = {}
+    for key, text in options.items():
+        default = defaults[key]
+        try:
+            if isinstance(default, bool):
+                parsed[key] = {"true": True, "false": False}[str(text).strip().lower()]
+            elif isinstance(default, (int, float)):
+                parsed[key] = type(default)(text)
+            elif isinstance(default, tuple):
+                parsed[key] = tuple(float(v) for v in str(text).split(","))
+            else:
+                parsed[key] = text
+        except (KeyError, ValueError):
+            kind_of = "true/false" if isinstance(default, bool) else type(default).__name__
+            raise ValueError(
+                f"option {key!r} of dataset kind {kind!r} must be {kind_of} (like its default {default!r}), "
+                f"got {text!r}."
+            ) from None
+    return parsed
 
 
 def load_datalist(
@@ -85,39 +147,20 @@ def load_datalist(
         dataset_dir: the source's root (folder, tarball, ``.npz`` or CSV file); unused for ``"embedded"``.
         split: ``"train"``, ``"val"``, ``"test"`` or ``"all"``.
         seed: seed of any split the loader makes.
-        options: source-specific keyword options.
+        options: source-specific keyword options (:func:`loader_options`); an unknown one is a ``TypeError``
+            naming it, with close matches.
     """
     if kind is None:
         if dataset_dir is not None:
             raise ValueError(f"kind must be given with dataset_dir={dataset_dir!r}; expected one of {KINDS}")
         kind = "embedded"
-    if kind not in KINDS:
-        raise ValueError(f"unknown dataset kind {kind!r}; expected one of {KINDS}")
+    loader = _loader(kind)
+    check_keywords(f"dataset kind {kind!r}", options, loader_options(kind))
     if kind == "embedded":
-        from pgnm_monai.data.embedded import load_embedded
-
-        return load_embedded(split=split, seed=seed, **options)
+        return loader(split=split, seed=seed, **options)
     if dataset_dir is None:
         raise ValueError(f"dataset kind {kind!r} needs dataset_dir (its root folder or file)")
-    if kind == "mednist":
-        from pgnm_monai.data.mednist import load_mednist
-
-        return load_mednist(dataset_dir, split=split, seed=seed, **options)
-    if kind == "medmnist":
-        from pgnm_monai.data.medmnist import load_medmnist
-
-        return load_medmnist(dataset_dir, split=split, seed=seed, **options)
-    if kind == "image_folder":
-        from pgnm_monai.data.image_folder import load_image_folder
-
-        return load_image_folder(dataset_dir, split=split, seed=seed, **options)
-    if kind == "radimagenet":
-        from pgnm_monai.data.radimagenet import load_radimagenet
-
-        return load_radimagenet(dataset_dir, split=split, seed=seed, **options)
-    from pgnm_monai.data.clinical import load_clinical
-
-    return load_clinical(dataset_dir, split=split, seed=seed, **options)
+    return loader(dataset_dir, split=split, seed=seed, **options)
 
 
 def few_shot_subset(items, n: int, seed: int = 0):

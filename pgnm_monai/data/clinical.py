@@ -28,7 +28,7 @@ import os
 import warnings
 from pathlib import Path
 
-from pgnm_monai.data.io import file_kind, read_image, volume_shape
+from pgnm_monai.data.io import check_one_series, file_kind, read_image, volume_shape
 from pgnm_monai.data.schema import MODALITIES, Datalist, check_class_spelling, make_item
 from pgnm_monai.data.utils import DEFAULT_FRACTIONS, file_type_problem, read_csv, split_by_group
 
@@ -59,6 +59,7 @@ def _dicom_header(path: str) -> tuple[dict, int]:
         files = sorted(os.fspath(f) for f in Path(path).iterdir() if f.is_file() and pydicom.misc.is_dicom(f))
         if not files:
             raise ValueError(f"DICOM series folder {path} contains no DICOM file")
+        check_one_series(path, files)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -146,6 +147,7 @@ def load_clinical(
     modality: str = "other",
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
     validate: bool = True,
+    time_point: int | None = None,
 ) -> Datalist:
     """Load one split of a clinical DICOM/NIfTI set (see the module docstring).
 
@@ -156,6 +158,7 @@ def load_clinical(
         every_k: the step for ``slices="every_k"``.
         modality: the modality when neither the CSV nor the DICOM header gives one.
         validate: decode every listed file once now (errors name the file).
+        time_point: the time point read from a 4-D NIfTI (a time series); ``None`` refuses 4-D files, naming them.
     """
     csv_path = _csv_path(dataset_dir, csv_file)
     _check_options(split, slices, every_k, modality)
@@ -163,7 +166,7 @@ def load_clinical(
     labels = _label_map(csv_path, rows)
     items: list[dict] = []
     for r, line in rows:
-        items += _row_items(csv_path, r, line, labels, slices, every_k, modality, validate)
+        items += _row_items(csv_path, r, line, labels, slices, every_k, modality, validate, time_point)
     assign = split_by_group([it["patient_id"] for it in items], [it["label"] for it in items], fractions, seed)
     report = {"csv": os.fspath(csv_path), "patients": len({it["patient_id"] for it in items})}
     if split != "all":
@@ -215,12 +218,13 @@ def _row_path(csv_path: Path, r: dict[str, str], line: int) -> str:
     return path
 
 
-def _frames(path: str, line: int) -> tuple[dict[str, str], int, str]:
-    """``(DICOM header fields, number of slices or frames, the index key)`` of one file or series."""
+def _frames(path: str, line: int, time_point: int | None = None) -> tuple[dict[str, str], int, str, int]:
+    """``(DICOM header fields, number of slices or frames, the index key, time point or -1)`` of one file or
+    series; a 4-D NIfTI needs ``time_point``."""
     kind = file_kind(path)
     if kind == "dicom":
         head, n = _dicom_header(path)
-        return head, n, "frame_index" if not os.path.isdir(path) else "slice_index"
+        return head, n, "frame_index" if not os.path.isdir(path) else "slice_index", -1
     head = {"modality": "", "patient_id": ""}
     if kind == "nifti":
         shape = volume_shape(path)
@@ -228,8 +232,13 @@ def _frames(path: str, line: int) -> tuple[dict[str, str], int, str]:
             raise ValueError(
                 f"NIfTI file {path} (CSV line {line}): unsupported dimensions {shape}; expected 2D, 3D or 4D"
             )
-        return head, (shape[2] if len(shape) >= 3 else 1), "slice_index"
-    return head, 1, "slice_index"
+        if len(shape) == 4 and (time_point is None or not 0 <= time_point < shape[3]):
+            raise ValueError(
+                f"NIfTI file {path} (CSV line {line}) is 4-D {shape} (a time series); set the dataset option "
+                f"'time_point' (0..{shape[3] - 1}) to read one time point, or split it into 3-D files"
+            )
+        return head, (shape[2] if len(shape) >= 3 else 1), "slice_index", (time_point if len(shape) == 4 else -1)
+    return head, 1, "slice_index", -1
 
 
 def _row_modality(csv_path: Path, r: dict[str, str], line: int, head: dict[str, str], default: str) -> str:
@@ -252,10 +261,11 @@ def _row_items(
     every_k: int,
     default_modality: str,
     validate: bool,
+    time_point: int | None = None,
 ) -> list[dict]:
     """The items of one CSV row: its slices or frames (2D), or the whole volume (``slices="none"``)."""
     path = _row_path(csv_path, r, line)
-    head, n, index_key = _frames(path, line)
+    head, n, index_key, frame = _frames(path, line, time_point)
     mod = _row_modality(csv_path, r, line, head, default_modality)
     pid = r.get("patient_id") or head["patient_id"] or os.path.relpath(path, csv_path.parent)
     anatomy = r.get("anatomy") or "unknown"
@@ -267,11 +277,14 @@ def _row_items(
                 " volumes whole and needs a NIfTI volume or a DICOM series folder / multi-frame file"
             )
         if validate:
-            read_image(path, mod, spatial_dims=3)
-        return [make_item(path, lab, r["label"], mod, anatomy, pid)]
+            read_image(path, mod, frame_index=frame, spatial_dims=3)
+        return [make_item(path, lab, r["label"], mod, anatomy, pid, frame_index=frame)]
     items = []
     for k in _pick_slices(n, slices, every_k):
-        item = make_item(path, lab, r["label"], mod, anatomy, pid, **({index_key: k} if k >= 0 else {}))
+        index = {index_key: k} if k >= 0 else {}
+        item = make_item(
+            path, lab, r["label"], mod, anatomy, pid, **index, **({"frame_index": frame} if frame >= 0 else {})
+        )
         if validate and not items:
             read_image(path, mod, item["slice_index"], item["frame_index"])
         items.append(item)

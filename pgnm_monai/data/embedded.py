@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pgnm_monai.data.io import volume_shape
 from pgnm_monai.data.schema import Datalist, make_item
 from pgnm_monai.data.utils import split_by_group
 
@@ -141,9 +142,10 @@ def load_embedded(
         if kind == "frames":
             for f in _indices(n, max_per_volume, 1.0):
                 items.append(make_item(path, label, modality, modality, anatomy, pid, frame_index=f))
-        else:
+        else:  # the first time point of a 4-D volume (example4d), named explicitly
+            frame = {"frame_index": 0} if path.endswith((".nii", ".nii.gz")) and len(volume_shape(path)) == 4 else {}
             for s in _indices(n, max_per_volume, 0.6):
-                items.append(make_item(path, label, modality, modality, anatomy, pid, slice_index=s))
+                items.append(make_item(path, label, modality, modality, anatomy, pid, slice_index=s, **frame))
     if missing:
         warnings.warn(f"embedded dataset: files not installed, left out: {missing}", stacklevel=2)
     report = {"missing": missing}

@@ -10,7 +10,8 @@ Files: PNG/JPEG/BMP/TIFF/GIF (Pillow), DICOM files or series folders (MONAI ``Py
    ``RGBX`` become RGB (Pillow's conversion); ``1`` (1-bit) stays 1-bit, ``I;16*`` 16-bit, ``I`` 32-bit signed,
    ``F`` 32-bit float. DICOM: rescale slope/intercept applied (enhanced multi-frame too), ``PALETTE COLOR``
    expanded to RGB, ``MONOCHROME1`` inverted. NIfTI/MGH: the data as stored (nibabel's scaling). Only the first
-   frame of a multi-frame GIF/TIFF is read.
+   frame of a multi-frame GIF/TIFF is read. JPEG/PNG/TIFF: the EXIF orientation is applied (the image as a
+   viewer shows it), by both decoders (TorchCodec's fast path and Pillow).
 2. Values, by the first case that applies:
 
    a. CT from DICOM/NIfTI (values in HU): the window ``ct_window`` (level, width), clipped to [0, 1].
@@ -34,7 +35,8 @@ whose first bytes are not those of a PNG, JPEG, BMP, TIFF or GIF file (e.g. a te
 
 Volumes: ``slice_index`` picks a slice along the last spatial axis of a NIfTI / DICOM series volume
 (axis 0 of a 3D array, as MedMNIST stores (D, H, W)); ``frame_index`` a frame of a multi-frame DICOM
-(or the time point of a 4D NIfTI, 0 by default).
+(or the time point of a 4-D NIfTI, which must be given: a 4-D file without one is refused by name). A DICOM
+series folder must hold one series (``SeriesInstanceUID``): a folder of two is refused by name.
 
 **Voxel spacing.** With ``spacing`` set, :func:`read_image` resamples a whole volume (``spatial_dims=3``) to that
 voxel spacing in mm with MONAI's ``Spacing`` (trilinear, from the reader's affine) after the intensities are
@@ -61,6 +63,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "DICOM_SUFFIXES",
     "NIFTI_SUFFIXES",
+    "check_one_series",
     "file_kind",
     "image_file_problem",
     "usable_image_files",
@@ -193,7 +196,7 @@ def _decode_8bit(path: str) -> np.ndarray | None:
 
 def _read_pil(path: str) -> tuple[np.ndarray, str]:
     """Pillow read with step 1 of the pixel rule (module docstring): ``(array, "natural")``."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     arr = _decode_8bit(path)
     if arr is not None:
@@ -201,6 +204,7 @@ def _read_pil(path: str) -> tuple[np.ndarray, str]:
     try:
         with Image.open(path) as im:
             im.load()
+            im = ImageOps.exif_transpose(im)  # the EXIF orientation, as TorchCodec applies it on the fast path
             if im.mode in ("P", "PA"):
                 im = im.convert("RGBA")  # the palette's colours (and its transparency, dropped next)
             if im.mode in _TO_RGB:
@@ -211,6 +215,30 @@ def _read_pil(path: str) -> tuple[np.ndarray, str]:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"image file {path} cannot be read as an image: {e}") from e
     return arr, "natural"
+
+
+def check_one_series(folder: str, files: Sequence[str]) -> None:
+    """Refuse a DICOM series folder whose ``files`` belong to more than one series (``SeriesInstanceUID``), e.g. an
+    axial and a sagittal series side by side, which would otherwise be stacked into one volume."""
+    import pydicom
+
+    series: dict[str, str] = {}
+    for f in files:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                uid = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"]).get(
+                    "SeriesInstanceUID", ""
+                )
+        except Exception as e:  # pydicom raises many types for broken files
+            raise ValueError(f"DICOM file {f} cannot be read: {type(e).__name__}: {e}") from e
+        series.setdefault(str(uid), f)
+    if len(series) > 1:
+        examples = "; ".join(f"{uid or '(none)'} e.g. {os.path.basename(f)}" for uid, f in list(series.items())[:3])
+        raise ValueError(
+            f"DICOM series folder {folder} holds {len(series)} series (SeriesInstanceUID {examples}); a series "
+            "folder must hold one series: put each series in its own folder and list each folder in the CSV."
+        )
 
 
 def read_dicom(path: str) -> tuple[np.ndarray, dict]:
@@ -231,8 +259,10 @@ def read_dicom(path: str) -> tuple[np.ndarray, dict]:
             problem = file_type_problem(f)
             if problem:
                 raise ValueError(f"DICOM series folder {path}: entry {f} {problem}; a series folder holds files only")
-        if not any(pydicom.misc.is_dicom(str(f)) for f in entries):
+        dicom_files = [os.fspath(f) for f in entries if pydicom.misc.is_dicom(str(f))]
+        if not dicom_files:
             raise ValueError(f"DICOM series folder {path} contains no DICOM file")
+        check_one_series(path, dicom_files)
     affine = None
     try:
         with warnings.catch_warnings():
@@ -480,7 +510,12 @@ def _read_file(
     if kind == "nifti":
         arr, affine = _read_nifti(source)
         if arr.ndim == 4:
-            arr = arr[..., max(frame_index, 0)]
+            if not 0 <= frame_index < arr.shape[-1]:
+                raise ValueError(
+                    f"NIfTI file {source} is 4-D {tuple(arr.shape)} (a time series or several volumes); set the "
+                    f"item's 'frame_index' (0..{arr.shape[-1] - 1}) to read one of them, or split it into 3-D files."
+                )
+            arr = arr[..., frame_index]
         elif arr.ndim not in (2, 3):
             raise ValueError(f"NIfTI file {source}: unsupported dimensions {tuple(arr.shape)}; expected 2D, 3D or 4D")
         if arr.ndim == 3:

@@ -124,6 +124,19 @@ def pixel_hash(array: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def _cut(n: int, train: bool, val: bool, test: bool, ftrain: float, fval: float) -> tuple[int, int]:
+    """``(n_train, n_val)`` of a stratum of ``n`` groups (the rest is test); a split that is off gets none."""
+    if n < train + val + test:  # too few groups for every split: train, then test, then val
+        n_train = min(n, int(train))
+        n_test = min(n - n_train, int(test))
+        return n_train, n - n_train - n_test if val else 0
+    n_train = min(max(1, int(round(ftrain * n))), n - val - test) if train else 0
+    if not test:
+        return n_train, n - n_train
+    n_val = min(max(1, int(round(fval * n))), n - n_train - 1) if val else 0
+    return n_train, n_val
+
+
 def split_by_group(
     groups: Sequence[str],
     labels: Sequence[int],
@@ -134,7 +147,9 @@ def split_by_group(
 
     Every item of a group gets the same split, so no patient is in two splits. Within each label stratum
     (a group's label is its most frequent item label) the groups are shuffled with ``seed`` and cut by
-    ``fractions``; a stratum of 1 group goes to train, of 2 groups to train and test.
+    ``fractions``. A split whose fraction is 0 gets no group; every other split gets at least one group of a stratum
+    that has enough groups; a stratum of fewer groups fills train, then test, then val (a stratum of 1 group goes
+    to train, of 2 groups to train and test).
 
     Returns:
         the split name (``"train"``, ``"val"`` or ``"test"``) of each item, in input order.
@@ -157,14 +172,7 @@ def split_by_group(
         gs = strata[y]
         order = [gs[i] for i in rng.permutation(len(gs))]
         n = len(order)
-        if n == 1:
-            n_train, n_val = 1, 0
-        elif n == 2:
-            n_train, n_val = 1, 0
-        else:
-            n_train = min(max(1, int(round(ftrain * n))), n - 2 if fval > 0 else n - 1)
-            n_val = max(1, int(round(fval * n))) if fval > 0 else 0
-            n_val = min(n_val, n - n_train - (1 if fractions[2] > 0 else 0))
+        n_train, n_val = _cut(n, ftrain > 0, fval > 0, fractions[2] > 0, ftrain, fval)
         for i, g in enumerate(order):
             assign[g] = "train" if i < n_train else ("val" if i < n_train + n_val else "test")
     return [assign[str(g)] for g in groups]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pgnm_monai.data import parse_options
 from pgnm_monai.data.utils import shared_data_dir
 
 __all__ = ["Task", "default_tasks", "parse_task", "pretrain_source", "resolve_tasks"]
@@ -36,11 +37,8 @@ def parse_task(spec: str) -> Task:
     if not sep or not sep2 or not name or not kind or not path:
         raise ValueError(f"task {spec!r} must look like name=kind:path[?option=value&...].")
     path, _, query = path.partition("?")
-    options: dict[str, Any] = {}
-    for pair in filter(None, query.split("&")):
-        key, _, value = pair.partition("=")
-        options[key] = {"true": True, "false": False}.get(value.lower(), value)
-    return Task(name, kind, path, options)
+    text = dict(pair.partition("=")[::2] for pair in query.split("&") if pair)
+    return Task(name, kind, path, parse_options(kind, text))
 
 
 def default_tasks(names: Sequence[str], data_dir: Path | None = None) -> list[Task]:

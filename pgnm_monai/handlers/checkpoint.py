@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from monai.handlers import CheckpointLoader
 from monai.utils import IgniteInfo, is_scalar, min_version, optional_import
 
-from pgnm_monai.atomic_files import default_file_mode
+from pgnm_monai.atomic_files import atomic_torch_save, default_file_mode
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 idist, _ = optional_import("ignite.distributed", IgniteInfo.OPT_IMPORT_VERSION, min_version)
@@ -64,12 +64,16 @@ class AtomicDiskSaver(DiskSaver):
         self.file_mode = default_file_mode() if file_mode is None else file_mode
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
-        """Save ``checkpoint`` to ``dirname/filename`` (or the fixed file name) and set its permission."""
-        filename = self.filename or filename
-        super().__call__(checkpoint, filename, metadata)
-        path = Path(self.dirname) / filename
-        if idist.get_rank() == self.save_on_rank and path.is_file():
-            os.chmod(path, self.file_mode)
+        """Save ``checkpoint`` to ``dirname/filename`` (or the fixed file name) atomically, with its permission.
+
+        Raises:
+            OSError: naming the file, when it cannot be written (e.g. a full disk); the previous file is intact.
+        """
+        if idist.get_rank() != self.save_on_rank:
+            return
+        path = Path(self.dirname) / (self.filename or filename)
+        atomic_torch_save(checkpoint, path)
+        os.chmod(path, self.file_mode)
 
     def remove(self, filename: str) -> None:
         """Delete ``dirname/filename``; nothing with a fixed file name (the next save replaces it)."""
@@ -171,15 +175,23 @@ class AtomicCheckpointSaver:
             self.interval_checkpoint = self.interval_checkpointer(self.save_dict)
 
     def interval_checkpointer(self, to_save: Mapping) -> Checkpoint:
-        """The ignite ``Checkpoint`` of ``to_save`` every ``save_interval`` epochs/iterations (last ``n_saved``)."""
+        """The ignite ``Checkpoint`` of ``to_save`` every ``save_interval`` epochs/iterations.
+
+        It keeps every file: ignite would delete the oldest *before* writing the new one, so a kill in between
+        would leave no checkpoint; :meth:`interval_completed` prunes to the last ``n_saved`` after the write.
+        """
         return Checkpoint(
             to_save=to_save,
             save_handler=AtomicDiskSaver(self.save_dir),
             filename_prefix=self.file_prefix,
             score_function=self._interval_score,
-            score_name="epoch" if self.epoch_level else "iteration",
-            n_saved=self.n_saved,
+            score_name=self._unit,
+            n_saved=None,
         )
+
+    @property
+    def _unit(self) -> str:
+        return "epoch" if self.epoch_level else "iteration"
 
     def _interval_score(self, engine: Engine) -> int:
         return engine.state.epoch if self.epoch_level else engine.state.iteration
@@ -257,22 +269,27 @@ class AtomicCheckpointSaver:
         if self.interval_checkpoint is None:
             raise RuntimeError("save_interval=0: no interval checkpoint to save.")
         self.interval_checkpoint(engine)
-        if self.epoch_level:
-            self.logger.info(f"Saved checkpoint at epoch: {engine.state.epoch}")
-        else:
-            self.logger.info(f"Saved checkpoint at iteration: {engine.state.iteration}")
+        if self.n_saved is not None and idist.get_rank() == self.interval_checkpoint.save_handler.save_on_rank:
+            # ignite forgets the files of an earlier process: after a resume they are pruned here too (by number;
+            # later numbers than this one belong to no live run)
+            name = Path(str(self.interval_checkpoint.last_checkpoint)).name
+            prefix = name.rpartition(f"_{self._unit}=")[0]
+            keep_last_epochs(self.save_dir, prefix, self._interval_score(engine), self.n_saved, unit=self._unit)
+        self.logger.info(f"Saved checkpoint at {self._unit}: {self._interval_score(engine)}")
 
 
 def _iteration(engine: Engine) -> int:
     return engine.state.iteration
 
 
-def keep_last_epochs(folder: str | os.PathLike, prefix: str, epoch: int, keep: int) -> dict[int, Path]:
-    """Of the ``<prefix>_epoch=N.pt`` files in ``folder``, keep the last ``keep`` with ``N <= epoch`` and remove the
-    others (later epochs are left by a run that was interrupted and resumed from an earlier one); return the kept
-    files by epoch."""
+def keep_last_epochs(
+    folder: str | os.PathLike, prefix: str, epoch: int, keep: int, unit: str = "epoch"
+) -> dict[int, Path]:
+    """Of the ``<prefix>_<unit>=N.pt`` files in ``folder``, keep the last ``keep`` with ``N <= epoch`` and remove the
+    others (later numbers are left by a run that was interrupted and resumed from an earlier one); return the kept
+    files by number. Call it after writing the newest file, so that a kill never leaves none."""
     files = {}
-    for path in Path(folder).glob(f"{prefix}_epoch=*.pt"):
+    for path in Path(folder).glob(f"{prefix}_{unit}=*.pt"):
         number = path.stem.partition("=")[2]
         if number.isdigit():
             files[int(number)] = path
@@ -345,14 +362,3 @@ class TrainingStateSaver(AtomicCheckpointSaver):
         self.save_dict = {**self.save_dict, self.engine_key: engine}
         self.interval_checkpoint = self.interval_checkpointer(self.save_dict)
         super().attach(engine)
-
-    def interval_completed(self, engine: Engine) -> None:
-        """Save ``checkpoint_epoch=N.pt``; keep only the last ``n_saved`` of the folder's training states.
-
-        ignite forgets files of an earlier process, so after a resume the checkpoints written before the
-        interruption are pruned here (by epoch number; later epochs than this one belong to no live run).
-        """
-        super().interval_completed(engine)
-        if self.n_saved is None or idist.get_rank() != self.interval_checkpoint.save_handler.save_on_rank:
-            return
-        keep_last_epochs(self.save_dir, "checkpoint", engine.state.epoch, self.n_saved)

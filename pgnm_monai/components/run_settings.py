@@ -1,0 +1,113 @@
+"""The settings a run was trained with: recorded in its training state and ``models/run_settings.json``, and
+compared when the run is resumed, evaluated or used for inference.
+
+A resume with another value of a recorded setting is refused, naming the id and both values, except the ids in
+:data:`EXTENDABLE` (``epochs``: extending a finished run), which only warn. Evaluation and inference compare the
+ids that decide what the network sees (:data:`INPUT_SETTINGS`) with the trained run's ``run_settings.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+from pgnm_monai.atomic_files import atomic_write_text, to_jsonable
+
+__all__ = [
+    "EXTENDABLE",
+    "INPUT_SETTINGS",
+    "RunSettings",
+    "check_trained_settings",
+    "compare_settings",
+    "write_run_settings",
+]
+
+#: ids a resume may change, with a warning: ``epochs`` extends (or shortens) a run; the learning-rate schedules
+#: keep the state they were saved with (a cosine schedule continues past its first length).
+EXTENDABLE = ("epochs",)
+#: the ids evaluation and inference must share with the trained run: what the network is and what it sees.
+INPUT_SETTINGS = ("network", "spatial_dims", "in_channels", "image_size", "spacing", "intensity_mean", "intensity_std")
+
+
+class RunSettings:
+    """The settings of a run (config id -> value), saved in its training state (``"settings"``).
+
+    ``state_dict()`` is what the training-state checkpoint stores; at :meth:`write` they also go to
+    ``run_settings.json`` beside the models, for evaluation and inference.
+
+    Args:
+        settings: config id -> value (plain values: numbers, strings, lists, dicts, None).
+    """
+
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        self.settings = to_jsonable(dict(settings))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The settings (plain values, loadable with ``torch.load(..., weights_only=True)``)."""
+        return dict(self.settings)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Compare ``state_dict`` (a saved run's settings) with these (:func:`compare_settings`)."""
+        compare_settings(state_dict, self.settings, "the training state")
+
+    def write(self, path: str | os.PathLike) -> bool:
+        """Write the settings to ``path`` (JSON, atomically; on the main process only); returns True."""
+        from pgnm_monai import distributed
+
+        if distributed.is_main_process():
+            atomic_write_text(path, json.dumps(self.settings, indent=2, sort_keys=True) + "\n")
+        return True
+
+
+def compare_settings(saved: Mapping[str, Any], current: Mapping[str, Any], source: str) -> None:
+    """Refuse a current value that differs from the saved one (``ValueError`` naming the id, both values and
+    ``source``); an id of :data:`EXTENDABLE` only warns. Ids present on one side only are not compared."""
+    current = to_jsonable(dict(current))
+    for key in sorted(set(saved) & set(current)):
+        old, new = saved[key], current[key]
+        if old == new:
+            continue
+        if key in EXTENDABLE:
+            warnings.warn(
+                f"config id {key!r} is {new!r} but {source} was trained with {old!r}; the run goes on to {new!r} "
+                "(the learning-rate schedules keep their saved state).",
+                stacklevel=2,
+            )
+            continue
+        raise ValueError(
+            f"config id {key!r} is {new!r} but {source} was trained with {old!r}; give --{key} {json.dumps(old)} "
+            "to go on with that run, or start a new run in another bundle_root."
+        )
+
+
+def check_trained_settings(ckpt_dir: str | os.PathLike, settings: Mapping[str, Any]) -> bool:
+    """Refuse evaluation or inference settings that differ from the trained run's (``ckpt_dir/run_settings.json``).
+
+    Args:
+        ckpt_dir: the trained run's ``models`` folder.
+        settings: config id -> value of this stage (:data:`INPUT_SETTINGS`).
+
+    Raises:
+        ValueError: naming the id, this stage's value and the trained one.
+    """
+    path = os.path.join(os.fspath(ckpt_dir), "run_settings.json")
+    if not os.path.isfile(path):
+        warnings.warn(
+            f"{path} does not exist (a model copied without its run): the settings {sorted(settings)} are not "
+            "checked against the training run's.",
+            stacklevel=2,
+        )
+        return True
+    with open(path, encoding="utf-8") as f:
+        saved = json.load(f)
+    compare_settings({k: v for k, v in saved.items() if k in settings}, settings, f"the model in {path}")
+    return True
+
+
+def write_run_settings(settings: RunSettings, ckpt_dir: str | os.PathLike) -> bool:
+    """Write ``settings`` to ``ckpt_dir/run_settings.json`` (the train stage's ``initialize``, after the resume
+    check), for the evaluation and inference of the run's models."""
+    return settings.write(os.path.join(os.fspath(ckpt_dir), "run_settings.json"))
