@@ -84,7 +84,9 @@ class _FolderLock:
             ) from None
         except OSError as e:
             raise PermissionError(
-                f"config id {self.config_id!r}: cannot write the run lock {str(self.lock_path)!r} ({e})."
+                f"config id {self.config_id!r} points to {str(self.bundle_root)!r}, which is not a writable folder "
+                f"(its run lock {LOCK_NAME} cannot be written: {e.strerror or e}); choose another {self.config_id} "
+                "or bundle_root, or fix its permissions."
             ) from e
         self._lock = lock
         if first:

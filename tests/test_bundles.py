@@ -164,6 +164,8 @@ def test_pretrain_evaluate_inference_export(pretrained, tmp_path):
         "configs/inference.json",
         "--network",
         "small",
+        "--bundle_root",  # the run whose models/class_map.json gives the class count
+        root,
     )
     from pgnm_monai.networks import build_classifier
 
@@ -214,7 +216,8 @@ def test_check_properties_metadata_and_verify(tmp_path):
             (base, "train", {}),
             # outside torchrun: skip the process-group set-up, check the merged ids only
             ([*base, bundle / "configs" / "multi_gpu_train.json"], "train", {"initialize": ["$None"]}),
-            ([bundle / "configs" / "inference.json"], "infer", {"initialize": ["$None"]}),  # no model.pt needed
+            # no model.pt needed; the run's class map and named inputs are
+            ([bundle / "configs" / "inference.json"], "infer", {"initialize": ["$None"], "dataset_kind": "embedded"}),
         ):
             extra = {**extra, "bundle_root": os.fspath(tmp_path)}  # resolving the handlers creates logs/
             if bundle == FT and kind == "train":

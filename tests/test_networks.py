@@ -352,7 +352,7 @@ def test_onnx_export_through_monai_bundle_matches_pytorch(tmp_path):
             sys.executable, "-m", "monai.bundle", "onnx_export", "network_def", "--filepath",
             os.fspath(tmp_path / "model.onnx"), "--ckpt_file", os.fspath(tmp_path / "model.pt"), "--meta_file",
             "configs/metadata.json", "--config_file", "configs/inference.json", "--input_shape", "[2, 1, 64, 64]",
-            "--use_trace", "True",
+            "--use_trace", "True", "--num_classes", "4",  # a weight file without its run: the class count given
         ],
         cwd=ROOT / "bundles" / "pgnm_pretrain", capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -119,8 +119,8 @@ def test_spacing_resamples_nifti_and_dicom_series_volumes(tmp_path):
     from pgnm_monai.transforms import LoadMedicalImage
 
     functional = os.path.join(NIB_DATA, "functional.nii")  # 17 x 21 x 3 voxels of 4 x 4 x 8 mm (its first frame)
-    assert read_image(functional, "MR", spatial_dims=3).shape == (1, 17, 21, 3)
-    iso = read_image(functional, "MR", spatial_dims=3, spacing=(4.0, 4.0, 4.0))
+    assert read_image(functional, "MR", frame_index=0, spatial_dims=3).shape == (1, 17, 21, 3)
+    iso = read_image(functional, "MR", frame_index=0, spatial_dims=3, spacing=(4.0, 4.0, 4.0))
     assert iso.shape == (1, 17, 21, 5) and iso.dtype == np.float32 and 0.0 <= iso.min() <= iso.max() <= 1.0
     anatomical = os.path.join(NIB_DATA, "anatomical.nii")  # 33 x 41 x 25 voxels of 2 mm
     assert LoadMedicalImage(spatial_dims=3, spacing=4.0)(anatomical, "MR").shape == (1, 17, 21, 13)
@@ -158,7 +158,11 @@ def test_spacing_through_the_bundle(tmp_path):
         rows.append([os.fspath(_ct_series(folder / f"s{k}")), "a" if k else "b", f"S{k}", "CT"])
     with open(folder / "labels.csv", "w", newline="") as fh:
         csv.writer(fh).writerows(rows)
-    data = {"dataset_kind": "clinical", "dataset_dir": os.fspath(folder), "dataset_options": {"slices": "none"}}
+    data = {
+        "dataset_kind": "clinical",
+        "dataset_dir": os.fspath(folder),
+        "dataset_options": {"slices": "none", "time_point": 0},
+    }
     spacing = [4.0, 4.0, 4.0]
     wf = workflow("pgnm_pretrain", "train", bundle_root=os.fspath(tmp_path / "wf"), spacing=spacing, **data, **V3)
     wf.initialize()
@@ -201,7 +205,7 @@ def test_pgnm_run_on_volumes(tmp_path):
     out = tmp_path / "out"
     args = ["--spatial-dims", "3", "--grid", "4", "--spacing", "4", "--network", "small", "--image-size", "16"]
     args += ["--dataset-kind", "clinical", "--dataset-dir", os.fspath(folder)]
-    args += ["--dataset-options", '{"slices": "none"}']
+    args += ["--dataset-options", '{"slices": "none", "time_point": 0}']
     assert main(["run", "--output-dir", os.fspath(out), "--pretrain-epochs", "1", "--finetune-epochs", "2", *args]) == 0
     rows = list(csv.DictReader(open(out / "comparison.csv")))
     assert sorted(r["arm"] for r in rows) == ["none", "pgnm"]

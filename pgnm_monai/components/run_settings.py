@@ -108,6 +108,6 @@ def check_trained_settings(ckpt_dir: str | os.PathLike, settings: Mapping[str, A
 
 
 def write_run_settings(settings: RunSettings, ckpt_dir: str | os.PathLike) -> bool:
-    """Write ``settings`` to ``ckpt_dir/run_settings.json`` (the train stage's ``initialize``, after the resume
-    check), for the evaluation and inference of the run's models."""
+    """Write ``settings`` to ``ckpt_dir/run_settings.json`` once training has ended (beside ``class_map.json``; a
+    failed run leaves none), for the evaluation and inference of the run's models."""
     return settings.write(os.path.join(os.fspath(ckpt_dir), "run_settings.json"))

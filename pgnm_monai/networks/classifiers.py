@@ -8,7 +8,6 @@ network with another class count by dropping only the head (see :data:`HEAD_PREF
 
 from __future__ import annotations
 
-import timm
 import torch
 import torch.nn.functional as F
 from monai.networks.nets import DenseNet121, ResNet, resnet18, resnet50
@@ -188,6 +187,8 @@ def timm_resnet(name: str, in_channels: int, num_classes: int = 0) -> nn.Module:
 
     ``num_classes=0``: no head; the network maps an image to its pooled features (``net.num_features``).
     """
+    import timm  # imported when a timm network is built (seconds of start-up saved for the others)
+
     net = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels)
     pool = net.maxpool
     net.maxpool = ChannelsLastMaxPool2d(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode)

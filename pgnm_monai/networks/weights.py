@@ -31,7 +31,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from timm.models import adapt_input_conv
 from torch import nn
 
 from pgnm_monai.networks.classifiers import HEAD_PREFIXES
@@ -134,6 +133,8 @@ def adapt_input_channels(weight: torch.Tensor, in_channels: int) -> torch.Tensor
     """
     out, source = weight.shape[:2]
     flat = weight.reshape(out, source, -1, 1)
+    from timm.models import adapt_input_conv
+
     adapted = adapt_input_conv(in_channels, flat, base_chans=source)
     return adapted.reshape(out, in_channels, *weight.shape[2:])
 
