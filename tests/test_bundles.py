@@ -15,6 +15,7 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
+from pgnm_monai.data import save_class_map
 from pgnm_monai.experiments.runner import make_workflow as workflow
 from pgnm_monai.experiments.runner import run_bundle as run
 
@@ -220,6 +221,8 @@ def test_check_properties_metadata_and_verify(tmp_path):
             ([bundle / "configs" / "inference.json"], "infer", {"initialize": ["$None"], "dataset_kind": "embedded"}),
         ):
             extra = {**extra, "bundle_root": os.fspath(tmp_path)}  # resolving the handlers creates logs/
+            if kind == "infer":  # a trained run's class map
+                save_class_map(tmp_path / "models" / "class_map.json", ["a", "b"], dataset_kind="embedded")
             if bundle == FT and kind == "train":
                 extra = {**extra, "pretrained_ckpt": None}  # resolving the trainer would load it
             wf = ConfigWorkflow(

@@ -78,7 +78,7 @@ def test_probe_is_incremental_per_model(pretrained, tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in cached}
     frame = run_probe(out, task, ARMS, SEEDS, (8,), n_episodes=5, n_jobs=1, **SETTINGS)  # adds seed 1 only
     assert {p: p.stat().st_mtime_ns for p in cached} == stamps
-    assert len(list((out / "probe" / "embedded").glob("*.csv"))) == 4 and len(frame) == 4 * 5 * 2
+    assert len(list((out / "probe" / "embedded").glob("*.csv"))) == 4 and len(frame) == 4 * 5 * 4  # x 4 probes
     run_probe(out, task, ARMS, SEEDS, (8,), n_episodes=6, n_jobs=1, **SETTINGS)  # new settings: recomputed
     assert len(list((out / "probe" / "embedded").glob("*.csv"))) == 4  # stale files replaced, not kept
     assert all(not p.exists() for p in cached)
@@ -90,7 +90,7 @@ def test_probe_is_incremental_per_model(pretrained, tmp_path):
     run_probe(out, task, ARMS, SEEDS, (8,), n_episodes=6, n_jobs=1, **SETTINGS)
     after = {p.name for p in (out / "probe" / "embedded").glob("none_seed0-*.csv")}
     assert len(after) == 1 and after != before
-    assert len(pd.read_csv(out / "probe_runs.csv")) == 4 * 6 * 2
+    assert len(pd.read_csv(out / "probe_runs.csv")) == 4 * 6 * 4
 
 
 def test_episodes_are_stratified_seeded_and_match_few_shot_counts():
@@ -129,8 +129,8 @@ def test_feature_extractor_gives_the_head_input(pretrained):
 def test_run_probe_rows_shared_episodes_and_determinism(probed):
     out, frame, again = probed
     assert list(frame.columns) == list(RUN_COLUMNS)
-    assert len(frame) == len(ARMS) * len(SEEDS) * 1 * EPISODES * 2  # arms x seeds x N x episodes x probes
-    assert set(frame["probe"]) == {"linear", "centroid"} and set(frame["n"]) == {8}
+    assert len(frame) == len(ARMS) * len(SEEDS) * 1 * EPISODES * 4  # arms x seeds x N x episodes x probes
+    assert set(frame["probe"]) == {"linear", "centroid", "linear_bn", "centroid_bn"} and set(frame["n"]) == {8}
     assert frame[["macro_f1", "balanced_accuracy"]].notna().all().all()
     assert frame["n_test"].eq(9).all()
     # the same episodes for every arm and pretrain seed
@@ -161,7 +161,7 @@ def test_hierarchical_bootstrap_includes_seed_variation():
 def test_summary_paired_deltas_and_report(probed):
     out, frame, _ = probed
     summary = probe_summary(frame, n_boot=300)
-    assert len(summary) == 2 * len(ARMS)  # probes x arms for the one task and N
+    assert len(summary) == 4 * len(ARMS)  # probes (2 feature sets x 2) x arms for the one task and N
     base = summary[summary["arm"] == "none"]
     other = summary[summary["arm"] == "pgnm-reinforce"]
     assert base["delta"].isna().all() and (base["result"] == "").all()
@@ -194,3 +194,23 @@ def test_summary_paired_deltas_and_report(probed):
     pd.testing.assert_frame_equal(
         pd.read_csv(out / "probe_summary.csv", keep_default_na=False).iloc[:, :4], summary.iloc[:, :4]
     )
+
+
+def test_batchnorm_statistics_are_re_estimated_on_the_given_images():
+    """``reestimate_batchnorm``: every BN layer's running mean and variance become those of its inputs over the
+    clean images (whatever they were: here garbage), the weights stay, and the model is left in eval mode."""
+    from pgnm_monai.experiments.probe import reestimate_batchnorm
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU()).eval()
+    bn = model[1]
+    bn.running_mean.fill_(50.0)
+    bn.running_var.fill_(1e-3)
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    images = torch.rand(10, 1, 8, 8) * 3 + 1
+    reestimate_batchnorm(model, images, batch_size=10, device="cpu")  # one batch: the exact statistics
+    with torch.no_grad():
+        conv = model[0](images)
+    torch.testing.assert_close(bn.running_mean, conv.mean(dim=(0, 2, 3)))
+    torch.testing.assert_close(bn.running_var, conv.var(dim=(0, 2, 3), unbiased=True))
+    assert not model.training and all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())

@@ -98,13 +98,12 @@ def test_benchmark_command_micro_profile_end_to_end(tmp_path, capsys):
     assert (out / "f1_vs_n.png").stat().st_size > 1000
     # the probe protocol and the pretraining evidence, through the same command
     probe = pd.read_csv(out / "probe_runs.csv")
-    assert set(probe["arm"]) == {"none", "pgnm-reinforce", "frozen_policy"} and set(probe["probe"]) == {
-        "linear",
-        "centroid",
-    }
+    assert set(probe["arm"]) == {"none", "pgnm-reinforce", "frozen_policy"}
+    assert set(probe["probe"]) == {"linear", "centroid", "linear_bn", "centroid_bn"}
     assert probe.groupby(["arm", "probe"]).size().eq(20).all()  # the micro profile's 20 episodes
     for section in ("## Frozen-feature probes", "## Does learning matter?", "## What pretraining did", "masks.png"):
         assert section in report, section
+    assert "probe `linear_bn` (mean ± half-width" in report and "`linear_bn` is the primary measure" in report
     assert {"kl_to_init", "train_loss", "val_macro_f1"} <= set(pd.read_csv(out / "pretrain_curves.csv").columns)
     for figure in ("policy_curves.png", "pretrain_curves.png", "masks.png"):
         assert (out / figure).stat().st_size > 1000, figure

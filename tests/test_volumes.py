@@ -166,7 +166,7 @@ def test_spacing_through_the_bundle(tmp_path):
     spacing = [4.0, 4.0, 4.0]
     wf = workflow("pgnm_pretrain", "train", bundle_root=os.fspath(tmp_path / "wf"), spacing=spacing, **data, **V3)
     wf.initialize()
-    items = load_datalist("clinical", os.fspath(folder), split="all", slices="none").items
+    items = load_datalist("clinical", os.fspath(folder), split="all", slices="none", time_point=0).items
     chains = {
         "train#preprocessing": train_transforms(image_size=16, channels=1, spatial_dims=3, spacing=spacing),
         "validate#preprocessing": eval_transforms(image_size=16, channels=1, spatial_dims=3, spacing=spacing),

@@ -28,7 +28,8 @@ import os
 import warnings
 from pathlib import Path
 
-from pgnm_monai.data.io import check_one_series, file_kind, read_image, volume_shape
+from pgnm_monai.data.dicom import check_one_series
+from pgnm_monai.data.io import file_kind, read_image, volume_shape
 from pgnm_monai.data.schema import MODALITIES, Datalist, check_class_spelling, make_item
 from pgnm_monai.data.utils import DEFAULT_FRACTIONS, file_type_problem, read_csv, split_by_group
 

@@ -15,6 +15,8 @@ split. Here:
 - probes: a linear probe (standardise, then multinomial ``LogisticRegression``, lbfgs, C = 1) and a
   nearest-centroid classifier on the same standardised features; scores: macro-F1 and balanced accuracy
   on the whole test split (the same definitions as :func:`pgnm_monai.metrics.classification_metrics`).
+- two feature sets per model: the batch-norm statistics as trained (``linear``, ``centroid``), and re-estimated on
+  the task's clean, unlabelled training images (:func:`reestimate_batchnorm`; ``linear_bn``, ``centroid_bn``).
 - intervals (:func:`~pgnm_monai.experiments.probe_report.probe_summary`): a hierarchical bootstrap that
   resamples pretrain seeds, then episodes within each drawn seed, so the variation between pretrained models is
   part of the interval.
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
     from pgnm_monai.experiments.tasks import Task
 
 __all__ = [
+    "BN_SUFFIX",
     "PROBES",
     "RUN_COLUMNS",
     "draw_episodes",
@@ -64,6 +67,7 @@ __all__ = [
     "extract_features",
     "feature_extractor",
     "preprocess",
+    "reestimate_batchnorm",
     "run_probe",
     "stratified_quotas",
 ]
@@ -97,6 +101,9 @@ def _centroid_probe() -> Pipeline:
 
 #: probe name -> factory of an unfitted scikit-learn pipeline (standardisation fit on the episode's train set).
 PROBES: dict[str, Callable[[], Pipeline]] = {"linear": _linear_probe, "centroid": _centroid_probe}
+#: suffix of the probes on features whose batch-norm statistics were re-estimated on the task's clean training
+#: images (:func:`reestimate_batchnorm`): ``linear_bn``, ``centroid_bn``. Without it: the statistics as trained.
+BN_SUFFIX = "_bn"
 
 
 # ---------------------------------------------------------------------------------------------- features
@@ -168,6 +175,25 @@ def extract_features(
     return torch.cat(out).flatten(1).numpy().astype(np.float64)
 
 
+def reestimate_batchnorm(
+    model: nn.Module, images: torch.Tensor, batch_size: int = 64, device: str | torch.device | None = None
+) -> nn.Module:
+    """Re-estimate the running mean and variance of every batch-norm layer of ``model`` on ``images`` (clean,
+    unlabelled), as the average over all of them (``torch.optim.swa_utils.update_bn``); nothing else changes.
+
+    A model pretrained on masked images holds the statistics of masked images; applied to clean images they shift
+    every feature. Fine-tuning re-estimates them; a frozen-feature probe needs this to measure the representation.
+
+    Returns:
+        ``model``, in eval mode.
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = model.to(device)
+    batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
+    torch.optim.swa_utils.update_bn(batches, model, device=device)
+    return model.eval()
+
+
 # ---------------------------------------------------------------------------------------------- episodes
 
 
@@ -210,8 +236,10 @@ def _probe_episodes(
     test: tuple[np.ndarray, np.ndarray],
     episodes: Sequence[np.ndarray],
     first: int = 0,
+    suffix: str = "",
 ) -> list[dict[str, Any]]:
-    """Fit every probe of :data:`PROBES` on each episode (numbered from ``first``); score on the whole test split."""
+    """Fit every probe of :data:`PROBES` on each episode (numbered from ``first``); score on the whole test split.
+    The rows name the probe with ``suffix`` (:data:`BN_SUFFIX` for re-estimated batch-norm statistics)."""
     (x_train, y_train), (x_test, y_test) = train, test
     rows = []
     # one BLAS thread: the fits are tiny, and thread barriers made them ~10x slower on a shared 2-core CPU
@@ -223,7 +251,7 @@ def _probe_episodes(
             for name, factory in PROBES.items():
                 probe = factory().fit(x_train[idx], y_train[idx])
                 scores = {k: v for k, v in label_metrics(y_test, probe.predict(x_test)).items() if k in SCORES}
-                rows.append({"episode": e, "episode_hash": episode_hash(idx), "probe": name} | scores)
+                rows.append({"episode": e, "episode_hash": episode_hash(idx), "probe": name + suffix} | scores)
     return rows
 
 
@@ -232,14 +260,16 @@ def _probe_in_parallel(
     test: tuple[np.ndarray, np.ndarray],
     episodes: Sequence[np.ndarray],
     n_jobs: int,
+    suffix: str = "",
 ) -> list[dict[str, Any]]:
     """:func:`_probe_episodes` on contiguous chunks of ``episodes`` in ``n_jobs`` processes (joblib; same rows)."""
     jobs = min(effective_n_jobs(n_jobs), len(episodes))
     if jobs <= 1:
-        return _probe_episodes(train, test, episodes)
+        return _probe_episodes(train, test, episodes, suffix=suffix)
     bounds = np.linspace(0, len(episodes), jobs + 1).astype(int)
     parts = Parallel(n_jobs=jobs)(
-        delayed(_probe_episodes)(train, test, episodes[a:b], a) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        delayed(_probe_episodes)(train, test, episodes[a:b], a, suffix)
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
     )
     return [row for part in parts for row in part]
 
@@ -315,6 +345,7 @@ def run_probe(
         "network": network,
         "image_size": int(image_size),
         "in_channels": int(in_channels),
+        "features": ("as_trained", "bn_clean"),  # both feature sets of every model (BN_SUFFIX)
         **({"spatial_dims": 3} if int(spatial_dims) == 3 else {}),  # 2D keys unchanged: cached rows stay valid
     }
     digests = {key: hashlib.sha1(path.read_bytes()).hexdigest() for key, path in models.items()}
@@ -338,14 +369,19 @@ def run_probe(
             episodes = {n: draw_episodes(labels["train"], n, n_episodes, seed) for n in sizes}
         for arm, pseed in todo:
             model, _ = feature_extractor(models[(arm, pseed)], network, in_channels, spatial_dims)
-            feats = {s: extract_features(model, images[s], image_size, in_channels, batch_size, device) for s in images}
             rows = []
-            for n in sizes:
-                scored = _probe_in_parallel(
-                    (feats["train"], labels["train"]), (feats["test"], labels["test"]), episodes[n], n_jobs
-                )
-                key = {"arm": arm, "pretrain_seed": pseed, "task": task.name, "n": n, "n_test": len(labels["test"])}
-                rows += [key | r for r in scored]
+            for suffix in ("", BN_SUFFIX):  # statistics as trained, then re-estimated on the clean training images
+                if suffix:
+                    reestimate_batchnorm(model, images["train"], batch_size, device)
+                feats = {
+                    s: extract_features(model, images[s], image_size, in_channels, batch_size, device) for s in images
+                }
+                for n in sizes:
+                    scored = _probe_in_parallel(
+                        (feats["train"], labels["train"]), (feats["test"], labels["test"]), episodes[n], n_jobs, suffix
+                    )
+                    key = {"arm": arm, "pretrain_seed": pseed, "task": task.name, "n": n, "n_test": len(labels["test"])}
+                    rows += [key | r for r in scored]
             path = cache[(arm, pseed)]
             for stale in path.parent.glob(f"{arm}_seed{pseed}-*.csv"):
                 stale.unlink()

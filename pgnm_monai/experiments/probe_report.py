@@ -14,10 +14,18 @@ import pandas as pd
 
 from pgnm_monai.arms import ARMS
 from pgnm_monai.atomic_files import atomic_write_text
+from pgnm_monai.experiments.probe import BN_SUFFIX
 from pgnm_monai.experiments.report import markdown_table
 from pgnm_monai.experiments.statistics import bootstrap_interval
 
-__all__ = ["delta_overview", "probe_report_markdown", "probe_summary", "win_tie_loss", "write_probe_report"]
+__all__ = [
+    "delta_overview",
+    "primary_probe",
+    "probe_report_markdown",
+    "probe_summary",
+    "win_tie_loss",
+    "write_probe_report",
+]
 
 
 def _matrix(group: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -100,6 +108,12 @@ def delta_overview(summary: pd.DataFrame, probe: str = "linear", baseline: str =
     return pd.DataFrame(rows).fillna("")
 
 
+def primary_probe(summary: pd.DataFrame) -> str:
+    """The probe a report leads with: the linear probe on re-estimated batch-norm statistics when the runs have it
+    (``linear_bn``), else the linear probe."""
+    return "linear" + BN_SUFFIX if "linear" + BN_SUFFIX in set(summary["probe"]) else "linear"
+
+
 def probe_report_markdown(summary: pd.DataFrame, baseline: str = "none", title: str | None = None) -> str:
     """A Markdown report of :func:`probe_summary`: the interval explained, the tables, win/tie/loss.
 
@@ -127,13 +141,23 @@ def probe_report_markdown(summary: pd.DataFrame, baseline: str = "none", title: 
         "of the seeds' means, so read it as a lower bound on the uncertainty.",
         "",
     ]
+    primary = primary_probe(summary)
+    if primary.endswith(BN_SUFFIX):
+        lines += [
+            f"Each model is probed twice: `linear`/`centroid` use its batch-norm statistics as trained, "
+            f"`linear{BN_SUFFIX}`/`centroid{BN_SUFFIX}` re-estimate them on the task's clean, unlabelled training "
+            f"images first. `{primary}` is the primary measure: a masked arm's trained statistics are those of "
+            "masked images, so applied to clean images they shift every feature, and a probe on them mixes the "
+            "representation with that mismatch (fine-tuning, the second measure, re-estimates them as well).",
+            "",
+        ]
     if title is not None:
         lines = [f"## {title}", "", f"Deltas are arm − `{baseline}`; intervals as in the probe section above.", ""]
     if baseline in set(summary["arm"]):
         lines += [
-            f"### Overview: paired delta to `{baseline}`, linear probe (mean ± half-width; ▲ / ▼ win / loss)",
+            f"### Overview: paired delta to `{baseline}`, probe `{primary}` (mean ± half-width; ▲ / ▼ win / loss)",
             "",
-            markdown_table(delta_overview(summary, "linear", baseline)),
+            markdown_table(delta_overview(summary, primary, baseline)),
             "",
         ]
     for probe, sub in summary.groupby("probe", sort=True):

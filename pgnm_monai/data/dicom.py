@@ -1,0 +1,108 @@
+"""DICOM files and series folders read with MONAI's ``PydicomReader``, one series per folder (see
+:mod:`pgnm_monai.data.io` for the pixel rule applied after reading)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from pgnm_monai.data.utils import file_type_problem
+
+__all__ = ["check_one_series", "read_dicom"]
+
+
+def check_one_series(folder: str, files: Sequence[str]) -> None:
+    """Refuse a DICOM series folder whose ``files`` belong to more than one series (``SeriesInstanceUID``), e.g. an
+    axial and a sagittal series side by side, which would otherwise be stacked into one volume."""
+    import pydicom
+
+    series: dict[str, str] = {}
+    for f in files:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                uid = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"]).get(
+                    "SeriesInstanceUID", ""
+                )
+        except Exception as e:  # pydicom raises many types for broken files
+            raise ValueError(f"DICOM file {f} cannot be read: {type(e).__name__}: {e}") from e
+        series.setdefault(str(uid), f)
+    if len(series) > 1:
+        examples = "; ".join(f"{uid or '(none)'} e.g. {os.path.basename(f)}" for uid, f in list(series.items())[:3])
+        raise ValueError(
+            f"DICOM series folder {folder} holds {len(series)} series (SeriesInstanceUID {examples}); a series "
+            "folder must hold one series: put each series in its own folder and list each folder in the CSV."
+        )
+
+
+def read_dicom(path: str) -> tuple[np.ndarray, dict]:
+    """Read a DICOM file or series folder with MONAI's ``PydicomReader``.
+
+    Returns:
+        the array (2D ``(H, W)``, RGB ``(H, W, 3)``, multi-frame ``(F, H, W[, 3])`` or series ``(H, W, N)``)
+        after rescale, palette expansion and MONOCHROME1 inversion; and a small header dict (with the reader's
+        ``affine`` of the array, ``None`` for palette images).
+    """
+    import pydicom
+    from monai.data import PydicomReader
+
+    reader = PydicomReader(swap_ij=False, affine_lps_to_ras=True)
+    if os.path.isdir(path):
+        entries = sorted(f for f in Path(path).iterdir() if not f.name.startswith("."))
+        for f in entries:  # MONAI opens every entry of the folder: refuse those that could block or fail
+            problem = file_type_problem(f)
+            if problem:
+                raise ValueError(f"DICOM series folder {path}: entry {f} {problem}; a series folder holds files only")
+        dicom_files = [os.fspath(f) for f in entries if pydicom.misc.is_dicom(str(f))]
+        if not dicom_files:
+            raise ValueError(f"DICOM series folder {path} contains no DICOM file")
+        check_one_series(path, dicom_files)
+    affine = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = reader.read(path)
+            first = ds[0] if isinstance(ds, list) else ds
+            photometric = str(first.get("PhotometricInterpretation", "MONOCHROME2"))
+            if photometric == "PALETTE COLOR" and not isinstance(ds, list):
+                from pydicom.pixels import apply_color_lut
+
+                arr = np.asarray(apply_color_lut(first.pixel_array, first))
+                if arr.dtype == np.uint16 and int(first.get("BitsAllocated", 8)) == 8:
+                    arr = (arr // 257).astype(np.uint8)
+            else:
+                arr, meta = reader.get_data(ds)
+                arr, affine = np.asarray(arr), meta.get("affine")
+                if not isinstance(ds, list) and "RescaleSlope" not in first:
+                    arr = _enhanced_rescale(first, arr)
+    except Exception as e:  # pydicom raises many types for broken files
+        raise ValueError(f"DICOM file {path} cannot be read: {type(e).__name__}: {e}") from e
+    if arr.size == 0:
+        raise ValueError(f"DICOM file {path} has empty pixel data")
+    header = {
+        "modality": str(first.get("Modality", "")),
+        "body_part": str(first.get("BodyPartExamined", "")),
+        "patient_id": str(first.get("PatientID", "")),
+        "series_uid": str(first.get("SeriesInstanceUID", "")),
+        "frames": int(first.get("NumberOfFrames", 1) or 1),
+        "samples_per_pixel": int(first.get("SamplesPerPixel", 1) or 1),
+        "photometric": photometric,
+        "series": isinstance(ds, list),
+        "affine": affine,
+    }
+    if photometric == "MONOCHROME1":
+        arr = arr.max() - arr.astype(np.float32) + arr.min()
+    return arr, header
+
+
+def _enhanced_rescale(ds, arr: np.ndarray) -> np.ndarray:
+    """Apply the shared functional group's rescale of an enhanced (multi-frame) image, if any."""
+    try:
+        tr = ds.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence[0]
+        return arr.astype(np.float32) * float(tr.RescaleSlope) + float(tr.RescaleIntercept)
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        return arr
