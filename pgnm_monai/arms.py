@@ -24,7 +24,15 @@ arm                        mechanism          what the classifier trains on
 ``random_mask``            ``random_mask``    images times the same Beta mask with fixed concentrations
 ``gaussian``               ``gaussian``       MONAI ``RandGaussianNoise`` on each image
 ``coarse_dropout``         ``coarse_dropout`` MONAI ``RandCoarseDropout`` on each image
+``trivialaugment``         ``torchvision``    torchvision's ``TrivialAugmentWide`` on each image (8-bit)
+``randaugment``            ``torchvision``    torchvision's ``RandAugment`` on each image (8-bit)
+``mixup``                  ``mix``            MONAI ``MixUp`` on the batch, labels mixed alike (soft)
+``cutmix``                 ``mix``            MONAI ``CutMix`` on the batch, labels mixed alike (soft)
 =========================  =================  =========================================================
+
+The last four are what a practitioner would pick instead of a mask (:mod:`pgnm_monai.transforms.augment`): the
+torchvision policies work on the image mapped back to [0, 1] with ``intensity_mean``/``intensity_std`` and
+quantised to 8 bits; the mixes need ``num_classes`` and train on soft labels (cross-entropy on probabilities).
 
 The settings an arm fixes (its :attr:`Arm.settings`) win over the caller's keyword arguments; the others
 (e.g. ``objective`` of ``frozen_policy``, which only matters for ``paper``'s classifier-loss scaling) come
@@ -61,7 +69,8 @@ from pgnm_monai.handlers.noise_policy import STATE_ATTRIBUTES, NoisePolicyHandle
 from pgnm_monai.mask import EPS, GRID, KERNEL_SIZE, SIGMA
 from pgnm_monai.networks.policy import DEFAULT_TRUNK, NoisePolicy
 from pgnm_monai.objectives import OBJECTIVES
-from pgnm_monai.transforms import RandomBetaMask
+from pgnm_monai.transforms import PAPER_MEAN, PAPER_STD, RandomBetaMask
+from pgnm_monai.transforms.augment import RandBatchMix, RandTorchvisionPolicy
 from pgnm_monai.validation import check_choice
 
 __all__ = [
@@ -81,7 +90,7 @@ __all__ = [
 ]
 
 #: how an arm changes the training images.
-MECHANISMS = ("none", "pgnm", "random_mask", "gaussian", "coarse_dropout")
+MECHANISMS = ("none", "pgnm", "random_mask", "gaussian", "coarse_dropout", "torchvision", "mix")
 #: mechanisms that draw a G x G Beta mask (the grid must fit the image).
 MASK_ARMS = ("pgnm", "random_mask")
 
@@ -120,6 +129,10 @@ ARMS: dict[str, Arm] = {
         Arm("random_mask", "random_mask", {}, "the same Beta mask with fixed concentrations"),
         Arm("gaussian", "gaussian", {}, "MONAI RandGaussianNoise"),
         Arm("coarse_dropout", "coarse_dropout", {}, "MONAI RandCoarseDropout"),
+        Arm("trivialaugment", "torchvision", {}, "torchvision TrivialAugmentWide"),
+        Arm("randaugment", "torchvision", {}, "torchvision RandAugment"),
+        Arm("mixup", "mix", {}, "MONAI MixUp, soft labels"),
+        Arm("cutmix", "mix", {}, "MONAI CutMix, soft labels"),
     )
 }
 
@@ -269,6 +282,10 @@ def build_arm_handler(
     noise_std: float = 0.1,
     dropout_holes: int = 8,
     dropout_fraction: float = 0.1,
+    intensity_mean: float = PAPER_MEAN,
+    intensity_std: float = PAPER_STD,
+    num_classes: int | None = None,
+    mix_alpha: float | None = None,
     image_key: str = "image",
     seed: int = 0,
     preset: str | None = None,
@@ -293,6 +310,11 @@ def build_arm_handler(
         noise_std: standard deviation of ``gaussian``.
         dropout_holes: number of holes of ``coarse_dropout``.
         dropout_fraction: hole side as a fraction of ``image_size`` (``coarse_dropout``).
+        intensity_mean: the chain's normalisation mean (``trivialaugment``, ``randaugment``).
+        intensity_std: the chain's normalisation std (``trivialaugment``, ``randaugment``).
+        num_classes: the class count (``mixup``, ``cutmix``: required).
+        mix_alpha: Beta(alpha, alpha) of the mixing weight; ``None``: torchvision's references' (0.2 for
+            ``mixup``, 1.0 for ``cutmix``).
         image_key: key of the image in the batch dict.
         seed: seed of the policy initialisation and of every draw.
         preset: ``None``, ``"paper"`` or ``"fast"`` (:data:`PRESETS`): default policy arguments of
@@ -326,6 +348,15 @@ def build_arm_handler(
         return BatchAugmentationHandler(mask, per_sample=False, **common)
     if spec.mechanism == "gaussian":
         return BatchAugmentationHandler(RandGaussianNoise(prob=1.0, mean=0.0, std=noise_std), **common)
+    if spec.mechanism == "torchvision":
+        if spatial_dims != 2:
+            raise ValueError(f"arm {arm!r} augments 2D images (torchvision), got spatial_dims={spatial_dims}.")
+        return BatchAugmentationHandler(RandTorchvisionPolicy(arm, intensity_mean, intensity_std), **common)
+    if spec.mechanism == "mix":
+        if num_classes is None:
+            raise ValueError(f"num_classes is required for arm {arm!r} (the labels become one-hot).")
+        alpha = {"mixup": 0.2, "cutmix": 1.0}[arm] if mix_alpha is None else mix_alpha
+        return BatchAugmentationHandler(RandBatchMix(arm, num_classes, alpha), mix_labels=True, **common)
     if image_size is None:
         raise ValueError("image_size is required for arm 'coarse_dropout' (it sizes the holes).")
     side = max(1, round(dropout_fraction * image_size))

@@ -223,7 +223,9 @@ class ClassificationEpochMetric(EpochMetric):
 
     def update(self, output: Sequence[torch.Tensor]) -> None:
         y_pred, y = output[0], output[1]
-        y = torch.as_tensor(y).reshape(-1).long() if torch.as_tensor(y).ndim != 2 else torch.as_tensor(y).long()
+        y = torch.as_tensor(y)
+        # (N, K) labels: one-hot, or the soft labels of a batch mix (mixup, cutmix): the dominant class
+        y = y.argmax(dim=1) if y.ndim == 2 else y.reshape(-1).long()
         super().update((torch.as_tensor(y_pred).detach().float(), y))
 
     def compute(self) -> float:

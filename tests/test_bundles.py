@@ -238,6 +238,7 @@ def test_check_properties_metadata_and_verify(tmp_path):
             meta_file=os.fspath(bundle / "configs" / "metadata.json"),
             config_file=os.fspath(bundle / "configs" / "inference.json"),
             network="small",
+            num_classes=4,  # no trained run here: the class count given (a run's comes from its class_map.json)
         )
 
 

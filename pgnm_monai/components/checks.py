@@ -36,6 +36,7 @@ def check_train_args(
     max_val_items: int | None = None,
     intensity_std: float = 1.0,
     dataset_options: Mapping[str, Any] | None = None,
+    flip_prob: float = 0.5,
 ) -> bool:
     """Check the plain ids of a training config (the bundle's values); raise ``ValueError`` naming the id at fault.
 
@@ -66,6 +67,11 @@ def check_train_args(
     for name, value in (("lr", lr), ("intensity_std", intensity_std)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"config id {name!r} must be a finite number > 0, got {value!r}.")
+    if isinstance(flip_prob, bool) or not isinstance(flip_prob, (int, float)) or not 0 <= flip_prob <= 1:
+        raise ValueError(
+            f"config id 'flip_prob' must be a probability in [0, 1], got {flip_prob!r} (0 for data whose classes "
+            "a horizontal flip changes, e.g. left/right organs)."
+        )
     if dataset_options is not None and not isinstance(dataset_options, Mapping):
         raise ValueError(
             f"config id 'dataset_options' must be a mapping of option -> value (e.g. {{'slices': 'none'}}), "

@@ -35,6 +35,9 @@ class BatchAugmentationHandler:
         image_key: key of the image in the batch dict.
         seed: seed of the draws.
         to_device: move the batch image to the trainer's device first (so the augmentation runs there).
+        mix_labels: ``transform`` takes and returns the batch's image and label (a batch mix such as
+            :class:`~pgnm_monai.transforms.augment.RandBatchMix`: the label becomes soft, ``(B, num_classes)``).
+        label_key: key of the label in the batch dict (``mix_labels``).
     """
 
     def __init__(
@@ -44,8 +47,12 @@ class BatchAugmentationHandler:
         image_key: str = CommonKeys.IMAGE,
         seed: int = 0,
         to_device: bool = True,
+        mix_labels: bool = False,
+        label_key: str = CommonKeys.LABEL,
     ) -> None:
         self.transform = transform
+        self.mix_labels = mix_labels
+        self.label_key = label_key
         self.per_sample = per_sample
         self.image_key = image_key
         self.seed = int(seed)
@@ -66,7 +73,9 @@ class BatchAugmentationHandler:
         if isinstance(self.transform, Randomizable):
             self.transform.set_random_state(iteration_seed(self.seed, engine.state.iteration, distributed.rank()))
         with torch.no_grad():
-            if self.per_sample:
+            if self.mix_labels:
+                image, batch[self.label_key] = self.transform(image, batch[self.label_key])
+            elif self.per_sample:
                 image = torch.stack([torch.as_tensor(self.transform(item)) for item in image])
             else:
                 image = self.transform(image)
