@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from pgnm_monai.data import Datalist, few_shot_subset, load_datalist
+from pgnm_monai.data import KINDS, Datalist, few_shot_subset, load_datalist
 from pgnm_monai.data.schema import IMAGE_PATH
 
 __all__ = ["check_num_classes", "class_names", "inference_data", "inference_items", "label_map", "load_data"]
@@ -40,10 +40,7 @@ def load_data(
         if not os.path.exists(os.path.expanduser(str(dataset_dir))):
             raise FileNotFoundError(f"config id 'dataset_dir' points to {dataset_dir!r}, which does not exist.")
         if kind is None:
-            raise ValueError(
-                f"config id 'dataset_kind' is required with dataset_dir={dataset_dir!r} "
-                "(embedded, mednist, medmnist, image_folder, radimagenet or clinical)."
-            )
+            raise ValueError(f"config id 'dataset_kind' is required with dataset_dir={dataset_dir!r} (one of {KINDS}).")
         dataset_dir = os.path.expanduser(str(dataset_dir))
     dl = load_datalist(kind, dataset_dir, split=split, seed=int(seed), **(options or {}))
     items = [dict(it) for it in dl.items]

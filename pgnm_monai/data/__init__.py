@@ -20,8 +20,10 @@ source modules; ``kind`` is one of :data:`KINDS` (``"embedded"`` when ``dataset_
   ``class_map`` (:func:`pgnm_monai.data.image_folder.load_image_folder`).
 - ``radimagenet``: ``layout``, ``class_map``, ``drop_defective``
   (:func:`pgnm_monai.data.radimagenet.load_radimagenet`).
-- ``clinical``: ``csv_file``, ``slices``, ``every_k``, ``fractions``
+- ``clinical``: ``csv_file``, ``slices``, ``every_k``, ``fractions``, ``time_point``
   (:func:`pgnm_monai.data.clinical.load_clinical`).
+- ``union``: several sources as one labelled set, ``dataset_dir`` a JSON file listing them (or ``sources``)
+  (:func:`pgnm_monai.data.union.load_union`).
 
 Guarantees (each source's docstring gives its details):
 
@@ -74,7 +76,7 @@ __all__ = [
     "shared_data_dir",
 ]
 
-KINDS = ("embedded", "mednist", "medmnist", "image_folder", "radimagenet", "clinical")
+KINDS = ("embedded", "mednist", "medmnist", "image_folder", "radimagenet", "clinical", "union")
 
 
 #: kind -> (module, function) of its loader, imported when first used.
@@ -85,6 +87,7 @@ _LOADERS = {
     "image_folder": ("pgnm_monai.data.image_folder", "load_image_folder"),
     "radimagenet": ("pgnm_monai.data.radimagenet", "load_radimagenet"),
     "clinical": ("pgnm_monai.data.clinical", "load_clinical"),
+    "union": ("pgnm_monai.data.union", "load_union"),
 }
 _COMMON = ("dataset_dir", "split", "seed")
 
@@ -158,6 +161,8 @@ def load_datalist(
     check_keywords(f"dataset kind {kind!r}", options, loader_options(kind))
     if kind == "embedded":
         return loader(split=split, seed=seed, **options)
+    if kind == "union":  # its JSON file of sources, or the sources option
+        return loader(dataset_dir, split=split, seed=seed, **options)
     if dataset_dir is None:
         raise ValueError(f"dataset kind {kind!r} needs dataset_dir (its root folder or file)")
     return loader(dataset_dir, split=split, seed=seed, **options)
