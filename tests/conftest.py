@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -15,8 +16,10 @@ from PIL import Image
 from pgnm_monai.data.utils import shared_data_dir
 
 # The tests use tiny tensors: one intra-op thread is faster for them and keeps the suite's time stable when
-# the machine is shared (thread barriers on an oversubscribed CPU made tiny-op tests 10-40x slower).
+# the machine is shared (thread barriers on an oversubscribed CPU made tiny-op tests 10-40x slower). The
+# processes the tests start (bundles, torchrun, pgnm) inherit it: two pytest workers fill the two cores already.
 torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 MEDNIST_CLASSES = ("AbdomenCT", "BreastMRI", "CXR", "ChestCT", "Hand", "HeadCT")
 

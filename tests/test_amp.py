@@ -7,21 +7,14 @@ import os
 
 import pytest
 import torch
+from bundle_settings import TINY as BUNDLE_TINY
 
 from pgnm_monai.components import amp_kwargs, use_amp
 from pgnm_monai.experiments.runner import make_workflow
 from pgnm_monai.networks import NoisePolicy
 from pgnm_monai.transforms import PolicyNoiseMask
 
-TINY = {
-    "image_size": 32,
-    "network": "small",
-    "policy_trunk": "small",
-    "grid": 8,
-    "batch_size": 8,
-    "progress_bar": False,
-    "epochs": 1,
-}
+TINY = {**BUNDLE_TINY, "epochs": 1}
 
 
 def test_use_amp_is_cuda_only():

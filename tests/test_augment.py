@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from bundle_settings import QUIET
 from monai.transforms import CutMix, MixUp
 from torchvision.transforms import v2
 
@@ -16,7 +17,7 @@ from pgnm_monai.experiments.runner import run_bundle
 from pgnm_monai.metrics import ClassificationEpochMetric
 from pgnm_monai.transforms.augment import RandBatchMix, RandTorchvisionPolicy
 
-TINY = {"image_size": 32, "network": "small", "batch_size": 8, "progress_bar": False, "tensorboard": False}
+TINY = QUIET
 MEAN, STD = 0.3, 0.25
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from bundle_settings import TINY
 from monai.bundle import ConfigWorkflow
 
 from pgnm_monai.data import save_class_map
@@ -22,14 +23,7 @@ from pgnm_monai.experiments.runner import run_bundle as run
 ROOT = Path(__file__).resolve().parents[1]
 PRE = ROOT / "bundles" / "pgnm_pretrain"
 FT = ROOT / "bundles" / "pgnm_finetune"
-TINY = {
-    "image_size": 32,
-    "network": "small",
-    "policy_trunk": "small",
-    "grid": 8,
-    "batch_size": 8,
-    "progress_bar": False,
-}
+
 MEDNIST = ROOT.parent / "shared" / "data" / "mednist" / "MedNIST.tar.gz"
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
 # the fine-tune bundle is an overlay of the pretrain bundle's train.json (as its docs/README.md shows)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import torch
+from bundle_settings import QUIET
 from monai.data import CacheDataset, PersistentDataset
 from monai.utils import set_determinism
 
@@ -17,15 +18,7 @@ from pgnm_monai.data import cached_dataset, load_datalist
 from pgnm_monai.experiments.runner import run_bundle
 from pgnm_monai.transforms import eval_transforms, train_transforms
 
-TINY = {
-    "image_size": 32,
-    "network": "small",
-    "policy_trunk": "small",
-    "grid": 8,
-    "batch_size": 8,
-    "progress_bar": False,
-    "tensorboard": False,
-}
+TINY = QUIET
 
 
 def _images(dataset, epochs: int = 1) -> list[torch.Tensor]:

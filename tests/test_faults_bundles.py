@@ -43,6 +43,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from bundle_settings import QUIET
 
 from pgnm_monai.components import root_error
 from pgnm_monai.experiments.runner import make_workflow, run_bundle
@@ -50,16 +51,7 @@ from pgnm_monai.run_lock import INFO_NAME, BundleRootInUseError
 
 ROOT = Path(__file__).resolve().parents[1]
 PRE = ROOT / "bundles" / "pgnm_pretrain"
-TINY = {
-    "image_size": 32,
-    "network": "small",
-    "policy_trunk": "small",
-    "grid": 8,
-    "batch_size": 8,
-    "progress_bar": False,
-    "tensorboard": False,
-    "epochs": 1,
-}
+TINY = {**QUIET, "epochs": 1}
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
 DATA_FILE = (".dcm", ".nii")  # the embedded images are DICOM/NIfTI files
 

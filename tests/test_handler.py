@@ -29,7 +29,14 @@ SCRIPT = Path(__file__).parent / "scripts" / "train_tiny.py"
 sys.path.insert(0, str(SCRIPT.parent))
 from train_tiny import tiny_classifier  # noqa: E402
 
-ARM_KWARGS = {"image_size": 32, "grid": 8, "kernel_size": 5, "sigma": 2.0, "trunk": "small", "seed": 0}
+ARM_KWARGS = {
+    "image_size": 32,
+    "grid": 8,
+    "kernel_size": 5,
+    "sigma": 2.0,
+    "trunk": "small",
+    "seed": 0,
+}
 
 
 def make_trainer(x, y, handlers, epochs=1, batch_size=16, lr=0.05, seed=0):
@@ -85,7 +92,7 @@ def test_arm_none_is_bit_identical_to_plain_trainer(mednist_small):
 @pytest.mark.parametrize("arm", [a for a in ARMS if a != "none"])
 def test_every_arm_changes_the_training_images(mednist_small, arm):
     x, y, _ = mednist_small
-    handler = build_arm_handler(arm, **ARM_KWARGS)
+    handler = build_arm_handler(arm, num_classes=int(y[:32].max()) + 1, **ARM_KWARGS)  # the mixes' label count
     trainer, _ = make_trainer(x[:32], y[:32], [handler])
     seen = []
     trainer.add_event_handler(IterationEvents.FORWARD_COMPLETED, lambda e: seen.append(e.state.output["image"]))

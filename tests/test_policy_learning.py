@@ -227,16 +227,10 @@ def test_check_train_args_validates_reward_sign_and_advantage():
 
 
 def test_bundle_selects_the_control_arms_by_name(tmp_path):
+    from bundle_settings import TINY as tiny
+
     from pgnm_monai.experiments.runner import make_workflow
 
-    tiny = {
-        "image_size": 32,
-        "network": "small",
-        "policy_trunk": "small",
-        "grid": 8,
-        "batch_size": 8,
-        "progress_bar": False,
-    }
     for arm, overrides, want in (
         ("frozen_policy", {}, {"frozen": True, "reward_sign": -1, "advantage": "baseline"}),
         (

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bundle_settings import QUIET
 
 from pgnm_monai.data import load_datalist
 from pgnm_monai.experiments.runner import run_bundle
@@ -32,15 +33,7 @@ from pgnm_monai.run_lock import BundleRootInUseError
 
 ROOT = Path(__file__).resolve().parents[1]
 PRE = ROOT / "bundles" / "pgnm_pretrain"
-TINY = {
-    "image_size": 32,
-    "network": "small",
-    "policy_trunk": "small",
-    "grid": 8,
-    "batch_size": 8,
-    "progress_bar": False,
-    "tensorboard": False,
-}
+TINY = QUIET
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
 
 

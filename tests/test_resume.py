@@ -14,20 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from bundle_settings import QUIET
 
 from pgnm_monai.experiments.runner import run_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 PRE = ROOT / "bundles" / "pgnm_pretrain"
-TINY = {
-    "image_size": 32,
-    "network": "small",
-    "policy_trunk": "small",
-    "grid": 8,
-    "batch_size": 8,
-    "progress_bar": False,
-    "tensorboard": False,
-}
+TINY = QUIET
 CASES = {
     "none": {"arm": "none"},
     "pgnm-reinforce": {"arm": "pgnm"},

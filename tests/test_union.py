@@ -8,11 +8,12 @@ import os
 
 import pytest
 import torch
+from bundle_settings import QUIET
 
 from pgnm_monai.data import load_datalist
 from pgnm_monai.experiments.runner import run_bundle
 
-TINY = {"image_size": 32, "network": "small", "batch_size": 8, "progress_bar": False, "tensorboard": False}
+TINY = QUIET
 
 
 @pytest.fixture

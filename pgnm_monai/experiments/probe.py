@@ -274,6 +274,32 @@ def _probe_in_parallel(
     return [row for part in parts for row in part]
 
 
+def _probe_model(
+    model: nn.Module,
+    key: Mapping[str, Any],
+    images: Mapping[str, torch.Tensor],
+    labels: Mapping[str, np.ndarray],
+    episodes: Mapping[int, Sequence[np.ndarray]],
+    shape: tuple[int, int],
+    batch_size: int,
+    device: str | torch.device | None,
+    n_jobs: int,
+) -> list[dict[str, Any]]:
+    """The probe rows of one model on one task (``key``: arm, pretrain seed, task) for every ``N`` of ``episodes``
+    (``shape``: image size and channels): its batch-norm statistics as trained, then re-estimated on the clean
+    training images (:data:`BN_SUFFIX`)."""
+    rows = []
+    for suffix in ("", BN_SUFFIX):
+        if suffix:
+            reestimate_batchnorm(model, images["train"], batch_size, device)
+        feats = {s: extract_features(model, x, *shape, batch_size, device) for s, x in images.items()}
+        for n, drawn in episodes.items():
+            train, test = (feats["train"], labels["train"]), (feats["test"], labels["test"])
+            scored = _probe_in_parallel(train, test, drawn, n_jobs, suffix)
+            rows += [{**key, "n": n, "n_test": len(labels["test"])} | r for r in scored]
+    return rows
+
+
 def _cache_key(model_digest: str, task: Task, settings: Mapping[str, Any]) -> str:
     """A short hash of everything a model's probe rows depend on: the model's bytes, the task and the settings."""
     digest = hashlib.sha1(model_digest.encode())
@@ -369,19 +395,10 @@ def run_probe(
             episodes = {n: draw_episodes(labels["train"], n, n_episodes, seed) for n in sizes}
         for arm, pseed in todo:
             model, _ = feature_extractor(models[(arm, pseed)], network, in_channels, spatial_dims)
-            rows = []
-            for suffix in ("", BN_SUFFIX):  # statistics as trained, then re-estimated on the clean training images
-                if suffix:
-                    reestimate_batchnorm(model, images["train"], batch_size, device)
-                feats = {
-                    s: extract_features(model, images[s], image_size, in_channels, batch_size, device) for s in images
-                }
-                for n in sizes:
-                    scored = _probe_in_parallel(
-                        (feats["train"], labels["train"]), (feats["test"], labels["test"]), episodes[n], n_jobs, suffix
-                    )
-                    key = {"arm": arm, "pretrain_seed": pseed, "task": task.name, "n": n, "n_test": len(labels["test"])}
-                    rows += [key | r for r in scored]
+            key = {"arm": arm, "pretrain_seed": pseed, "task": task.name}
+            rows = _probe_model(
+                model, key, images, labels, episodes, (image_size, in_channels), batch_size, device, n_jobs
+            )
             path = cache[(arm, pseed)]
             for stale in path.parent.glob(f"{arm}_seed{pseed}-*.csv"):
                 stale.unlink()

@@ -1,0 +1,12 @@
+"""The tiny bundle settings of the tests that run the bundles: small networks and policy trunk, 32 px, a grid of 8."""
+
+TINY = {
+    "image_size": 32,
+    "network": "small",
+    "policy_trunk": "small",
+    "grid": 8,
+    "batch_size": 8,
+    "progress_bar": False,
+}
+#: the same without TensorBoard event files.
+QUIET = {**TINY, "tensorboard": False}
