@@ -71,3 +71,19 @@ def test_union_pretrains_through_the_bundle_and_the_cli_takes_it(union_file, tmp
     assert args.dataset_kind == "union"
     bench = ["benchmark", "--pretrain-kind", "union", "--pretrain-dir", os.fspath(union_file)]
     assert build_parser().parse_args(bench).pretrain_kind == "union"
+
+
+def test_a_profile_names_a_union_by_its_sources_under_the_data_folder(tmp_path, clinical_csv):
+    """``pretrain: union`` with ``pretrain_options.sources`` relative to the data folder, as a profile gives it."""
+    from pgnm_monai.experiments.protocol import pretrain_settings
+    from pgnm_monai.experiments.tasks import pretrain_source
+
+    kind, folder = pretrain_source("union", clinical_csv.parent)
+    assert (kind, folder) == ("union", os.fspath(clinical_csv.parent))
+    sources = [{"kind": "clinical", "path": clinical_csv.name, "options": {"time_point": 0}}, {"kind": "embedded"}]
+    from pgnm_monai.experiments.profiles import PROFILES
+
+    cfg = {**PROFILES["micro"], "pretrain": "union", "pretrain_options": {"sources": sources}}
+    settings = pretrain_settings(cfg, kind, folder)
+    dl = load_datalist(settings["dataset_kind"], settings["dataset_dir"], split="all", **settings["dataset_options"])
+    assert dl.class_names[:2] == ["labels/lesion", "labels/normal"] and dl.report["sources"]["embedded"] == 39

@@ -61,7 +61,8 @@ def load_union(
     """The ``split`` of every source, relabelled into one label map (see the module docstring).
 
     Args:
-        dataset_dir: the union's JSON file (used when ``sources`` is not given).
+        dataset_dir: the union's JSON file (used when ``sources`` is not given); with ``sources``, the folder their
+            relative paths start from (e.g. the shared data folder of a profile).
         split: ``"train"``, ``"val"``, ``"test"`` or ``"all"`` (of every source).
         seed: seed of the sources' own splits and of the caps.
         sources: the sources (instead of a file).
@@ -72,6 +73,11 @@ def load_union(
         if dataset_dir is None:
             raise ValueError("dataset kind 'union' needs dataset_dir (its JSON file of sources) or the sources option.")
         sources = read_sources(dataset_dir)
+    elif dataset_dir is not None and os.path.isdir(dataset_dir):
+        sources = [
+            {**s, "path": os.path.join(dataset_dir, s["path"])} if s.get("path") and not os.path.isabs(s["path"]) else s
+            for s in sources
+        ]
     if not sources:
         raise ValueError("dataset kind 'union': the list of sources is empty.")
     items: list[dict] = []

@@ -73,10 +73,13 @@ def default_tasks(names: Sequence[str], data_dir: Path | None = None) -> list[Ta
 
 def pretrain_source(name: str, data_dir: Path | None = None) -> tuple[str | None, str | None]:
     """``(dataset_kind, dataset_dir)`` of a profile's named pretraining set: ``embedded``, ``mednist`` (the
-    tarball) or the name of a MedMNIST file under ``medmnist/`` (e.g. ``adrenalmnist3d``)."""
+    tarball), the name of a MedMNIST file under ``medmnist/`` (e.g. ``adrenalmnist3d``) or ``union`` (the sources
+    in the profile's ``pretrain_options``, their paths relative to the data folder)."""
     if name == "embedded":
         return None, None
     root = Path(data_dir) if data_dir else shared_data_dir()
+    if name == "union":  # the profile's pretrain_options list the sources, relative to the data folder
+        return "union", str(root)
     if name == "mednist":
         path = root / "mednist" / "MedNIST.tar.gz"
         if not path.exists():
