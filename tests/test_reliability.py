@@ -278,6 +278,10 @@ def test_a_folder_of_two_dicom_series_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"DICOM series folder \S*two_series holds 2 series \(SeriesInstanceUID "
                                          r"1\.2\.3\.1 e\.g\. s0\.dcm; 1\.2\.3\.2 e\.g\. s2\.dcm\)"):  # fmt: skip
         load_datalist("clinical", os.fspath(labels), split="all", slices="all")
+    from pgnm_monai.data.io import read_image  # the reader checks the datasets it reads (validation off, items)
+
+    with pytest.raises(ValueError, match=r"DICOM series folder \S*two_series holds 2 series"):
+        read_image(os.fspath(folder), "CT", slice_index=0)
 
 
 def test_a_4d_nifti_needs_its_time_point(tmp_path):

@@ -17,20 +17,26 @@ __all__ = ["check_one_series", "read_dicom"]
 
 def check_one_series(folder: str, files: Sequence[str]) -> None:
     """Refuse a DICOM series folder whose ``files`` belong to more than one series (``SeriesInstanceUID``), e.g. an
-    axial and a sagittal series side by side, which would otherwise be stacked into one volume."""
+    axial and a sagittal series side by side, which would otherwise be stacked into one volume. Reads the headers
+    only (the clinical loader's check at load time; :func:`read_dicom` checks the datasets it has read)."""
     import pydicom
 
-    series: dict[str, str] = {}
+    uids = []
     for f in files:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                uid = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"]).get(
-                    "SeriesInstanceUID", ""
-                )
+                uids.append(pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"]))
         except Exception as e:  # pydicom raises many types for broken files
             raise ValueError(f"DICOM file {f} cannot be read: {type(e).__name__}: {e}") from e
-        series.setdefault(str(uid), f)
+    _refuse_several_series(folder, [(d.get("SeriesInstanceUID", ""), f) for d, f in zip(uids, files, strict=True)])
+
+
+def _refuse_several_series(folder: str, uid_and_file: Sequence[tuple[object, str]]) -> None:
+    """``ValueError`` naming ``folder`` and its series when the ``(SeriesInstanceUID, file)`` pairs hold several."""
+    series: dict[str, str] = {}
+    for uid, f in uid_and_file:
+        series.setdefault(str(uid), os.fspath(f))
     if len(series) > 1:
         examples = "; ".join(f"{uid or '(none)'} e.g. {os.path.basename(f)}" for uid, f in list(series.items())[:3])
         raise ValueError(
@@ -57,15 +63,20 @@ def read_dicom(path: str) -> tuple[np.ndarray, dict]:
             problem = file_type_problem(f)
             if problem:
                 raise ValueError(f"DICOM series folder {path}: entry {f} {problem}; a series folder holds files only")
-        dicom_files = [os.fspath(f) for f in entries if pydicom.misc.is_dicom(str(f))]
-        if not dicom_files:
+        if not any(pydicom.misc.is_dicom(str(f)) for f in entries):
             raise ValueError(f"DICOM series folder {path} contains no DICOM file")
-        check_one_series(path, dicom_files)
-    affine = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = reader.read(path)
+    except Exception as e:  # pydicom raises many types for broken files
+        raise ValueError(f"DICOM file {path} cannot be read: {type(e).__name__}: {e}") from e
+    if isinstance(ds, list):  # a series folder: one series, checked on the datasets just read
+        _refuse_several_series(path, [(d.get("SeriesInstanceUID", ""), d.filename) for d in ds])
+    affine = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             first = ds[0] if isinstance(ds, list) else ds
             photometric = str(first.get("PhotometricInterpretation", "MONOCHROME2"))
             if photometric == "PALETTE COLOR" and not isinstance(ds, list):
