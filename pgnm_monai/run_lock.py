@@ -43,19 +43,19 @@ class _FolderLock:
     """The lock of one output folder (``folder/.pgnm_run.lock``), named by its config id in errors."""
 
     def __init__(self, folder: str | os.PathLike, config_id: str = "bundle_root") -> None:
-        self.bundle_root = Path(folder)
+        self.folder = Path(folder)
         self.config_id = config_id
         self._lock: FileLock | None = None
 
     @property
     def lock_path(self) -> Path:
-        """The lock file, ``bundle_root/.pgnm_run.lock``."""
-        return self.bundle_root / LOCK_NAME
+        """The lock file, ``folder/.pgnm_run.lock``."""
+        return self.folder / LOCK_NAME
 
     @property
     def info_path(self) -> Path:
-        """The holder's description, ``bundle_root/.pgnm_run.json``."""
-        return self.bundle_root / INFO_NAME
+        """The holder's description, ``folder/.pgnm_run.json``."""
+        return self.folder / INFO_NAME
 
     def acquire(self) -> bool:
         """Take the lock (global rank 0 only); ``True`` when taken.
@@ -69,9 +69,9 @@ class _FolderLock:
         if _global_rank() != 0:
             return False
         try:
-            self.bundle_root.mkdir(parents=True, exist_ok=True)
+            self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            folder = str(self.bundle_root)
+            folder = str(self.folder)
             raise PermissionError(f"config id {self.config_id!r}: cannot create {folder!r} ({e}).") from e
         lock = FileLock(self.lock_path, timeout=0, is_singleton=True, thread_local=False)
         first = not lock.is_locked  # not yet held by this process
@@ -79,12 +79,12 @@ class _FolderLock:
             lock.acquire()
         except Timeout:
             raise BundleRootInUseError(
-                f"{self.config_id} {str(self.bundle_root)!r} is in use by another run ({self._holder()}); wait for "
+                f"{self.config_id} {str(self.folder)!r} is in use by another run ({self._holder()}); wait for "
                 f"it to end, stop it, or give this run another {self.config_id}."
             ) from None
         except OSError as e:
             raise PermissionError(
-                f"config id {self.config_id!r} points to {str(self.bundle_root)!r}, which is not a writable folder "
+                f"config id {self.config_id!r} points to {str(self.folder)!r}, which is not a writable folder "
                 f"(its run lock {LOCK_NAME} cannot be written: {e.strerror or e}); choose another {self.config_id} "
                 "or bundle_root, or fix its permissions."
             ) from e
@@ -126,7 +126,7 @@ class _FolderLock:
             "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
             "command": shlex.join([sys.executable, *sys.argv]),
         }
-        fd, tmp = tempfile.mkstemp(prefix=INFO_NAME, dir=self.bundle_root)
+        fd, tmp = tempfile.mkstemp(prefix=INFO_NAME, dir=self.folder)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(info, f, indent=1)
         os.replace(tmp, self.info_path)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Collection, Iterable
 
-__all__ = ["check_choice", "check_keywords"]
+__all__ = ["check_choice", "check_keywords", "check_positive"]
 
 
 def _did_you_mean(value: object, choices: Iterable[object]) -> str:
@@ -33,3 +34,10 @@ def check_keywords(what: str, given: Iterable[str], accepted: Collection[str]) -
             raise TypeError(
                 f"{what} has no option {key!r}{_did_you_mean(key, accepted)} Its options: {sorted(accepted)}."
             )
+
+
+def check_positive(what: str, value: object) -> object:
+    """Return ``value`` when it is a finite number > 0 (not a bool), else raise ``ValueError`` naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{what} must be a finite number > 0, got {value!r}.")
+    return value

@@ -214,7 +214,8 @@ def test_check_train_args_validates_reward_sign_and_advantage():
     from pgnm_monai.experiments.runner import bundle_defaults
 
     ids = bundle_defaults("pgnm_pretrain", "train")
-    valid = {k: ids[k] for k in inspect.signature(check_train_args).parameters if k in ids}  # the bundle's values
+    valid = {k: ids.get(k) for k in inspect.signature(check_train_args).parameters}  # the bundle's values
+    valid["dataset_options"] = {}  # a mapping: not among bundle_defaults' plain values
     assert check_train_args(**{**valid, "arm": "pgnm-adversarial", "reward_sign": 1, "advantage": "normalized"})
     with pytest.raises(ValueError, match=r"config id 'reward_sign' must be one of \(-1, 1\), got 0"):
         check_train_args(**{**valid, "reward_sign": 0})

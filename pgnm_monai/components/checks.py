@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 from collections.abc import Mapping
@@ -12,7 +11,7 @@ from pgnm_monai.arms import MASK_ARMS, arm_spec
 from pgnm_monai.networks.classifiers import CLASSIFIERS
 from pgnm_monai.networks.policy import TRUNKS
 from pgnm_monai.objectives import ADVANTAGES, OBJECTIVES, REWARD_SIGNS
-from pgnm_monai.validation import check_choice
+from pgnm_monai.validation import check_choice, check_positive
 
 __all__ = ["check_output_dirs", "check_train_args", "require_file"]
 
@@ -31,12 +30,12 @@ def check_train_args(
     policy_trunk: str,
     reward_sign: int,
     advantage: str,
-    val_batch_size: int = 1,
-    max_train_items: int | None = None,
-    max_val_items: int | None = None,
-    intensity_std: float = 1.0,
-    dataset_options: Mapping[str, Any] | None = None,
-    flip_prob: float = 0.5,
+    val_batch_size: int,
+    max_train_items: int | None,
+    max_val_items: int | None,
+    intensity_std: float,
+    dataset_options: Mapping[str, Any] | None,
+    flip_prob: float,
 ) -> bool:
     """Check the plain ids of a training config (the bundle's values); raise ``ValueError`` naming the id at fault.
 
@@ -65,8 +64,7 @@ def check_train_args(
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"config id {name!r} must be an integer >= {low}, got {value!r}.")
     for name, value in (("lr", lr), ("intensity_std", intensity_std)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise ValueError(f"config id {name!r} must be a finite number > 0, got {value!r}.")
+        check_positive(f"config id {name!r}", value)
     if isinstance(flip_prob, bool) or not isinstance(flip_prob, (int, float)) or not 0 <= flip_prob <= 1:
         raise ValueError(
             f"config id 'flip_prob' must be a probability in [0, 1], got {flip_prob!r} (0 for data whose classes "

@@ -49,10 +49,6 @@ class RunSettings:
         """The settings (plain values, loadable with ``torch.load(..., weights_only=True)``)."""
         return dict(self.settings)
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Compare ``state_dict`` (a saved run's settings) with these (:func:`compare_settings`)."""
-        compare_settings(state_dict, self.settings, "the training state")
-
     def write(self, path: str | os.PathLike) -> bool:
         """Write the settings to ``path`` (JSON, atomically; on the main process only); returns True."""
         from pgnm_monai import distributed

@@ -43,13 +43,15 @@ def read_sources(path: str | os.PathLike) -> list[dict[str, Any]]:
     sources = spec.get("sources") if isinstance(spec, Mapping) else spec
     if not isinstance(sources, list):
         raise ValueError(f"union sources file {path}: expected a list of sources (or {{'sources': [...]}}).")
-    out = []
-    for source in sources:
-        source = dict(source)
-        if source.get("path") and not os.path.isabs(source["path"]):
-            source["path"] = os.fspath(path.parent / source["path"])
-        out.append(source)
-    return out
+    return _relative_to(sources, path.parent)
+
+
+def _relative_to(sources: Sequence[Mapping[str, Any]], folder: str | os.PathLike) -> list[dict[str, Any]]:
+    """``sources`` with each relative ``path`` joined to ``folder``."""
+    return [
+        {**s, "path": os.path.join(folder, s["path"])} if s.get("path") and not os.path.isabs(s["path"]) else dict(s)
+        for s in sources
+    ]
 
 
 def load_union(
@@ -74,10 +76,7 @@ def load_union(
             raise ValueError("dataset kind 'union' needs dataset_dir (its JSON file of sources) or the sources option.")
         sources = read_sources(dataset_dir)
     elif dataset_dir is not None and os.path.isdir(dataset_dir):
-        sources = [
-            {**s, "path": os.path.join(dataset_dir, s["path"])} if s.get("path") and not os.path.isabs(s["path"]) else s
-            for s in sources
-        ]
+        sources = _relative_to(sources, dataset_dir)
     if not sources:
         raise ValueError("dataset kind 'union': the list of sources is empty.")
     items: list[dict] = []

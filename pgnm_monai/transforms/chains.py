@@ -18,7 +18,6 @@ around in-process use; the outputs are the same tensors either way (``tests/test
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -29,6 +28,7 @@ from monai.transforms import Compose, EnsureTyped, NormalizeIntensityd, RandFlip
 
 from pgnm_monai.data.schema import IMAGE
 from pgnm_monai.transforms.dictionary import LoadMedicalImaged, RandResizedCropd, ResizeShortSided, ToChannelsd
+from pgnm_monai.validation import check_positive
 
 __all__ = ["PAPER_MEAN", "PAPER_STD", "eval_transforms", "meta_tracking", "train_transforms"]
 
@@ -53,9 +53,8 @@ def _load_channels(channels: int) -> int | None:
 
 
 def _tail(keys: KeysCollection, mean: float, std: float, channels: int) -> list:
-    if isinstance(std, bool) or not isinstance(std, (int, float)) or not math.isfinite(std) or std <= 0:
-        # MONAI's NormalizeIntensity would divide by 1 in place of 0: refuse instead of changing the data
-        raise ValueError(f"the normalisation std (config id 'intensity_std') must be a finite number > 0, got {std!r}.")
+    # MONAI's NormalizeIntensity would divide by 1 in place of 0: refuse instead of changing the data
+    check_positive("the normalisation std (config id 'intensity_std')", std)
     return [
         NormalizeIntensityd(keys=keys, subtrahend=mean, divisor=std),
         ToChannelsd(keys=keys, channels=channels),
