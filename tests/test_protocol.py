@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -167,3 +168,32 @@ def test_notebook_runs_top_to_bottom_on_the_fixture(tmp_path, monkeypatch):
     shown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
     assert "This notebook shows FIXTURE data" in printed and "**This notebook shows FIXTURE data" in shown
     assert os.fspath(results) in printed
+
+
+@pytest.mark.slow
+def test_radimagenet_micro_profile_end_to_end(tmp_path):
+    """radimagenet_lite at micro size: its union of sources (one label map, OrganAMNIST never flipped), every arm
+    of the profile through the bundles, probes with and without re-estimated BN statistics, fine-tunes, report."""
+    from pgnm_monai.data.utils import shared_data_dir
+    from pgnm_monai.experiments.profiles import PROFILES
+
+    needed = [shared_data_dir() / "medmnist" / f"{n}.npz" for n in ("organamnist", "bloodmnist", "breastmnist")]
+    if not all(p.exists() for p in needed):
+        pytest.skip("OrganAMNIST, BloodMNIST or BreastMNIST is not in the shared data folder (set PGNM_SHARED_DATA)")
+    out = tmp_path / "rin"
+    assert cli_main(["benchmark", "--profile", "radimagenet_micro", "--output-dir", str(out)]) == 0
+    arms = PROFILES["radimagenet_lite"]["arms"]
+    assert PROFILES["radimagenet_micro"]["arms"] == arms
+    runs = pd.read_csv(out / "runs.csv")
+    assert sorted(runs["arm"]) == sorted(arms) and set(runs["task"]) == {"breastmnist"}
+    names = json.loads((out / "pretrain" / "none_seed0" / "models" / "class_map.json").read_text())["class_names"]
+    assert len(names) == 4 + 11 + 8 and names[0] == "embedded/CT" and names[4].startswith("organ/")
+    assert names[-1].startswith("blood/")
+    probe = pd.read_csv(out / "probe_runs.csv")
+    assert set(probe["probe"]) == {"linear", "centroid", "linear_bn", "centroid_bn"}
+    assert probe.groupby(["arm", "probe"]).size().eq(20).all() and set(probe["arm"]) == set(arms)
+    for arm in ("trivialaugment", "cutmix"):  # the practitioner's arms trained through the bundle
+        state = torch.load(out / "pretrain" / f"{arm}_seed0" / "models" / "model.pt", weights_only=True)
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    report = (out / "report.md").read_text()
+    assert "## The answer" in report and "`linear_bn` is the primary measure" in report

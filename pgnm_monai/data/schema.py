@@ -29,6 +29,7 @@ from pgnm_monai.atomic_files import atomic_write_text
 __all__ = [
     "IMAGE",
     "IMAGE_PATH",
+    "FLIP_ALLOWED",
     "LABEL",
     "LABEL_NAME",
     "MODALITY",
@@ -59,6 +60,7 @@ PATIENT_ID = "patient_id"
 SLICE_INDEX = "slice_index"
 FRAME_INDEX = "frame_index"
 IMAGE_PATH = "image_path"  # added by the bundles' data loading: where the image came from (for the CSVs)
+FLIP_ALLOWED = "flip_allowed"  # optional: False where a horizontal flip changes the class (left/right organs)
 ITEM_KEYS = (IMAGE, LABEL, LABEL_NAME, MODALITY, ANATOMY, PATIENT_ID, SLICE_INDEX, FRAME_INDEX)
 META_KEYS = (LABEL_NAME, MODALITY, ANATOMY, PATIENT_ID, SLICE_INDEX, FRAME_INDEX)
 MODALITIES = ("CT", "MR", "US", "X-ray", "fundus", "NM", "PET", "other")

@@ -2,7 +2,7 @@
 OrganAMNIST and BloodMNIST, or RadImageNet plus your own images).
 
 The sources are listed in a JSON file (the ``dataset_dir`` of kind ``union``) or given as the ``sources``
-option; each is ``{"kind": ..., "path": ..., "options": {...}, "prefix": ..., "max_items": N}``:
+option; each is ``{"kind": ..., "path": ..., "options": {...}, "prefix": ..., "max_items": N, "flip_allowed": false}``:
 
 - ``kind``, ``path``, ``options``: as :func:`pgnm_monai.data.load_datalist` takes them (``path`` relative to the
   JSON file's folder); each source keeps its own split (official splits, folders, or seeded by patient);
@@ -10,7 +10,10 @@ option; each is ``{"kind": ..., "path": ..., "options": {...}, "prefix": ..., "m
   becomes ``prefix/c``, so one label map covers every
   source, in the order listed (a source's classes in its own order); a prefix used twice is refused;
 - ``max_items`` (optional): a stratified, seeded subset of at most that many items of each split (a cap per
-  source, e.g. to balance a large source against small ones).
+  source, e.g. to balance a large source against small ones);
+- ``flip_allowed`` (optional, default true): false for a source whose classes a horizontal flip changes
+  (left/right organs, e.g. OrganAMNIST); its items carry ``flip_allowed: False`` and the training chain's flip
+  (:class:`~pgnm_monai.transforms.RandFlipAllowedd`) leaves them as they are. Every union item carries the key.
 
 Items keep their modality, anatomy and patient; the union's report gives each source's item count.
 """
@@ -23,12 +26,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pgnm_monai.data.schema import LABEL, LABEL_NAME, Datalist
+from pgnm_monai.data.schema import FLIP_ALLOWED, LABEL, LABEL_NAME, Datalist
 from pgnm_monai.validation import check_keywords
 
 __all__ = ["load_union", "read_sources"]
 
-_SOURCE_KEYS = ("kind", "path", "options", "prefix", "max_items")
+_SOURCE_KEYS = ("kind", "path", "options", "prefix", "max_items", "flip_allowed")
 
 
 def read_sources(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -89,6 +92,9 @@ def load_union(
             raise ValueError(f"{where}: 'kind' is required.")
         default = Path(source["path"]).name.split(".")[0] if source.get("path") else source["kind"]
         prefix = str(source.get("prefix") or default)
+        flip_allowed = source.get("flip_allowed", True)
+        if not isinstance(flip_allowed, bool):
+            raise ValueError(f"{where}: 'flip_allowed' must be true or false, got {flip_allowed!r}.")
         if prefix in counts:
             raise ValueError(f"{where}: prefix {prefix!r} is used by an earlier source; give each source its own.")
         dl = load_datalist(
@@ -102,6 +108,7 @@ def load_union(
         for it in part:
             it[LABEL] = offset + int(it[LABEL])
             it[LABEL_NAME] = class_names[it[LABEL]]
+            it[FLIP_ALLOWED] = flip_allowed
         items += part
         counts[prefix] = len(part)
     return Datalist(items, class_names, kind="union", split=split, report={"sources": counts})

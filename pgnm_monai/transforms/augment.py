@@ -14,6 +14,8 @@ from torch's global generator, which :class:`RandTorchvisionPolicy` seeds inside
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from monai.transforms import CutMix, MixUp, Randomizable, Transform
 from monai.utils import TransformBackends
@@ -87,7 +89,9 @@ class RandBatchMix(Randomizable):
             label = torch.nn.functional.one_hot(label.reshape(-1).long(), self.num_classes)
         label = label.to(image.dtype)
         mix = self.kind(batch_size=image.shape[0], alpha=self.alpha).set_random_state(seed=self._seed)
-        mixed = mix(image)  # draws the weights and the pairing, mixes the images
+        with warnings.catch_warnings():  # MONAI's CutMix indexes with a list: a torch deprecation warning per call
+            warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
+            mixed = mix(image)  # draws the weights and the pairing, mixes the images
         if isinstance(mix, CutMix):  # each label weighted by the area of its image that is kept
             return mixed, mix.apply_on_labels(label)
         return mixed, mix.apply(label[:, :, None, None])[:, :, 0, 0]  # MixUp's weights on the labels

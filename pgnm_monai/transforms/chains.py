@@ -24,10 +24,16 @@ from contextlib import contextmanager
 import torch
 from monai.config import KeysCollection
 from monai.data import get_track_meta, set_track_meta
-from monai.transforms import Compose, EnsureTyped, NormalizeIntensityd, RandFlipd
+from monai.transforms import Compose, EnsureTyped, NormalizeIntensityd
 
 from pgnm_monai.data.schema import IMAGE
-from pgnm_monai.transforms.dictionary import LoadMedicalImaged, RandResizedCropd, ResizeShortSided, ToChannelsd
+from pgnm_monai.transforms.dictionary import (
+    LoadMedicalImaged,
+    RandFlipAllowedd,
+    RandResizedCropd,
+    ResizeShortSided,
+    ToChannelsd,
+)
 from pgnm_monai.validation import check_positive
 
 __all__ = ["PAPER_MEAN", "PAPER_STD", "eval_transforms", "meta_tracking", "train_transforms"]
@@ -81,7 +87,7 @@ def train_transforms(
         [
             LoadMedicalImaged(keys, _load_channels(channels), spatial_dims, ct_window, percentiles, spacing),
             RandResizedCropd(keys, image_size, scale=scale, ratio=ratio),
-            RandFlipd(keys=keys, prob=flip_prob, spatial_axis=spatial_dims - 1),
+            RandFlipAllowedd(keys=keys, prob=flip_prob, spatial_axis=spatial_dims - 1),
             *_tail(keys, mean, std, channels),
         ]
     )

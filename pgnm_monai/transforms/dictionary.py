@@ -10,9 +10,9 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform, Randomizable
+from monai.transforms import MapTransform, RandFlipd, Randomizable
 
-from pgnm_monai.data.schema import FRAME_INDEX, IMAGE, MODALITY, SLICE_INDEX
+from pgnm_monai.data.schema import FLIP_ALLOWED, FRAME_INDEX, IMAGE, MODALITY, SLICE_INDEX
 from pgnm_monai.mask import EPS, GRID, KERNEL_SIZE, SIGMA, MaskSample
 from pgnm_monai.networks.policy import NoisePolicy
 from pgnm_monai.transforms.array import (
@@ -32,6 +32,9 @@ __all__ = [
     "PolicyNoiseMaskD",
     "PolicyNoiseMaskDict",
     "PolicyNoiseMaskd",
+    "RandFlipAllowedD",
+    "RandFlipAllowedDict",
+    "RandFlipAllowedd",
     "RandResizedCropD",
     "RandResizedCropDict",
     "RandResizedCropd",
@@ -184,6 +187,35 @@ class RandResizedCropd(Randomizable, MapTransform):
         return d
 
 
+class RandFlipAllowedd(RandFlipd):
+    """MONAI's ``RandFlipd``, never flipping an item whose ``allow_key`` is false (items without it may flip).
+
+    Sources whose classes a flip changes (left/right organs) mark their items ``flip_allowed: False`` (a union
+    source's ``flip_allowed`` option); the flip is drawn for every item all the same, so the random stream does
+    not depend on which items opt out.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        prob: float = 0.1,
+        spatial_axis: Sequence[int] | int | None = None,
+        allow_key: str = FLIP_ALLOWED,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, prob=prob, spatial_axis=spatial_axis, allow_missing_keys=allow_missing_keys)
+        self.allow_key = allow_key
+        self._allowed = True
+
+    def randomize(self, data=None) -> None:
+        super().randomize(data)
+        self._do_transform = self._do_transform and self._allowed
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor], lazy: bool | None = None) -> dict:
+        self._allowed = bool(data.get(self.allow_key, True))
+        return super().__call__(data, lazy)
+
+
 class ResizeShortSided(MapTransform):
     """Dictionary version of :class:`~pgnm_monai.transforms.array.ResizeShortSide`."""
 
@@ -222,5 +254,6 @@ PolicyNoiseMaskD = PolicyNoiseMaskDict = PolicyNoiseMaskd
 RandomBetaMaskD = RandomBetaMaskDict = RandomBetaMaskd
 LoadMedicalImageD = LoadMedicalImageDict = LoadMedicalImaged
 RandResizedCropD = RandResizedCropDict = RandResizedCropd
+RandFlipAllowedD = RandFlipAllowedDict = RandFlipAllowedd
 ResizeShortSideD = ResizeShortSideDict = ResizeShortSided
 ToChannelsD = ToChannelsDict = ToChannelsd
