@@ -57,7 +57,7 @@ part of a preset, so small images can use a smaller ``grid`` with either.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +84,7 @@ __all__ = [
     "build_arm_handler",
     "build_policy_handler",
     "has_policy",
+    "learned_policy_arms",
     "logged_state",
     "preset_kwargs",
     "without_policy",
@@ -158,6 +159,14 @@ def arm_spec(arm: str, what: str = "arm") -> Arm:
 def has_policy(arm: str) -> bool:
     """Whether ``arm`` trains a noise policy (its mechanism is ``pgnm``)."""
     return arm_spec(arm).mechanism == "pgnm"
+
+
+def learned_policy_arms(arms: Iterable[str]) -> list[str]:
+    """The arms of ``arms`` whose noise policy learns (mechanism ``pgnm``, not frozen), in :data:`ARMS` order."""
+    present = set(arms)
+    return [
+        a for a, spec in ARMS.items() if a in present and spec.mechanism == "pgnm" and not spec.settings.get("frozen")
+    ]
 
 
 def without_policy(arm: str) -> bool:

@@ -84,6 +84,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         pretrain_kind=args.pretrain_kind,
         data_dir=args.data_dir,
         overrides=overrides,
+        compare_with=args.compare_with,
         command="python -m pgnm_monai " + shlex.join(args.argv),
     )
     print(f"{len(frame)} runs; report: {args.output_dir}/report.md")
@@ -223,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--no-cache", action="store_true",
         help="fine-tunes on image-file tasks preprocess their items again instead of sharing <output-dir>/cache",
+    )  # fmt: skip
+    bench.add_argument(
+        "--compare-with", default=None,
+        help="another run's folder (e.g. results/standard): the report also says which verdicts differ from its own",
     )  # fmt: skip
     bench.add_argument("--verbose", action="store_true", help=verbose)
     bench.set_defaults(func=_benchmark)

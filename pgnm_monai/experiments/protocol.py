@@ -26,10 +26,10 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from pgnm_monai.arms import ARMS
+from pgnm_monai.arms import ARMS, learned_policy_arms
 from pgnm_monai.atomic_files import atomic_write_text
 from pgnm_monai.data.datasets import MEMORY
-from pgnm_monai.experiments import probe, probe_report, runner
+from pgnm_monai.experiments import answer, probe, probe_report, runner
 from pgnm_monai.experiments.profiles import PROFILES
 from pgnm_monai.experiments.report import number, pretraining_section, write_report
 from pgnm_monai.experiments.tasks import Task, pretrain_source, resolve_tasks
@@ -97,6 +97,7 @@ def run_protocol(
     pretrain_kind: str | None = None,
     data_dir: str | None = None,
     overrides: dict[str, Any] | None = None,
+    compare_with: str | os.PathLike | None = None,
     command: str | None = None,
 ) -> pd.DataFrame:
     """Run (or resume) the protocol and write ``runs.csv``, ``report.md`` and the figures.
@@ -109,6 +110,7 @@ def run_protocol(
         pretrain_kind: kind of ``pretrain_dir``.
         data_dir: the shared data folder (default ``$PGNM_SHARED_DATA`` or ``../shared/data``).
         overrides: replace profile settings (e.g. ``{"shots": (16, 32)}``).
+        compare_with: another run's folder (with ``probe_runs.csv``): the report also compares its verdicts.
         command: the command line, for the report.
     """
     cfg = _settings(profile, overrides)
@@ -121,7 +123,11 @@ def run_protocol(
     out.mkdir(parents=True, exist_ok=True)
     commit, started = git_commit(), time.perf_counter()
     pretrain_seconds = _pretrain_all(out, cfg, source, commit)
-    sections = [*_probe_sections(out, cfg, task_list), pretraining_section(out, cfg, task_list)]
+    reference = answer.read_probe_runs(compare_with) if compare_with else None  # before hours of work
+    sections = [
+        *_probe_sections(out, cfg, task_list, reference, compare_with),
+        pretraining_section(out, cfg, task_list),
+    ]
     context = {"profile": profile, "pretrain_kind": source[0], "pretrain_dir": source[1], "commit": commit}
     frame = _finetune_all(out, cfg, task_list, pretrain_seconds, context)
     write_report(
@@ -161,17 +167,30 @@ def _pretrain_all(
     return seconds
 
 
-def _probe_sections(out: Path, cfg: Mapping[str, Any], tasks: Sequence[Task]) -> list[str]:
+def _probe_sections(
+    out: Path,
+    cfg: Mapping[str, Any],
+    tasks: Sequence[Task],
+    reference: pd.DataFrame | None = None,
+    reference_dir: str | os.PathLike | None = None,
+) -> list[str]:
     """Probe every pretrained model (incremental: models already probed are read from ``probe/``); the report's
-    probe sections, against ``none`` and, when the frozen policy is an arm, learned policies against it."""
+    probe sections: the answer (learned policies against every other arm), against another run's verdicts when
+    ``reference`` (its probe rows) is given, against ``none``, and learned policies against the frozen one."""
     if not cfg.get("probe_shots"):
         return []
     frame = probe.run_probe(
         out, tasks, cfg["arms"], cfg["pretrain_seeds"], cfg["probe_shots"], n_episodes=cfg["probe_episodes"],
         network=cfg["network"], image_size=cfg["image_size"], in_channels=1, spatial_dims=cfg.get("spatial_dims", 2),
     )  # fmt: skip
-    sections = [probe_report.probe_report_markdown(probe_report.write_probe_report(frame, out))]
-    learned = [a for a in cfg["arms"] if ARMS[a].mechanism == "pgnm" and a != "frozen_policy"]
+    summary = probe_report.write_probe_report(frame, out)
+    pairs = answer.pairwise_deltas(frame, probe_report.primary_probe(summary))
+    atomic_write_text(out / "answer_deltas.csv", pairs.to_csv(index=False))
+    sections = [answer.answer_markdown(pairs, probe_report.primary_probe(summary))]
+    if reference is not None:
+        sections.append(answer.regime_markdown(frame, reference, f"`{os.fspath(reference_dir)}`"))
+    sections.append(probe_report.probe_report_markdown(summary))
+    learned = learned_policy_arms(cfg["arms"])
     if "frozen_policy" in cfg["arms"] and learned:  # does *learning* the mask matter?
         versus = probe_report.probe_summary(
             frame[frame["arm"].isin([*learned, "frozen_policy"])], baseline="frozen_policy"

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pgnm_monai.arms import ARMS
+from pgnm_monai.arms import ARMS, learned_policy_arms
 from pgnm_monai.atomic_files import atomic_save_figure, atomic_write_text
 from pgnm_monai.experiments import policy_figures
 from pgnm_monai.experiments.statistics import mean_ci
@@ -232,6 +232,7 @@ def pretraining_section(out: Path, cfg: dict[str, Any], tasks: Sequence[Task]) -
         markdown_table(last[shown].round(4).reset_index()),
         "",
         *_collapse_sentence(curves),
+        *convergence_sentences(curves),
         "![policy-learning curves](policy_curves.png)",
         "",
         "![pretraining curves of the official objective and its controls](pretrain_curves.png)",
@@ -285,3 +286,36 @@ def _collapse_sentence(curves: pd.DataFrame) -> list[str]:
     else:
         reading = " `pgnm-paper` does not validate worse than `pgnm-paper-unscaled` here."
     return [measured + reading, ""]
+
+
+#: the baseline is called saturated when its validation macro-F1 reaches this
+SATURATED_F1 = 0.99
+#: a policy statistic is called settled when its last two epochs moved it by less than this fraction of its value
+SETTLED_CHANGE = 0.05
+
+
+def convergence_sentences(curves: pd.DataFrame, baseline: str = "none") -> list[str]:
+    """Was pretraining long enough? Whether ``baseline``'s validation macro-F1 saturated (reached
+    :data:`SATURATED_F1`), and whether each learned policy's KL to its initialisation settled (moved by less than
+    :data:`SETTLED_CHANGE` of its value over the last two epochs); means over pretrain seeds, said from the curves."""
+    lines = []
+    mean = curves.groupby(["arm", "epoch"]).mean(numeric_only=True)
+    if baseline in set(curves["arm"]) and "val_macro_f1" in curves:
+        f1 = mean.loc[baseline, "val_macro_f1"].dropna()
+        if len(f1):
+            state = "saturated" if f1.max() >= SATURATED_F1 else f"not saturated (below {SATURATED_F1})"
+            lines.append(
+                f"`{baseline}`'s validation macro-F1 (mean over pretrain seeds) ends at {f1.iloc[-1]:.3f} after "
+                f"{int(f1.index[-1])} epochs, best {f1.max():.3f} at epoch {int(f1.idxmax())}: {state}."
+            )
+    for arm in learned_policy_arms(curves["arm"]) if "kl_to_init" in curves else ():
+        kl = mean.loc[arm, "kl_to_init"].dropna()
+        if len(kl) < 3 or kl.iloc[-1] <= 0:
+            continue
+        change = abs(kl.iloc[-1] - kl.iloc[-3]) / kl.iloc[-1]
+        state = "settled" if change < SETTLED_CHANGE else "still moving"
+        lines.append(
+            f"`{arm}`'s KL to its initial policy: {kl.iloc[-1]:.4g} at the last epoch, {change:.1%} change over "
+            f"the last two epochs: {state} (threshold {SETTLED_CHANGE:.0%})."
+        )
+    return [" ".join(lines), ""] if lines else []
