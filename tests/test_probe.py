@@ -214,3 +214,49 @@ def test_batchnorm_statistics_are_re_estimated_on_the_given_images():
     torch.testing.assert_close(bn.running_mean, conv.mean(dim=(0, 2, 3)))
     torch.testing.assert_close(bn.running_var, conv.var(dim=(0, 2, 3), unbiased=True))
     assert not model.training and all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
+
+
+def test_a_model_with_masked_image_statistics_probes_clean_images_better_once_they_are_re_estimated():
+    """The probe's BN mismatch on a toy: two oriented edge detectors with a brightness (DC) term, their batch norm's
+    statistics learned on Beta-masked images (train-mode passes, as pretraining leaves them). On clean, brighter
+    images every unit is pushed into ReLU's linear range, the pooled features lose the orientation and the linear
+    probe is at chance; re-estimated on clean, unlabelled images (:func:`reestimate_batchnorm`) it separates them."""
+    import math
+
+    from pgnm_monai.experiments.probe import PROBES, extract_features, reestimate_batchnorm
+    from pgnm_monai.transforms import RandomBetaMask
+
+    g = torch.Generator().manual_seed(0)
+
+    def stripes(n: int) -> tuple[torch.Tensor, np.ndarray]:  # class 0: horizontal stripes, class 1: vertical
+        labels, c = torch.arange(n) % 2, torch.arange(16.0)
+        period, phase = 4 + 4 * torch.rand(n, 1, 1, generator=g), 2 * math.pi * torch.rand(n, 1, 1, generator=g)
+        rows = torch.sin(2 * math.pi * c[None, :, None] / period + phase).expand(n, 16, 16)
+        cols = torch.sin(2 * math.pi * c[None, None, :] / period + phase).expand(n, 16, 16)
+        x = torch.where(labels[:, None, None] == 0, rows, cols)
+        return (0.5 + 0.2 * x + 0.05 * torch.randn(n, 16, 16, generator=g))[:, None], labels.numpy()
+
+    conv = torch.nn.Conv2d(1, 2, 3, bias=False)
+    edge = torch.tensor([[-1.0, -1.0, -1.0], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]) / 3
+    with torch.no_grad():
+        conv.weight.copy_(torch.stack([edge, edge.T])[:, None] + 0.5)
+    model = torch.nn.Sequential(
+        conv, torch.nn.BatchNorm2d(2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    )
+    mask = RandomBetaMask(grid=4, alpha=1.0, beta=3.0, kernel_size=3, sigma=1.0)
+    mask.set_random_state(0)
+    train, _ = stripes(256)
+    model.train()
+    with torch.no_grad():
+        for i in range(0, 256, 32):
+            model(mask(train[i : i + 32]))  # the statistics of masked images (mean intensity 0.125, not 0.5)
+    clean, labels = stripes(200)
+
+    def probe_accuracy() -> float:
+        features = extract_features(model, clean, 16, 1, device="cpu")
+        probe = PROBES["linear"]().fit(features[:100], labels[:100])
+        return float((probe.predict(features[100:]) == labels[100:]).mean())
+
+    as_trained = probe_accuracy()
+    reestimate_batchnorm(model, clean[:100], device="cpu")  # the training half only, no labels
+    assert as_trained < 0.65 and probe_accuracy() > 0.9
