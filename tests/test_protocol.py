@@ -197,3 +197,11 @@ def test_radimagenet_micro_profile_end_to_end(tmp_path):
         assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
     report = (out / "report.md").read_text()
     assert "## The answer" in report and "`linear_bn` is the primary measure" in report
+    assert set(pd.read_csv(out / "answer_deltas.csv")["comparator"]) == set(arms) - {"pgnm-reinforce", "pgnm-paper"}
+    # --compare-with another run's folder (here: itself, every stage cached): its verdicts beside this run's
+    command = ["benchmark", "--profile", "radimagenet_micro", "--output-dir", str(out)]
+    with pytest.raises(FileNotFoundError, match="has no probe_runs.csv"):
+        cli_main([*command, "--compare-with", str(tmp_path)])
+    assert cli_main([*command, "--compare-with", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert f"## Against `{out}`" in report and "10 of 10 verdicts are the same." in report

@@ -121,9 +121,9 @@ def run_protocol(
     source = (pretrain_kind, pretrain_dir) if pretrain_dir else pretrain_source(cfg["pretrain"], root)
     out = Path(output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    reference = answer.read_probe_runs(compare_with) if compare_with else None  # refused before hours of work
     commit, started = git_commit(), time.perf_counter()
     pretrain_seconds = _pretrain_all(out, cfg, source, commit)
-    reference = answer.read_probe_runs(compare_with) if compare_with else None  # before hours of work
     sections = [
         *_probe_sections(out, cfg, task_list, reference, compare_with),
         pretraining_section(out, cfg, task_list),
