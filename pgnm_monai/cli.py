@@ -227,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     bench.add_argument(
         "--compare-with", default=None,
-        help="another run's folder (e.g. results/standard): the report also says which verdicts differ from its own",
+        help="another run's folder (e.g. results/standard): the report also says which verdicts differ from its own "
+        "(None: no comparison)",
     )  # fmt: skip
     bench.add_argument("--verbose", action="store_true", help=verbose)
     bench.set_defaults(func=_benchmark)
