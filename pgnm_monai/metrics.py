@@ -30,7 +30,6 @@ import torch
 from ignite.metrics import EpochMetric
 from sklearn.metrics import (
     accuracy_score,
-    balanced_accuracy_score,
     confusion_matrix,
     precision_recall_fscore_support,
     roc_auc_score,
@@ -106,13 +105,13 @@ def label_metrics(y_true: Any, y_pred: Any, names: Collection[str] | None = None
     out: dict[str, float] = {}
     if "accuracy" in wanted:
         out["accuracy"] = float(accuracy_score(y, pred))
-    if "balanced_accuracy" in wanted:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*y_pred contains classes not in y_true.*")
-            out["balanced_accuracy"] = float(balanced_accuracy_score(y, pred))
-    if wanted & {"macro_precision", "macro_recall", "macro_f1"}:
-        prec, rec, f1, _ = precision_recall_fscore_support(y, pred, average="macro", zero_division=0)
-        out |= {"macro_precision": float(prec), "macro_recall": float(rec), "macro_f1": float(f1)}
+    if wanted & {"balanced_accuracy", "macro_precision", "macro_recall", "macro_f1"}:
+        # one pass for all four: the per-class values over the classes in y_true or y_pred; the macro means are
+        # their means (scikit-learn's average="macro"), balanced accuracy the mean recall over the classes with
+        # support (scikit-learn's balanced_accuracy_score)
+        prec, rec, f1, support = precision_recall_fscore_support(y, pred, average=None, zero_division=0)
+        out |= {"macro_precision": float(prec.mean()), "macro_recall": float(rec.mean()), "macro_f1": float(f1.mean())}
+        out["balanced_accuracy"] = float(rec[support > 0].mean())
     return {k: out[k] for k in LABEL_METRICS if k in wanted}
 
 

@@ -255,9 +255,12 @@ def _probe_episodes(
         # NearestCentroid computes shrinkage deviations even without shrinkage: 0/0 for dead (all-zero) features
         warnings.filterwarnings("ignore", message="invalid value encountered in divide", category=RuntimeWarning)
         for e, idx in enumerate(episodes, start=first):
+            # every probe's pipeline starts with the same standardisation of the episode: fit and applied once
+            scaler = StandardScaler().fit(x_train[idx])
+            train_z, test_z = scaler.transform(x_train[idx]), scaler.transform(x_test)
             for name, factory in PROBES.items():
-                probe = factory().fit(x_train[idx], y_train[idx])
-                scores = label_metrics(y_test, probe.predict(x_test), names=SCORES)
+                probe = factory()[-1].fit(train_z, y_train[idx])  # the pipeline's classifier on the same input
+                scores = label_metrics(y_test, probe.predict(test_z), names=SCORES)
                 rows.append({"episode": e, "episode_hash": episode_hash(idx), "probe": name + suffix} | scores)
     return rows
 
