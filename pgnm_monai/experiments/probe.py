@@ -252,8 +252,9 @@ def _probe_episodes(
         warnings.catch_warnings(),
     ):
         warnings.filterwarnings("ignore", message=".*within_class_std_dev_.*")  # classes with one image
-        # NearestCentroid computes shrinkage deviations even without shrinkage: 0/0 for dead (all-zero) features
-        warnings.filterwarnings("ignore", message="invalid value encountered in divide", category=RuntimeWarning)
+        # NearestCentroid computes shrinkage deviations even without shrinkage: 0/0 and x/0 for dead (all-zero)
+        # features, unused
+        warnings.filterwarnings("ignore", "(invalid value|divide by zero) encountered in divide", RuntimeWarning)
         for e, idx in enumerate(episodes, start=first):
             # every probe's pipeline starts with the same standardisation of the episode: fit and applied once
             scaler = StandardScaler().fit(x_train[idx])
