@@ -92,3 +92,26 @@ def test_label_metrics_subset_equals_the_full_set():
     for name in LABEL_METRICS:
         assert label_metrics(y, pred, names=(name,)) == {name: full[name]}
     assert label_metrics(y, pred, names=("macro_f1", "accuracy")) == {k: full[k] for k in ("accuracy", "macro_f1")}
+
+
+def test_label_metrics_equal_scikit_learns_separate_scores():
+    """One pass of per-class values gives what scikit-learn's separate calls give, exactly (classes missing from
+    y_true or y_pred included)."""
+    import warnings
+
+    from sklearn.metrics import balanced_accuracy_score, precision_recall_fscore_support
+
+    from pgnm_monai.metrics import label_metrics
+
+    rng = np.random.default_rng(0)
+    for case in range(300):
+        k, n = int(rng.integers(2, 7)), int(rng.integers(1, 40))
+        y = rng.integers(0, k, n)
+        pred = y.copy() if case % 7 == 0 else rng.integers(0, k + 1, n)
+        got = label_metrics(y, pred)
+        prec, rec, f1, _ = precision_recall_fscore_support(y, pred, average="macro", zero_division=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            balanced = balanced_accuracy_score(y, pred)
+        assert (got["macro_precision"], got["macro_recall"], got["macro_f1"]) == (prec, rec, f1)
+        assert got["balanced_accuracy"] == balanced

@@ -243,9 +243,8 @@ def _probe_episodes(
     The rows name the probe with ``suffix`` (:data:`BN_SUFFIX` for re-estimated batch-norm statistics)."""
     (x_train, y_train), (x_test, y_test) = train, test
     rows = []
-    # one BLAS thread: the fits are tiny, and thread barriers made them ~10x slower on a shared 2-core CPU;
-    # scikit-learn's input and parameter checks skipped: the features are this module's own finite float arrays,
-    # and the checks took a third of each episode
+    # one BLAS thread: the fits are tiny; scikit-learn's input and parameter checks skipped: the features are this
+    # module's own finite float arrays
     with (
         threadpool_limits(1),
         config_context(assume_finite=True, skip_parameter_validation=True),
