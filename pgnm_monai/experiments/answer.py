@@ -65,9 +65,8 @@ def verdicts(pairs: pd.DataFrame) -> pd.DataFrame:
     ``worse`` (losses, no win), ``mixed`` (both) or ``no difference`` (ties only)."""
     rows = []
     for (arm, comparator), group in pairs.groupby(["arm", "comparator"], sort=False):
-        counts = group["result"].value_counts()
-        wins, losses = int(counts.get("win", 0)), int(counts.get("loss", 0))
         won, lost = group[group["result"] == "win"], group[group["result"] == "loss"]
+        wins, losses = len(won), len(lost)
         verdict = {(True, False): "better", (False, True): "worse", (True, True): "mixed"}.get(
             (wins > 0, losses > 0), "no difference"
         )
@@ -77,7 +76,7 @@ def verdicts(pairs: pd.DataFrame) -> pd.DataFrame:
                 "comparator": comparator,
                 "cells": len(group),
                 "wins": wins,
-                "ties": int(counts.get("tie", 0)),
+                "ties": len(group) - wins - losses,
                 "losses": losses,
                 "mean delta": round(float(group["delta"].mean()), 3) + 0.0,  # + 0.0: no "-0.0"
                 "largest win": _cell(won.loc[won["delta"].idxmax()]) if len(won) else "",

@@ -184,9 +184,10 @@ def _probe_sections(
         network=cfg["network"], image_size=cfg["image_size"], in_channels=1, spatial_dims=cfg.get("spatial_dims", 2),
     )  # fmt: skip
     summary = probe_report.write_probe_report(frame, out)
-    pairs = answer.pairwise_deltas(frame, probe_report.primary_probe(summary))
+    primary = probe_report.primary_probe(summary)
+    pairs = answer.pairwise_deltas(frame, primary)
     atomic_write_text(out / "answer_deltas.csv", pairs.to_csv(index=False))
-    sections = [answer.answer_markdown(pairs, probe_report.primary_probe(summary))]
+    sections = [answer.answer_markdown(pairs, primary)]
     if reference is not None:
         sections.append(answer.regime_markdown(frame, reference, f"`{os.fspath(reference_dir)}`"))
     sections.append(probe_report.probe_report_markdown(summary))
