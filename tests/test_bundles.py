@@ -3,6 +3,7 @@ pretrain -> fine-tune chain, resume, bad overrides, ckpt_export, verify_net_in_o
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import os
@@ -264,13 +265,19 @@ def test_finetune_missing_pretrained(tmp_path):
 
 @pytest.mark.slow
 def test_cli_embedded(tmp_path):
+    """The bundles' commands as their READMEs give them: pretrain, fine-tune (an overlay of the pretrain configs) and
+    inference through ``python -m monai.bundle run``; the fine-tune's evaluation (the same overlay, two files more)
+    in this process."""
     pre = {"bundle_root": tmp_path / "pre", "arm": "none", "epochs": 1, **TINY}
     meta = ["--meta_file", "configs/metadata.json", "--logging_file", "configs/logging.conf"]
     cli(PRE, "run", "--config_file", "configs/train.json", *meta, *overrides_cli(pre))
     assert (tmp_path / "pre" / "models" / "model.pt").is_file()
     ft = {"bundle_root": tmp_path / "ft", "pretrained_ckpt": tmp_path / "pre" / "models" / "model.pt", **TINY}
     cli(FT, "run", "--config_file", FT_TRAIN, *meta, *overrides_cli({**ft, "epochs": 1}))
-    cli(FT, "run", "--config_file", FT_EVAL, *meta, *overrides_cli(ft))
+    from pgnm_monai.experiments.runner import stage_configs
+
+    assert [os.path.relpath(f, FT) for f in stage_configs("pgnm_finetune", "evaluate")] == ast.literal_eval(FT_EVAL)
+    run("pgnm_finetune", "evaluate", **{k: os.fspath(v) if isinstance(v, Path) else v for k, v in ft.items()})
     inf = {"bundle_root": tmp_path / "ft", "network": "small", "image_size": 32, "dataset_kind": "embedded"}
     cli(FT, "run", "--config_file", "configs/inference.json", *meta, *overrides_cli(inf))
     assert json.loads((tmp_path / "ft" / "eval" / "metrics.json").read_text())["overall"]["n"] == 9
@@ -288,18 +295,18 @@ def test_mednist_chain(tmp_path):
     run("pgnm_finetune", "evaluate", max_eval_items=30, **ft, **data, **TINY)
     report = json.loads((tmp_path / "ft" / "eval" / "metrics.json").read_text())
     assert report["overall"]["n"] == 30 and len(report["class_names"]) == 6
-    meta = ["--meta_file", "configs/metadata.json", "--logging_file", "configs/logging.conf"]
-    inf = {"bundle_root": tmp_path / "ft", "network": "small", "image_size": 32, "max_items": 12}
-    source = {k: data[k] for k in ("dataset_dir", "dataset_kind")}
-    cli(FT, "run", "--config_file", "configs/inference.json", *meta, *overrides_cli({**inf, **source}))
+    inf = {"bundle_root": os.fspath(tmp_path / "ft"), "network": "small", "image_size": 32, "max_items": 12}
+    run("pgnm_finetune", "inference", **inf, **{k: data[k] for k in ("dataset_dir", "dataset_kind")})
     assert len((tmp_path / "ft" / "eval" / "inference_predictions.csv").read_text().splitlines()) == 1 + 12
 
 
 @pytest.mark.slow
 def test_ddp_gloo_two_processes(tmp_path):
+    """``torchrun`` with two processes: the policy trains and stays the same on both ranks, every rank runs the
+    same number of iterations, and only rank 0 writes checkpoints."""
     extra = tmp_path / "dump_policy.json"
     dump = (
-        "$torch.save(@train#arm_handler.policy.state_dict(), "
+        "$torch.save({'policy': @train#arm_handler.policy.state_dict(), 'iteration': @train#trainer.state.iteration}, "
         "@bundle_root + '/policy_rank%d.pt' % torch.distributed.get_rank())"
     )
     extra.write_text(json.dumps({"finalize": [dump, "$pgnm_monai.distributed.cleanup_distributed()"]}))
@@ -320,11 +327,19 @@ def test_ddp_gloo_two_processes(tmp_path):
     assert f"backend={want}" in log
     saved = [line for line in log.splitlines() if "saved final checkpoint" in line]
     assert sum("model.pt" in line for line in saved) == 1 and sum("policy.pt" in line for line in saved) == 1
+    assert sorted(p.name for p in (tmp_path / "models").glob("checkpoint_*")) == ["checkpoint_epoch=2.pt"]
     assert (tmp_path / "models" / "model.pt").is_file()
-    p0 = torch.load(tmp_path / "policy_rank0.pt", weights_only=True)
-    p1 = torch.load(tmp_path / "policy_rank1.pt", weights_only=True)
-    for k in p0:
-        assert torch.equal(p0[k], p1[k]), k
+    r0 = torch.load(tmp_path / "policy_rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "policy_rank1.pt", weights_only=True)
+    assert r0["iteration"] == r1["iteration"] > 0
+    for k in r0["policy"]:
+        assert torch.equal(r0["policy"][k], r1["policy"][k]), f"policy.{k} differs across ranks"
+    wf = workflow("pgnm_pretrain", "train", **{**args, "bundle_root": os.fspath(tmp_path / "untrained")})
+    wf.initialize()
+    untrained = wf.parser.get_parsed_content("train#arm_handler").policy.state_dict()
+    wf.finalize()
+    assert untrained.keys() == r0["policy"].keys()
+    assert not all(torch.equal(untrained[k], r0["policy"][k]) for k in untrained)  # it did train
 
 
 def test_finetune_bundle_is_an_overlay_of_the_pretrain_bundle():

@@ -11,8 +11,8 @@ Kinds covered (test ids):
 3. ``bundle_root_is_file``: ``bundle_root`` is a regular file -> ``PermissionError`` naming ``bundle_root``.
 4. ``readonly_models`` (CLI): a read-only ``models/`` -> refused before training, last line names ``ckpt_dir``.
 5. ``readonly_eval``: a read-only ``eval/`` -> refused before training, names ``output_dir``.
-6. ``nan_input_pgnm`` (CLI): NaN images (``intensity_mean`` NaN), arm ``pgnm`` -> last line
-   ``FloatingPointError`` with the epoch, the iteration and the files; no ``model.pt``/``policy.pt``.
+6. ``nan_input_pgnm``: NaN images (``intensity_mean`` NaN), arm ``pgnm`` -> ``FloatingPointError`` with the
+   epoch, the iteration and the files; no ``model.pt``/``policy.pt``.
 7. ``diverging_none``: ``lr`` 1e30, arm ``none`` -> ``FloatingPointError`` (non-finite output) with the epoch,
    iteration and files; ``models/`` and ``eval/`` empty.
 8. ``diverging_pgnm``: ``lr`` 1e30, arm ``pgnm`` (the noise policy fails first) -> its ``FloatingPointError`` with
@@ -151,9 +151,11 @@ def test_readonly_eval(tmp_path):
 
 
 def test_nan_input_pgnm(tmp_path):
-    line = last_line(bundle_cli(tmp_path, arm="pgnm", intensity_mean="$float('nan')"))
-    assert line.startswith("FloatingPointError: non-finite input image"), line
-    assert "epoch 1, iteration 1" in line and any(ext in line for ext in DATA_FILE), line
+    with pytest.raises(FloatingPointError, match=r"^non-finite input image.*epoch 1, iteration 1") as info:
+        run_bundle(
+            "pgnm_pretrain", "train", bundle_root=os.fspath(tmp_path), arm="pgnm", intensity_mean=float("nan"), **TINY
+        )
+    assert any(ext in str(info.value) for ext in DATA_FILE), info.value
     assert files_under(tmp_path / "models") == [] and files_under(tmp_path / "eval") == []
 
 

@@ -1,4 +1,5 @@
-"""The REINFORCE handler inside SupervisedTrainer: training, arms, paper gradients, resume, SIGKILL, DDP."""
+"""The REINFORCE handler inside SupervisedTrainer: training, arms, paper gradients, resume, SIGKILL (DDP: the
+bundles' tests, tests/test_bundles.py and tests/test_ddp.py)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from pgnm_monai.transforms import PolicyNoiseMask
 
 SCRIPT = Path(__file__).parent / "scripts" / "train_tiny.py"
 sys.path.insert(0, str(SCRIPT.parent))
+import train_tiny  # noqa: E402
 from train_tiny import tiny_classifier  # noqa: E402
 
 ARM_KWARGS = {
@@ -168,6 +170,7 @@ def test_paper_objective_gradients_inside_trainer_equal_the_official_loss(mednis
 
 
 def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """``train_tiny.py ARGS`` in a fresh Python process (one intra-op thread, as the tests' own process)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, str(SCRIPT), *args], env=env, capture_output=True, text=True, **kwargs)
 
@@ -181,19 +184,19 @@ def _assert_states_equal(a: dict, b: dict) -> None:
 
 @pytest.mark.slow
 def test_resume_in_a_fresh_process_is_exact(mednist_small, tmp_path):
-    """A fresh process resumes bitwise (the RNG states travel in the checkpoint); the ``paper`` objective's resume
-    is exact in-process (tests/test_resume.py), and through the CLI after a kill."""
+    """A fresh process resumes bitwise from a checkpoint this process wrote: the RNG states travel in the
+    checkpoint, nothing else does (the ``paper`` objective's resume is exact in-process, tests/test_resume.py, and
+    through the CLI after a kill)."""
     _, _, data = mednist_small
     common = ["--data", data, "--epochs", "2", "--objective", "reinforce"]
-    straight = _run([*common, "--out", str(tmp_path / "straight")])
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    first = _run([*common, "--out", str(tmp_path / "half"), "--stop-after-epochs", "1"])
-    assert first.returncode == 0, first.stderr[-3000:]
+    train_tiny.main([*common, "--out", str(tmp_path / "straight")])
+    train_tiny.main([*common, "--out", str(tmp_path / "half"), "--stop-after-epochs", "1"])
+    torch.manual_seed(12345)  # this process's RNG state is not the one the checkpoint carries
     checkpoint = tmp_path / "half" / "checkpoint_epoch=1.pt"
     second = _run([*common, "--out", str(tmp_path / "resumed"), "--resume", str(checkpoint)])
     assert second.returncode == 0, second.stderr[-3000:]
-    a = torch.load(tmp_path / "straight" / "final_rank0.pt")
-    b = torch.load(tmp_path / "resumed" / "final_rank0.pt")
+    a = torch.load(tmp_path / "straight" / "final.pt")
+    b = torch.load(tmp_path / "resumed" / "final.pt")
     assert a["iteration"] == b["iteration"] == 2 * 15
     _assert_states_equal(a, b)
     assert torch.equal(a["policy"]["base_alpha"], b["policy"]["base_alpha"])
@@ -203,6 +206,8 @@ def test_resume_in_a_fresh_process_is_exact(mednist_small, tmp_path):
 
 @pytest.mark.slow
 def test_resume_after_sigkill_mid_epoch(mednist_small, tmp_path):
+    """A process killed (SIGKILL) inside an epoch leaves whole iteration checkpoints only; the last one resumes to
+    the end of the run."""
     _, _, data = mednist_small
     out = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -219,44 +224,9 @@ def test_resume_after_sigkill_mid_epoch(mednist_small, tmp_path):
     iteration = int(last.stem.split("=")[1])
     assert 4 <= iteration < 30  # killed mid-run, inside an epoch of 15 iterations or the next
     assert not list(out.glob("*.tmp")) and not list(out.glob("tmp*"))
-    resumed = _run(["--data", data, "--epochs", "2", "--out", str(tmp_path / "resumed"), "--resume", str(last)])
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    final = torch.load(tmp_path / "resumed" / "final_rank0.pt")
+    train_tiny.main(["--data", data, "--epochs", "2", "--out", str(tmp_path / "resumed"), "--resume", str(last)])
+    final = torch.load(tmp_path / "resumed" / "final.pt")
     assert final["epoch"] == 2 and final["iteration"] == 30
-
-
-@pytest.mark.slow
-def test_ddp_two_processes_keep_the_policy_in_sync(mednist_small, tmp_path):
-    _, _, data = mednist_small
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--standalone",
-        str(SCRIPT),
-        "--data",
-        data,
-        "--epochs",
-        "1",
-        "--out",
-        str(tmp_path),
-        "--per-rank-dirs",
-        "--batch-size",
-        "8",
-    ]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    r0 = torch.load(tmp_path / "final_rank0.pt")
-    r1 = torch.load(tmp_path / "final_rank1.pt")
-    assert r0["iteration"] == r1["iteration"] == 240 // 2 // 8
-    for key in r0["policy"]:
-        assert torch.equal(r0["policy"][key], r1["policy"][key]), f"policy.{key} differs across ranks"
-    fresh = build_arm_handler("pgnm", **ARM_KWARGS).policy.state_dict()
-    assert not torch.equal(fresh["base_alpha"], r0["policy"]["base_alpha"])  # it did train
-    assert sorted(p.name for p in (tmp_path / "ckpt_rank0").iterdir()) == ["checkpoint_epoch=1.pt", "model.pt"]
-    assert not (tmp_path / "ckpt_rank1").exists() or not any((tmp_path / "ckpt_rank1").iterdir())
 
 
 def test_parameter_check_finds_nan_and_inf_and_ignores_large_finite_weights():

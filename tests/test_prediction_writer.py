@@ -155,7 +155,7 @@ def test_bad_output_raises(tmp_path):
         writer._item_logits(torch.zeros(2, 3))
 
 
-def _ddp_worker(rank: int, out: str, init: str, decollate: bool) -> None:
+def _ddp_worker(rank: int, out: str, init: str) -> None:
     import torch.distributed as dist
 
     os.environ["LOCAL_RANK"] = str(rank)
@@ -164,20 +164,24 @@ def _ddp_worker(rank: int, out: str, init: str, decollate: bool) -> None:
         torch.set_num_threads(1)
         batches = make_batches()
         mine = batches[:2] if rank == 0 else batches[2:]  # uneven shards: 7 and 2 items
-        run_eval(Path(out), decollate, epochs=2, batches=mine)
+        for decollate in (False, True):  # both paths, one pair of processes
+            run_eval(Path(out) / f"decollate_{decollate}", decollate, epochs=2, batches=mine)
     finally:
         dist.destroy_process_group()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("decollate", [False, True])
-def test_gathers_over_gloo_ranks(tmp_path, decollate):
+def test_gathers_over_gloo_ranks(tmp_path):
+    """Two gloo ranks with uneven shards write the one-process run's rows and metrics, decollated or not."""
     import torch.multiprocessing as mp
 
     out = tmp_path / "out"
-    mp.spawn(_ddp_worker, args=(str(out), f"file://{tmp_path / 'rdzv'}", decollate), nprocs=2)
-    _, rows = read_rows(out / "predictions.csv")
-    assert [int(r["slice_index"]) for r in rows] == list(range(sum(SIZES)))  # rank 0's rows, then rank 1's
-    run_eval(tmp_path / "single", decollate)
-    assert (out / "predictions.csv").read_text() == (tmp_path / "single" / "predictions.csv").read_text()
-    assert json.loads((out / "metrics.json").read_text())["n_items"] == sum(SIZES)
+    mp.spawn(_ddp_worker, args=(str(out), f"file://{tmp_path / 'rdzv'}"), nprocs=2)
+    for decollate in (False, True):
+        gathered = out / f"decollate_{decollate}"
+        _, rows = read_rows(gathered / "predictions.csv")
+        assert [int(r["slice_index"]) for r in rows] == list(range(sum(SIZES)))  # rank 0's rows, then rank 1's
+        run_eval(tmp_path / f"single_{decollate}", decollate)
+        single = tmp_path / f"single_{decollate}"
+        assert (gathered / "predictions.csv").read_text() == (single / "predictions.csv").read_text(), decollate
+        assert json.loads((gathered / "metrics.json").read_text())["n_items"] == sum(SIZES)

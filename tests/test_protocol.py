@@ -83,10 +83,17 @@ def test_tables_from_the_fixture():
     assert list(per_modality_table(runs).columns) == ["US", "X-ray"]
 
 
-@pytest.mark.slow
-def test_benchmark_command_micro_profile_end_to_end(tmp_path, capsys):
-    out = tmp_path / "micro"
+@pytest.fixture(scope="module")
+def micro_run(tmp_path_factory) -> Path:
+    """The folder of ``pgnm benchmark --profile micro`` (one run for the tests of this module)."""
+    out = tmp_path_factory.mktemp("benchmark") / "micro"
     assert cli_main(["benchmark", "--profile", "micro", "--output-dir", str(out)]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_benchmark_command_micro_profile_end_to_end(micro_run):
+    out = micro_run
     runs = pd.read_csv(out / "runs.csv")
     expected = {"arm", "pretrain_seed", "task", "n", "finetune_seed", "macro_f1", "balanced_accuracy", "auroc"}
     assert expected | {"finetune_seconds", "pretrain_seconds", "commit", "config"} <= set(runs.columns)
@@ -150,11 +157,9 @@ def test_benchmark_command_micro3d_profile_volumes_end_to_end(tmp_path, monkeypa
 
 
 @pytest.mark.slow
-def test_notebook_runs_top_to_bottom_on_the_fixture(tmp_path, monkeypatch):
-    """The notebook on a fresh micro run (arms none and pgnm-reinforce only: the other mask rows are absent)."""
-    monkeypatch.delenv("PGNM_SHARED_DATA", raising=False)
-    results = tmp_path / "micro"
-    assert cli_main(["benchmark", "--profile", "micro", "--output-dir", str(results)]) == 0
+def test_notebook_runs_top_to_bottom_on_the_fixture(micro_run, monkeypatch):
+    """The notebook on a micro run (arms none, pgnm-reinforce and frozen_policy: the other mask rows are absent)."""
+    results = micro_run
     monkeypatch.setenv("PGNM_RESULTS_DIR", str(results))
     monkeypatch.setenv("PGNM_FIXTURE", "1")
     notebook = nbformat.read(ROOT / "notebooks" / "per_modality_results.ipynb", as_version=4)

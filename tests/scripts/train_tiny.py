@@ -1,18 +1,16 @@
-"""A tiny SupervisedTrainer run with an arm handler, for the resume / SIGKILL / DDP tests.
+"""A tiny SupervisedTrainer run with an arm handler, for the handler's resume and SIGKILL tests.
 
-Run directly (one process) or under ``torchrun`` (gloo). Writes checkpoints with AtomicCheckpointSaver,
-a classifier-only ``model.pt``, and ``final_rank{r}.pt`` with the classifier and policy states.
+Run as a script (a fresh process) or in-process with ``main([...])``. Writes epoch (or iteration) checkpoints with
+AtomicCheckpointSaver, a classifier-only ``model.pt``, and ``final.pt`` with the classifier and policy states.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from ignite.engine import Events
 from monai.data import DataLoader
 from monai.engines import SupervisedTrainer
@@ -21,7 +19,6 @@ from monai.utils import set_determinism
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from pgnm_monai import distributed
 from pgnm_monai.arms import build_arm_handler
 from pgnm_monai.handlers import AtomicCheckpointSaver
 
@@ -39,7 +36,7 @@ def tiny_classifier(num_classes: int) -> nn.Module:
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", required=True)
     parser.add_argument("--out", required=True)
@@ -51,15 +48,12 @@ def main() -> None:
     parser.add_argument("--iteration-checkpoints", action="store_true")
     parser.add_argument("--sleep", type=float, default=0.0)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--per-rank-dirs", action="store_true", help="save under OUT/ckpt_rank{r} (DDP test)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
-    if "RANK" in os.environ:
-        dist.init_process_group("gloo")
     set_determinism(0)
     data = torch.load(args.data)
     items = [{"image": x, "label": y} for x, y in zip(data["image"], data["label"], strict=True)]
-    sampler = DistributedSampler(items, num_replicas=distributed.world_size(), rank=distributed.rank(), seed=0)
+    sampler = DistributedSampler(items, num_replicas=1, rank=0, seed=0)  # seeded per epoch (the trainer sets it)
     loader = DataLoader(items, batch_size=args.batch_size, sampler=sampler, drop_last=True, num_workers=0)
     net = tiny_classifier(int(data["label"].max()) + 1)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
@@ -76,8 +70,6 @@ def main() -> None:
         policy_lr=0.01,
         seed=0,
     )
-    if distributed.world_size() > 1:
-        net = nn.parallel.DistributedDataParallel(net)
     trainer = SupervisedTrainer(
         device=torch.device("cpu"),
         max_epochs=args.epochs,
@@ -88,11 +80,10 @@ def main() -> None:
         train_handlers=[arm],
     )
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: scheduler.step())
-    model = net.module if distributed.world_size() > 1 else net
-    state = {"network": model, "optimizer": optimizer, "lr_scheduler": scheduler, "trainer": trainer, "arm": arm}
+    state = {"network": net, "optimizer": optimizer, "lr_scheduler": scheduler, "trainer": trainer, "arm": arm}
     if args.resume:
         CheckpointLoader(load_path=args.resume, load_dict=state).attach(trainer)
-    save_dir = Path(args.out) / f"ckpt_rank{distributed.rank()}" if args.per_rank_dirs else Path(args.out)
+    save_dir = Path(args.out)
     AtomicCheckpointSaver(
         save_dir=str(save_dir),
         save_dict=state,
@@ -101,7 +92,7 @@ def main() -> None:
         epoch_level=not args.iteration_checkpoints,
     ).attach(trainer)
     AtomicCheckpointSaver(
-        save_dir=str(save_dir), save_dict={"model": model}, save_final=True, final_filename="model.pt"
+        save_dir=str(save_dir), save_dict={"model": net}, save_final=True, final_filename="model.pt"
     ).attach(trainer)
     if args.stop_after_epochs:
         trainer.add_event_handler(Events.EPOCH_COMPLETED(once=args.stop_after_epochs), lambda e: e.terminate())
@@ -109,12 +100,10 @@ def main() -> None:
         trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: time.sleep(args.sleep))
     trainer.run()
 
-    final = {"network": model.state_dict(), "iteration": trainer.state.iteration, "epoch": trainer.state.epoch}
+    final = {"network": net.state_dict(), "iteration": trainer.state.iteration, "epoch": trainer.state.epoch}
     if args.arm == "pgnm":
         final["policy"] = arm.policy.state_dict()
-    torch.save(final, Path(args.out) / f"final_rank{distributed.rank()}.pt")
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    torch.save(final, save_dir / "final.pt")
 
 
 if __name__ == "__main__":
