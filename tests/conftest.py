@@ -21,6 +21,14 @@ from pgnm_monai.data.utils import shared_data_dir
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests first (stable otherwise): pytest-xdist hands out the long tests before the quick ones, so that the
+    two workers finish together (``make test``: ``--dist loadgroup``; a module's expensive fixture is kept on one
+    worker with ``xdist_group``)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 MEDNIST_CLASSES = ("AbdomenCT", "BreastMRI", "CXR", "ChestCT", "Hand", "HeadCT")
 
 

@@ -132,6 +132,7 @@ def test_pretrain_outputs_and_resume(pretrained):
         assert torch.equal(saved[k], seen["policy"][k]), k
 
 
+@pytest.mark.slow
 def test_pretrain_evaluate_inference_export(pretrained, tmp_path):
     root = os.fspath(pretrained["root"])
     run("pgnm_pretrain", "evaluate", bundle_root=root, **TINY)

@@ -58,6 +58,7 @@ def mednist_jpegs(tmp_path_factory):
     return got
 
 
+@pytest.mark.slow
 def test_mednist_tarball_split_saved_and_reused(mednist_cache):
     cache, train = mednist_cache
     assert train.class_names == ["AbdomenCT", "BreastMRI", "CXR", "ChestCT", "Hand", "HeadCT"]

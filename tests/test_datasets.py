@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from bundle_settings import QUIET
 from monai.data import CacheDataset, PersistentDataset
@@ -72,6 +73,7 @@ def test_memory_cache_is_shared_between_the_runs_of_a_process(monkeypatch):
     assert len(datasets._shared) == datasets.MEMORY_DATASETS
 
 
+@pytest.mark.slow
 def test_memory_caches_are_not_modified_by_the_random_transforms(monkeypatch):
     """No deep copy before the random part of the chain (``copy_cache=False``): the training chain leaves the
     cached items as they were, and gives the tensors of MONAI's copying ``CacheDataset``."""
@@ -98,6 +100,7 @@ def test_memory_caches_are_not_modified_by_the_random_transforms(monkeypatch):
     set_determinism(None)
 
 
+@pytest.mark.slow
 def test_disk_cache_keys_on_the_item_and_the_transform_parameters(tmp_path):
     items = load_datalist("embedded", split="test").items
     cache = tmp_path / "cache"

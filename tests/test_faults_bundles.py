@@ -132,6 +132,7 @@ def test_bundle_root_is_file(tmp_path):
 # 4-5: read-only output folders, found before training ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_readonly_models(tmp_path):
     (tmp_path / "models").mkdir(mode=0o555)
     line = last_line(bundle_cli(tmp_path, drop_root=True, arm="none"))
@@ -140,6 +141,7 @@ def test_readonly_models(tmp_path):
     assert files_under(tmp_path) == [] and not (tmp_path / "eval").exists()
 
 
+@pytest.mark.slow
 def test_readonly_eval(tmp_path):
     (tmp_path / "eval").mkdir(mode=0o555)
     line = last_line(bundle_cli(tmp_path, drop_root=True, arm="pgnm"))
@@ -267,6 +269,7 @@ def test_new_keyword_of_a_component_is_allowed():
     assert wf.parser["train#trainer#epoch_length"] == 2
 
 
+@pytest.mark.slow
 def test_unknown_id_cli(tmp_path):
     line = last_line(bundle_cli(tmp_path, netwrok="small"))
     assert line.startswith("ValueError: unknown config id 'netwrok'") and "did you mean 'network'" in line, line

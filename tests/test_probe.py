@@ -25,6 +25,8 @@ from pgnm_monai.experiments.statistics import bootstrap_interval
 from pgnm_monai.experiments.tasks import Task
 from pgnm_monai.networks import build_classifier
 
+pytestmark = pytest.mark.xdist_group("probe_models")  # the module's pretrained models: one worker builds them
+
 ARMS = ("none", "pgnm-reinforce")
 SEEDS = (0, 1)
 EPISODES = 20

@@ -116,6 +116,7 @@ def test_resume_refuses_a_changed_setting(trained, change, old):
     assert sorted(p.name for p in (trained / "models").iterdir()) == before  # nothing written, nothing removed
 
 
+@pytest.mark.slow
 def test_resume_refusal_is_the_last_line_of_the_cli(trained):
     line = last_line(bundle_cli("configs/train.json", trained, resume=True, arm="pgnm", epochs=2, lr=0.5, **TINY))
     assert line.startswith("ValueError: config id 'lr' is 0.5 but the training state"), line
@@ -148,6 +149,7 @@ def test_inference_needs_named_inputs(finished):
     assert not (finished / "eval" / "inference_predictions.csv").exists()
 
 
+@pytest.mark.slow
 def test_inference_refuses_a_misspelt_override(finished):
     proc = bundle_cli("configs/inference.json", finished, network="small", image_size=32, input_fils="['a.png']")
     line = last_line(proc)
@@ -196,6 +198,7 @@ def test_two_roots_cannot_share_a_checkpoint_folder(tmp_path):
 # errors ----------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_unreadable_image_during_training_is_the_last_line(tmp_path):
     """A file that passes the loader (validation off) and fails in the transform chain: the project's message,
     naming the file, is the last line, not MONAI's ``applying transform <object at 0x...>``."""
@@ -213,6 +216,7 @@ def test_an_unreadable_image_during_training_is_the_last_line(tmp_path):
     assert line.startswith("ValueError: DICOM file") and "cut" in line and "applying transform" not in line, line
 
 
+@pytest.mark.slow
 def test_unknown_loader_option_is_named_with_a_suggestion(tmp_path):
     line = last_line(bundle_cli("configs/train.json", tmp_path, arm="none", dataset_options="{'max_per_volme': 2}"))
     assert line == (

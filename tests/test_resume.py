@@ -68,6 +68,7 @@ os.replace = _replace_or_die
 """
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_through_the_cli(tmp_path):
     """``python -m monai.bundle run`` killed (SIGKILL) after its epoch-2 checkpoint, and another killed while it
     writes that checkpoint, then both run again with ``resume`` (the first through the CLI, the second in-process):
