@@ -1,5 +1,6 @@
 """DDP that matches one process: ``torchrun`` with 2 gloo processes at per-rank batch B/2 against 1 process at
-batch B, through the pretrain bundle's ``multi_gpu_train.json`` on the same seeded data and order.
+batch B (a world of one, in the test's process), through the pretrain bundle's ``multi_gpu_train.json`` on the same
+seeded data and order.
 
 Both runs use the same ``DistributedSampler`` permutation (seeded), so every step sees the same B images; DDP
 averages the two ranks' gradients, which equals the gradient of the B-image mean loss. What differs is batch
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,18 +23,20 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 PRE = ROOT / "bundles" / "pgnm_pretrain"
+SCRIPTS = os.fspath(ROOT / "tests" / "scripts")  # ddp_loss_log.GlobalLossLog
 B = 8
 TOL = 1e-5  # absolute, on per-iteration losses (~1) and on every weight: float summation order only (measured 2e-7)
 SETTINGS = {"arm": "none", "network": "small", "image_size": 32, "epochs": 2, "lr": 0.05, "max_train_items": 16}
 
 
-def run_ddp(root: Path, processes: int, sync_bn: bool) -> tuple[list[float], dict[str, torch.Tensor]]:
+def parity_config(root: Path) -> Path:
+    """The test's overlay: the deterministic evaluation chain for training too (the same images every run) and a
+    log of the all-rank mean loss of every iteration."""
     extra = root / "parity.json"
     root.mkdir(parents=True)
     extra.write_text(
         json.dumps(
             {
-                # the same images every run: the deterministic evaluation chain for training too
                 "train#preprocessing": "@validate#preprocessing",
                 "loss_log": {"_target_": "ddp_loss_log.GlobalLossLog", "path": os.fspath(root / "losses.json")},
                 "train#trainer#train_handlers": "$[@train#arm_handler] + @train#handlers + [@loss_log] + "
@@ -40,8 +44,19 @@ def run_ddp(root: Path, processes: int, sync_bn: bool) -> tuple[list[float], dic
             }
         )
     )
-    overrides = {**SETTINGS, "batch_size": B // processes, "sync_bn": sync_bn, "bundle_root": root}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    return extra
+
+
+def outputs(root: Path) -> tuple[list[float], dict[str, torch.Tensor]]:
+    losses = json.loads((root / "losses.json").read_text())
+    return losses, torch.load(root / "models" / "model.pt", weights_only=True)
+
+
+def run_two_processes(root: Path, sync_bn: bool) -> tuple[list[float], dict[str, torch.Tensor]]:
+    """``torchrun --nproc_per_node=2 -m monai.bundle run`` of train.json + multi_gpu_train.json at batch B/2."""
+    extra = parity_config(root)
+    overrides = {**SETTINGS, "batch_size": B // 2, "sync_bn": sync_bn, "bundle_root": root}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     cmd += ["-m", "monai.bundle", "run"]
     cmd += ["--config_file", f"['configs/train.json','configs/multi_gpu_train.json','{extra}']"]
     cmd += ["--progress_bar", "False", "--tensorboard", "False"]
@@ -49,21 +64,50 @@ def run_ddp(root: Path, processes: int, sync_bn: bool) -> tuple[list[float], dic
         cmd += [f"--{k}", str(v)]
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "scripts"), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([SCRIPTS, os.environ.get("PYTHONPATH", "")]),
         "OMP_NUM_THREADS": "1",
         "PYTHONWARNINGS": "ignore",
     }
     proc = subprocess.run(cmd, cwd=PRE, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    losses = json.loads((root / "losses.json").read_text())
-    return losses, torch.load(root / "models" / "model.pt", weights_only=True)
+    return outputs(root)
+
+
+def run_one_process(root: Path, monkeypatch) -> tuple[list[float], dict[str, torch.Tensor]]:
+    """The same configs at batch B as the one process of a world of 1, in this process (what ``torchrun
+    --nproc_per_node=1`` sets up: the rank's environment; one intra-op thread, as the two processes)."""
+    from monai.bundle import run
+
+    extra = parity_config(root)
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    monkeypatch.syspath_prepend(SCRIPTS)
+    assert torch.get_num_threads() == 1
+    files = [os.fspath(PRE / "configs" / f) for f in ("train.json", "multi_gpu_train.json")] + [os.fspath(extra)]
+    overrides = {**SETTINGS, "batch_size": B, "sync_bn": False, "bundle_root": os.fspath(root)}
+    try:
+        run(config_file=files, meta_file=os.fspath(PRE / "configs" / "metadata.json"), progress_bar=False,
+            tensorboard=False, **overrides)  # fmt: skip
+    finally:
+        if torch.distributed.is_initialized():  # the bundle's finalize destroys it; not when the run failed
+            torch.distributed.destroy_process_group()
+    return outputs(root)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.mark.slow
-def test_two_processes_with_sync_bn_match_one_process(tmp_path):
-    one_loss, one = run_ddp(tmp_path / "one", 1, sync_bn=False)
-    two_loss, two = run_ddp(tmp_path / "two", 2, sync_bn=True)
-    plain_loss, plain = run_ddp(tmp_path / "plain", 2, sync_bn=False)
+@pytest.mark.filterwarnings("ignore:parsing config_file")  # MONAI's notice that a config runs code (ours)
+def test_two_processes_with_sync_bn_match_one_process(tmp_path, monkeypatch):
+    one_loss, one = run_one_process(tmp_path / "one", monkeypatch)
+    two_loss, two = run_two_processes(tmp_path / "two", sync_bn=True)
+    plain_loss, plain = run_two_processes(tmp_path / "plain", sync_bn=False)
     assert len(one_loss) == len(two_loss) == SETTINGS["epochs"] * SETTINGS["max_train_items"] // B
     assert max(abs(a - b) for a, b in zip(one_loss, two_loss, strict=True)) < TOL
     assert one.keys() == two.keys()
