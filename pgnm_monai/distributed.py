@@ -106,10 +106,14 @@ def init_distributed(backend: str | None = None) -> int:
 
 
 def cleanup_distributed() -> None:
-    """Destroy the process group if there is one."""
+    """Destroy the process group if there is one, and tell ignite (whose checkpoint savers and metrics ask
+    ``ignite.distributed`` for the rank), so that a later run in the same process is a single-process one."""
     if _initialized():
+        import ignite.distributed as idist
+
         dist.barrier()
         dist.destroy_process_group()
+        idist.sync()
 
 
 def wrap_ddp(module: nn.Module, device: str | torch.device, sync_bn: bool = False) -> nn.Module:

@@ -22,7 +22,7 @@ def test_main_job_is_quiet_and_logs_each_stage_to_its_run_folder(pgnm, tmp_path)
     for folder, stage in (("pretrain_pgnm", "train"), ("finetune_none", "train"), ("finetune_pgnm", "evaluate")):
         log = (tmp_path / "out" / folder / "logs" / f"{stage}.log").read_text()
         assert "Epoch" in log and "INFO" in log
-    verbose = pgnm(*args[:2], "out_verbose", *args[3:], "--verbose", cwd=tmp_path)
+    verbose = pgnm(*args[:2], "out_verbose", *args[3:], "--arms", "none", "--verbose", cwd=tmp_path)  # 3 stages
     assert "Epoch[1] Metrics" in verbose.stdout and len(verbose.stdout.splitlines()) > 3 * len(lines)
     assert "Not all config files" not in verbose.stdout + verbose.stderr
 

@@ -93,6 +93,10 @@ def run_one_process(root: Path, monkeypatch) -> tuple[list[float], dict[str, tor
     finally:
         if torch.distributed.is_initialized():  # the bundle's finalize destroys it; not when the run failed
             torch.distributed.destroy_process_group()
+    import ignite.distributed as idist
+
+    # the bundle's cleanup leaves this process a single-process one for ignite too (its savers ask it the rank)
+    assert idist.model_name() == "serial" and idist.get_rank() == 0
     return outputs(root)
 
 

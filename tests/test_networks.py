@@ -320,16 +320,20 @@ def test_pgnm_finetune_from_released_weights_on_the_embedded_set(pgnm, tmp_path)
 
 
 @pytest.mark.slow
-def test_pgnm_finetune_on_a_clinical_csv_with_imagenet_weights(pgnm, clinical_csv, tmp_path):
+def test_pgnm_finetune_on_a_clinical_csv_with_imagenet_weights(clinical_csv, tmp_path, monkeypatch):
+    """``pgnm finetune`` (its main, in this process; the command line itself: the released-weights test above)."""
+    import json
+
+    from pgnm_monai.cli import main
+
     _torchvision_imagenet_file(tmp_path / "resnet18-imagenet.pth")
-    pgnm(
+    monkeypatch.chdir(tmp_path)
+    assert main([
         "finetune", "--pretrained", os.fspath(tmp_path / "resnet18-imagenet.pth"), "--network", "resnet18",
         "--dataset-kind", "clinical", "--dataset-dir", os.fspath(clinical_csv), "--normalization", "imagenet",
         "--dataset-options", '{"time_point": 0}',
         "--epochs", "1", "--image-size", "32", "--batch-size", "4", "--output-dir", os.fspath(tmp_path / "run"),
-        cwd=tmp_path,
-    )  # fmt: skip
-    import json
+    ]) == 0  # fmt: skip
 
     report = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
     assert report["overall"]["n"] > 0 and report["by_modality"]
