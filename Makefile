@@ -23,7 +23,7 @@ run: $(VENV)/.stamp
 	$(PY) -m pgnm_monai run $(RUN_ARGS)
 
 test: $(VENV)/.stamp
-	$(PY) -m pytest -n 2 --dist loadgroup $(TEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadscope --no-loadscope-reorder $(TEST_ARGS)
 
 lint: $(VENV)/.stamp
 	$(VENV)/bin/ruff check pgnm_monai tests

@@ -30,7 +30,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.xdist_group("wheel")  # one worker builds the wheel the tests share
 BUNDLES = ("pgnm_pretrain", "pgnm_finetune")
 BUNDLE_FILES = (
     "configs/train.json",

@@ -25,8 +25,6 @@ from pgnm_monai.experiments.statistics import bootstrap_interval
 from pgnm_monai.experiments.tasks import Task
 from pgnm_monai.networks import build_classifier
 
-pytestmark = pytest.mark.xdist_group("probe_models")  # the module's pretrained models: one worker builds them
-
 ARMS = ("none", "pgnm-reinforce")
 SEEDS = (0, 1)
 EPISODES = 20
@@ -64,6 +62,7 @@ def probed(pretrained):
     return pretrained, first, second
 
 
+@pytest.mark.slow
 def test_probe_is_incremental_per_model(pretrained, tmp_path):
     """Models probed with the same settings are read back; new seeds, new settings or a changed model are probed."""
     out = tmp_path / "out"
@@ -128,6 +127,7 @@ def test_feature_extractor_gives_the_head_input(pretrained):
     )
 
 
+@pytest.mark.slow
 def test_run_probe_rows_shared_episodes_and_determinism(probed):
     out, frame, again = probed
     assert list(frame.columns) == list(RUN_COLUMNS)

@@ -92,7 +92,6 @@ def micro_run(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("micro_run")
 def test_benchmark_command_micro_profile_end_to_end(micro_run):
     out = micro_run
     runs = pd.read_csv(out / "runs.csv")
@@ -158,7 +157,6 @@ def test_benchmark_command_micro3d_profile_volumes_end_to_end(tmp_path, monkeypa
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("micro_run")
 def test_notebook_runs_top_to_bottom_on_the_fixture(micro_run, monkeypatch):
     """The notebook on a micro run (arms none, pgnm-reinforce and frozen_policy: the other mask rows are absent)."""
     results = micro_run
