@@ -132,7 +132,7 @@ def test_pretrain_outputs_and_resume(pretrained):
         assert torch.equal(saved[k], seen["policy"][k]), k
 
 
-@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # MONAI's ckpt_export scripts the network
 def test_pretrain_evaluate_inference_export(pretrained, tmp_path):
     root = os.fspath(pretrained["root"])
     run("pgnm_pretrain", "evaluate", bundle_root=root, **TINY)
@@ -145,24 +145,19 @@ def test_pretrain_evaluate_inference_export(pretrained, tmp_path):
     with open(Path(root) / "eval" / "inference_predictions.csv") as f:
         inferred = list(csv.DictReader(f))
     assert [r["image_path"] for r in inferred] == [r["image_path"] for r in rows]  # the same 9 test items
-    # ckpt_export (CLI) gives the checkpoint's outputs
+    # ckpt_export (what `python -m monai.bundle ckpt_export network_def ...` calls, the bundle's README command; the
+    # command line itself: test_onnx_export_through_monai_bundle_matches_pytorch) gives the checkpoint's outputs
+    from monai.bundle import ckpt_export
+
     ts = tmp_path / "model.ts"
-    cli(
-        PRE,
-        "ckpt_export",
+    ckpt_export(
         "network_def",
-        "--filepath",
-        os.fspath(ts),
-        "--ckpt_file",
-        f"{root}/models/model.pt",
-        "--meta_file",
-        "configs/metadata.json",
-        "--config_file",
-        "configs/inference.json",
-        "--network",
-        "small",
-        "--bundle_root",  # the run whose models/class_map.json gives the class count
-        root,
+        filepath=os.fspath(ts),
+        ckpt_file=f"{root}/models/model.pt",
+        meta_file=os.fspath(PRE / "configs" / "metadata.json"),
+        config_file=os.fspath(PRE / "configs" / "inference.json"),
+        network="small",
+        bundle_root=root,  # the run whose models/class_map.json gives the class count
     )
     from pgnm_monai.networks import build_classifier
 
@@ -266,13 +261,12 @@ def test_finetune_missing_pretrained(tmp_path):
 
 @pytest.mark.slow
 def test_cli_embedded(tmp_path):
-    """The bundles' commands as their READMEs give them: pretrain, fine-tune (an overlay of the pretrain configs) and
-    inference through ``python -m monai.bundle run``; the fine-tune's evaluation (the same overlay, two files more)
-    in this process."""
-    pre = {"bundle_root": tmp_path / "pre", "arm": "none", "epochs": 1, **TINY}
-    meta = ["--meta_file", "configs/metadata.json", "--logging_file", "configs/logging.conf"]
-    cli(PRE, "run", "--config_file", "configs/train.json", *meta, *overrides_cli(pre))
+    """The fine-tune bundle's commands as its README gives them: training (an overlay of the pretrain configs) and
+    inference through ``python -m monai.bundle run``; the pretraining (its command: tests/test_resume.py) and the
+    fine-tune's evaluation (the training overlay and two files more) in this process."""
+    run("pgnm_pretrain", "train", bundle_root=os.fspath(tmp_path / "pre"), arm="none", epochs=1, **TINY)
     assert (tmp_path / "pre" / "models" / "model.pt").is_file()
+    meta = ["--meta_file", "configs/metadata.json", "--logging_file", "configs/logging.conf"]
     ft = {"bundle_root": tmp_path / "ft", "pretrained_ckpt": tmp_path / "pre" / "models" / "model.pt", **TINY}
     cli(FT, "run", "--config_file", FT_TRAIN, *meta, *overrides_cli({**ft, "epochs": 1}))
     from pgnm_monai.experiments.runner import stage_configs
