@@ -20,6 +20,9 @@ from pgnm_monai.data.utils import shared_data_dir
 # processes the tests start (bundles, torchrun, pgnm) inherit it: two pytest workers fill the two cores already.
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# For the same reason joblib counts one CPU: the probes' default process pool (``n_jobs=-1``) would only add its
+# workers' start-up; tests/test_probe.py asks for two processes explicitly (the rows do not depend on it).
+os.environ.setdefault("LOKY_MAX_CPU_COUNT", "1")
 
 
 def pytest_collection_modifyitems(config, items):
