@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from pgnm_monai.distributed import cleanup_distributed
+
 ROOT = Path(__file__).resolve().parents[1]
 PRE = ROOT / "bundles" / "pgnm_pretrain"
 SCRIPTS = os.fspath(ROOT / "tests" / "scripts")  # ddp_loss_log.GlobalLossLog
@@ -91,8 +93,7 @@ def run_one_process(root: Path, monkeypatch) -> tuple[list[float], dict[str, tor
         run(config_file=files, meta_file=os.fspath(PRE / "configs" / "metadata.json"), progress_bar=False,
             tensorboard=False, **overrides)  # fmt: skip
     finally:
-        if torch.distributed.is_initialized():  # the bundle's finalize destroys it; not when the run failed
-            torch.distributed.destroy_process_group()
+        cleanup_distributed()  # the bundle's finalize did it, unless the run failed: no group left behind
     import ignite.distributed as idist
 
     # the bundle's cleanup leaves this process a single-process one for ignite too (its savers ask it the rank)
