@@ -8,8 +8,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -305,23 +303,29 @@ def test_average_last_must_be_a_positive_count(tmp_path):
 # ------------------------------------------------------------------------------------------------- pgnm finetune
 
 
+# ``pgnm finetune`` through the CLI's ``main`` in this process (``python -m pgnm_monai`` calls it; the command line
+# in a fresh process: tests/test_cli.py and tests/test_packaging.py)
+
+
 @pytest.mark.slow
-def test_pgnm_finetune_from_released_weights_on_the_embedded_set(pgnm, tmp_path):
+def test_pgnm_finetune_from_released_weights_on_the_embedded_set(tmp_path, monkeypatch, capsys):
+    from pgnm_monai.cli import main
+
     released = _timm_state("resnet10t", 165, seed=9)
     torch.save(released, tmp_path / "resnet10t_gradientp_RIN_64_64_k13_s6.pth")
-    proc = pgnm(
+    monkeypatch.chdir(tmp_path)
+    assert main([
         "finetune", "--pretrained", "resnet10t_gradientp_RIN_64_64_k13_s6.pth", "--network", "resnet10t",
-        "--epochs", "1", "--image-size", "32", "--output-dir", "run", cwd=tmp_path,
-    )  # fmt: skip
+        "--epochs", "1", "--image-size", "32", "--output-dir", "run",
+    ]) == 0  # fmt: skip
     run = tmp_path / "run"
     assert (run / "models" / "model.pt").is_file() and (run / "eval" / "predictions.csv").is_file()
     table = (run / "eval" / "metrics_by_modality.md").read_text()
-    assert "| modality |" in table and "| all | 9 |" in table and table in proc.stdout
+    assert "| modality |" in table and "| all | 9 |" in table and table in capsys.readouterr().out
 
 
 @pytest.mark.slow
 def test_pgnm_finetune_on_a_clinical_csv_with_imagenet_weights(clinical_csv, tmp_path, monkeypatch):
-    """``pgnm finetune`` (its main, in this process; the command line itself: the released-weights test above)."""
     import json
 
     from pgnm_monai.cli import main
@@ -349,18 +353,17 @@ def test_pgnm_finetune_on_a_clinical_csv_with_imagenet_weights(clinical_csv, tmp
 def test_onnx_export_through_monai_bundle_matches_pytorch(tmp_path):
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
+    from monai.bundle import onnx_export
+
     net = build_classifier("resnet10t", 1, 4).eval()
     torch.save(net.state_dict(), tmp_path / "model.pt")
-    proc = subprocess.run(
-        [
-            sys.executable, "-m", "monai.bundle", "onnx_export", "network_def", "--filepath",
-            os.fspath(tmp_path / "model.onnx"), "--ckpt_file", os.fspath(tmp_path / "model.pt"), "--meta_file",
-            "configs/metadata.json", "--config_file", "configs/inference.json", "--input_shape", "[2, 1, 64, 64]",
-            "--use_trace", "True", "--num_classes", "4",  # a weight file without its run: the class count given
-        ],
-        cwd=ROOT / "bundles" / "pgnm_pretrain", capture_output=True, text=True, timeout=300,
+    configs = ROOT / "bundles" / "pgnm_pretrain" / "configs"
+    onnx_export(  # what `python -m monai.bundle onnx_export network_def ...` (the bundle's README command) calls
+        "network_def", filepath=os.fspath(tmp_path / "model.onnx"), ckpt_file=os.fspath(tmp_path / "model.pt"),
+        meta_file=os.fspath(configs / "metadata.json"), config_file=os.fspath(configs / "inference.json"),
+        input_shape=[2, 1, 64, 64], use_trace=True,
+        num_classes=4,  # a weight file without its run: the class count given
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     session = ort.InferenceSession(os.fspath(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     x = torch.randn(2, 1, 64, 64)
     (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
