@@ -54,16 +54,17 @@ def outputs(root: Path) -> tuple[list[float], dict[str, torch.Tensor]]:
     return losses, torch.load(root / "models" / "model.pt", weights_only=True)
 
 
-def run_two_processes(root: Path, sync_bn: bool) -> tuple[list[float], dict[str, torch.Tensor]]:
-    """``torchrun --nproc_per_node=2 -m monai.bundle run`` of train.json + multi_gpu_train.json at batch B/2."""
-    extra = parity_config(root)
-    overrides = {**SETTINGS, "batch_size": B // 2, "sync_bn": sync_bn, "bundle_root": root}
+def run_two_processes(roots: dict[Path, bool]) -> dict[Path, tuple[list[float], dict[str, torch.Tensor]]]:
+    """One ``torchrun --nproc_per_node=2`` of train.json + multi_gpu_train.json at batch B/2, once per root
+    (``sync_bn`` the root's value; tests/scripts/ddp_parity_runs.py: the bundle through ``monai.bundle.run`` in the
+    same process group; its command line under torchrun: tests/test_bundles.py::test_ddp_gloo_two_processes)."""
+    configs = [os.fspath(PRE / "configs" / f) for f in ("train.json", "multi_gpu_train.json")]
+    overrides = {**SETTINGS, "batch_size": B // 2, "progress_bar": False, "tensorboard": False}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    cmd += ["-m", "monai.bundle", "run"]
-    cmd += ["--config_file", f"['configs/train.json','configs/multi_gpu_train.json','{extra}']"]
-    cmd += ["--progress_bar", "False", "--tensorboard", "False"]
-    for k, v in overrides.items():
-        cmd += [f"--{k}", str(v)]
+    cmd += [os.fspath(Path(SCRIPTS) / "ddp_parity_runs.py"), json.dumps(configs), json.dumps(overrides)]
+    for root, sync_bn in roots.items():
+        parity_config(root)
+        cmd.append(f"{root}={str(sync_bn).lower()}")
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([SCRIPTS, os.environ.get("PYTHONPATH", "")]),
@@ -72,7 +73,7 @@ def run_two_processes(root: Path, sync_bn: bool) -> tuple[list[float], dict[str,
     }
     proc = subprocess.run(cmd, cwd=PRE, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return outputs(root)
+    return {root: outputs(root) for root in roots}
 
 
 def run_one_process(root: Path, monkeypatch) -> tuple[list[float], dict[str, torch.Tensor]]:
@@ -111,8 +112,8 @@ def free_port() -> int:
 @pytest.mark.filterwarnings("ignore:parsing config_file")  # MONAI's notice that a config runs code (ours)
 def test_two_processes_with_sync_bn_match_one_process(tmp_path, monkeypatch):
     one_loss, one = run_one_process(tmp_path / "one", monkeypatch)
-    two_loss, two = run_two_processes(tmp_path / "two", sync_bn=True)
-    plain_loss, plain = run_two_processes(tmp_path / "plain", sync_bn=False)
+    runs = run_two_processes({tmp_path / "two": True, tmp_path / "plain": False})  # sync_bn first: a fresh group
+    (two_loss, two), (plain_loss, plain) = runs[tmp_path / "two"], runs[tmp_path / "plain"]
     assert len(one_loss) == len(two_loss) == SETTINGS["epochs"] * SETTINGS["max_train_items"] // B
     assert max(abs(a - b) for a, b in zip(one_loss, two_loss, strict=True)) < TOL
     assert one.keys() == two.keys()
