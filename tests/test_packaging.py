@@ -45,6 +45,7 @@ BUNDLE_FILES = (
 SYMLINKED = ("configs/inference.json", "configs/multi_gpu_train.json", "configs/logging.conf")
 
 # top-level entries of the checkout that are not sources (the venv, run outputs, caches, VCS)
+QUIET_LINES = 20  # the main job's console: a line per stage and the comparison table
 _TOP_LEVEL_SKIP = {".git", ".venv", ".ci", "build", "dist", "runs", "results", "logs", "models", "notebooks", "tests"}
 
 
@@ -205,6 +206,8 @@ def test_installed_copy_finds_packaged_bundles(installed, tmp_path):
 
 @pytest.mark.slow
 def test_installed_cli_runs_end_to_end(installed, tmp_path):
+    """``pgnm run`` from the installed copy, in another folder: it finds its bundles, writes nothing into the package,
+    and is the quiet main job (``--verbose``: tests/test_cli.py)."""
     out = tmp_path / "out"
     before = _snapshot(installed)
     args = [
@@ -237,3 +240,12 @@ def test_installed_cli_runs_end_to_end(installed, tmp_path):
     log = (out / "pretrain_pgnm" / "logs" / "train.log").read_text()  # the quiet main job logs each stage there
     assert str(installed / "pgnm_monai" / "bundles" / "pgnm_pretrain" / "configs") in log
     assert _snapshot(installed) == before, "the run wrote into the installed package"
+    # the main job is quiet: one line per stage, then the table; the bundles' logs in each run folder
+    lines = proc.stdout.splitlines()
+    stages = [line.split(":")[0] for line in lines if line.startswith("[")]
+    assert stages == [f"[{arm}] {stage}" for arm in ("pgnm", "none") for stage in ("pretrain", "fine-tune", "evaluate")]
+    assert len(lines) <= QUIET_LINES and "| arm |" in proc.stdout
+    assert "Not all config files" not in proc.stdout + proc.stderr
+    for folder, stage in (("pretrain_pgnm", "train"), ("finetune_none", "train"), ("finetune_pgnm", "evaluate")):
+        log = (out / folder / "logs" / f"{stage}.log").read_text()
+        assert "Epoch" in log and "INFO" in log
