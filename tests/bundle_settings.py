@@ -1,4 +1,5 @@
-"""The tiny bundle settings of the tests that run the bundles: small networks and policy trunk, 32 px, a grid of 8."""
+"""The tiny bundle settings of the tests that run the bundles: small networks and policy trunk, 32 px, a grid of 8;
+and the most lines the quiet main job prints."""
 
 TINY = {
     "image_size": 32,
@@ -10,3 +11,5 @@ TINY = {
 }
 #: the same without TensorBoard event files.
 QUIET = {**TINY, "tensorboard": False}
+#: the most console lines of the quiet main job (``pgnm run``): a line per stage and the comparison table.
+QUIET_LINES = 20

@@ -4,10 +4,9 @@ wheel), and help text that gives every option's default."""
 from __future__ import annotations
 
 import pytest
+from bundle_settings import QUIET_LINES
 
 from pgnm_monai.cli import build_parser
-
-QUIET_LINES = 20  # the most lines the quiet main job prints (tests/test_packaging.py)
 
 
 @pytest.mark.slow

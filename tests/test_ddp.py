@@ -58,13 +58,8 @@ def run_two_processes(roots: dict[Path, bool]) -> dict[Path, tuple[list[float], 
     """One ``torchrun --nproc_per_node=2`` of train.json + multi_gpu_train.json at batch B/2, once per root
     (``sync_bn`` the root's value; tests/scripts/ddp_parity_runs.py: the bundle through ``monai.bundle.run`` in the
     same process group; its command line under torchrun: tests/test_bundles.py::test_ddp_gloo_two_processes)."""
-    configs = [os.fspath(PRE / "configs" / f) for f in ("train.json", "multi_gpu_train.json")]
-    overrides = {**SETTINGS, "batch_size": B // 2, "progress_bar": False, "tensorboard": False}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    cmd += [os.fspath(Path(SCRIPTS) / "ddp_parity_runs.py"), json.dumps(configs), json.dumps(overrides)]
-    for root, sync_bn in roots.items():
-        parity_config(root)
-        cmd.append(f"{root}={str(sync_bn).lower()}")
+    cmd += [os.fspath(Path(SCRIPTS) / "ddp_parity_runs.py"), *parity_args(roots, B // 2)]
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([SCRIPTS, os.environ.get("PYTHONPATH", "")]),
@@ -77,22 +72,18 @@ def run_two_processes(roots: dict[Path, bool]) -> dict[Path, tuple[list[float], 
 
 
 def run_one_process(root: Path, monkeypatch) -> tuple[list[float], dict[str, torch.Tensor]]:
-    """The same configs at batch B as the one process of a world of 1, in this process (what ``torchrun
+    """The same script at batch B as the one process of a world of 1, in this process (what ``torchrun
     --nproc_per_node=1`` sets up: the rank's environment; one intra-op thread, as the two processes)."""
-    from monai.bundle import run
-
-    extra = parity_config(root)
     for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1"}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", str(free_port()))
     monkeypatch.syspath_prepend(SCRIPTS)
+    import ddp_parity_runs
+
     assert torch.get_num_threads() == 1
-    files = [os.fspath(PRE / "configs" / f) for f in ("train.json", "multi_gpu_train.json")] + [os.fspath(extra)]
-    overrides = {**SETTINGS, "batch_size": B, "sync_bn": False, "bundle_root": os.fspath(root)}
     try:
-        run(config_file=files, meta_file=os.fspath(PRE / "configs" / "metadata.json"), progress_bar=False,
-            tensorboard=False, **overrides)  # fmt: skip
+        ddp_parity_runs.main(parity_args({root: False}, B))
     finally:
         cleanup_distributed()  # the bundle's finalize did it, unless the run failed: no group left behind
     import ignite.distributed as idist
@@ -100,6 +91,18 @@ def run_one_process(root: Path, monkeypatch) -> tuple[list[float], dict[str, tor
     # the bundle's cleanup leaves this process a single-process one for ignite too (its savers ask it the rank)
     assert idist.model_name() == "serial" and idist.get_rank() == 0
     return outputs(root)
+
+
+def parity_args(roots: dict[Path, bool], batch_size: int) -> list[str]:
+    """tests/scripts/ddp_parity_runs.py's arguments: the bundle's configs, the overrides, ``ROOT=SYNC_BN`` per run
+    (each root gets its overlay)."""
+    configs = [os.fspath(PRE / "configs" / f) for f in ("train.json", "multi_gpu_train.json")]
+    overrides = {**SETTINGS, "batch_size": batch_size, "progress_bar": False, "tensorboard": False}
+    runs = []
+    for root, sync_bn in roots.items():
+        parity_config(root)
+        runs.append(f"{root}={str(sync_bn).lower()}")
+    return [json.dumps(configs), json.dumps(overrides), *runs]
 
 
 def free_port() -> int:

@@ -28,6 +28,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from bundle_settings import QUIET_LINES
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = ("pgnm_pretrain", "pgnm_finetune")
@@ -45,7 +46,6 @@ BUNDLE_FILES = (
 SYMLINKED = ("configs/inference.json", "configs/multi_gpu_train.json", "configs/logging.conf")
 
 # top-level entries of the checkout that are not sources (the venv, run outputs, caches, VCS)
-QUIET_LINES = 20  # the main job's console: a line per stage and the comparison table
 _TOP_LEVEL_SKIP = {".git", ".venv", ".ci", "build", "dist", "runs", "results", "logs", "models", "notebooks", "tests"}
 
 

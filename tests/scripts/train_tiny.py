@@ -47,14 +47,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", default="")
     parser.add_argument("--iteration-checkpoints", action="store_true")
     parser.add_argument("--sleep", type=float, default=0.0)
-    parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args(argv)
 
     set_determinism(0)
     data = torch.load(args.data)
     items = [{"image": x, "label": y} for x, y in zip(data["image"], data["label"], strict=True)]
     sampler = DistributedSampler(items, num_replicas=1, rank=0, seed=0)  # seeded per epoch (the trainer sets it)
-    loader = DataLoader(items, batch_size=args.batch_size, sampler=sampler, drop_last=True, num_workers=0)
+    loader = DataLoader(items, batch_size=16, sampler=sampler, drop_last=True, num_workers=0)
     net = tiny_classifier(int(data["label"].max()) + 1)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=30, gamma=0.1)
