@@ -30,34 +30,24 @@ arm                        mechanism          what the classifier trains on
 ``cutmix``                 ``mix``            MONAI ``CutMix`` on the batch, labels mixed alike (soft)
 =========================  =================  =========================================================
 
+Each mechanism is one builder registered under its name (:func:`register_mechanism`, timm's ``@register_model``
+pattern): :data:`MECHANISMS` is that table, and an arm whose mechanism is not in it cannot be made.
+
 The last four are what a practitioner would pick instead of a mask (:mod:`pgnm_monai.transforms.augment`): the
 torchvision policies work on the image mapped back to [0, 1] with ``intensity_mean``/``intensity_std`` and
 quantised to 8 bits; the mixes need ``num_classes`` and train on soft labels (cross-entropy on probabilities).
 
-The settings an arm fixes (its :attr:`Arm.settings`) win over the caller's keyword arguments; the others
-(e.g. ``objective`` of ``frozen_policy``, which only matters for ``paper``'s classifier-loss scaling) come
-from the caller.
-
-*Presets* (:data:`PRESETS`) are named settings of the noise policy. Both draw the same mask (the same grid,
-blur, Beta pipeline and policy architecture: timm's ResNet-10t trunk and two heads on its pooled 512-d
-features); they differ in what the trunk looks at:
-
-- ``paper``: the full-resolution image, as the official code (trunk in channels-last memory format);
-- ``fast``: the image area-resized to 16 x 16 (``policy_input_size=16``; the mask keeps its cells, only the
-  evidence the policy conditions on is coarser), in the default memory format, with PyTorch's fused SGD for the
-  policy. ``policy_num_threads=1`` runs the policy's hooks on one thread, for CPUs shared with other processes.
-
-Their cost against the paper's networks is measured by ``python -m pgnm_monai.benchmarks.step_time``
-(docs/performance.md). A preset is a dict of keyword arguments of :func:`build_policy_handler`:
-``build_arm_handler("pgnm", preset="fast")`` and ``build_arm_handler("pgnm", **preset_kwargs("fast"))`` build the
-same handler, and explicit keyword arguments override the preset. The mask settings (the paper's:
-:data:`pgnm_monai.mask.GRID`, ``KERNEL_SIZE``, ``SIGMA``, ``EPS``) are the defaults of ``build_arm_handler``, not
-part of a preset, so small images can use a smaller ``grid`` with either.
+Every setting is passed by its bundle id (:mod:`pgnm_monai.settings`): ``build_arm_handler(arm, settings,
+**ids)`` takes a mapping of ids (a bundle's ``run_settings``, a run's ``models/run_settings.json``) and keyword ids
+that win over it; ids an arm does not use are ignored. The settings an arm fixes (its :attr:`Arm.settings`) win
+over both. *Presets* (:data:`pgnm_monai.settings.PRESETS`) are named policy settings (``paper``, ``fast``):
+``build_arm_handler("pgnm", preset="fast")`` starts from them, and explicit ids win. Their cost against the paper's
+networks is measured by ``python -m pgnm_monai.benchmarks.step_time`` (docs/performance.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,45 +55,164 @@ import torch
 from monai.transforms import RandCoarseDropout, RandGaussianNoise
 
 from pgnm_monai.handlers.batch_augmentation import BatchAugmentationHandler
-from pgnm_monai.handlers.noise_policy import STATE_ATTRIBUTES, NoisePolicyHandler, ThreadLimitedNoisePolicyHandler
-from pgnm_monai.mask import EPS, GRID, KERNEL_SIZE, SIGMA
-from pgnm_monai.networks.policy import DEFAULT_TRUNK, NoisePolicy
-from pgnm_monai.objectives import OBJECTIVES
-from pgnm_monai.transforms import PAPER_MEAN, PAPER_STD, RandomBetaMask
+from pgnm_monai.handlers.noise_policy import STATE_ATTRIBUTES, NoisePolicyHandler, build_policy_handler
+from pgnm_monai.settings import (
+    PRESETS,
+    AugmentSettings,
+    InputSettings,
+    OptimizerSettings,
+    PolicySettings,
+)
 from pgnm_monai.transforms.augment import RandBatchMix, RandTorchvisionPolicy
-from pgnm_monai.validation import check_choice
+from pgnm_monai.transforms.noise_mask import RandomBetaMask
+from pgnm_monai.validation import check_choice, check_keywords
 
 __all__ = [
     "ARMS",
     "Arm",
-    "arm_spec",
-    "FAST_POLICY_INPUT_SIZE",
+    "ArmContext",
     "MASK_ARMS",
     "MECHANISMS",
     "PRESETS",
+    "arm_spec",
     "build_arm_handler",
     "build_policy_handler",
     "has_policy",
     "learned_policy_arms",
     "logged_state",
-    "preset_kwargs",
+    "register_mechanism",
     "without_policy",
 ]
 
-#: how an arm changes the training images.
-MECHANISMS = ("none", "pgnm", "random_mask", "gaussian", "coarse_dropout", "torchvision", "mix")
+Handler = NoisePolicyHandler | BatchAugmentationHandler
+
+#: mechanism name -> the builder of its training handler (filled by :func:`register_mechanism`).
+MECHANISMS: dict[str, Callable[[ArmContext], Handler]] = {}
 #: mechanisms that draw a G x G Beta mask (the grid must fit the image).
 MASK_ARMS = ("pgnm", "random_mask")
+#: ids :func:`build_arm_handler` reads besides the settings dataclasses' (the run's, from the bundle).
+RUN_IDS = ("epochs", "seed")
+
+
+def register_mechanism(name: str) -> Callable:
+    """Register the decorated ``builder(context) -> handler`` as mechanism ``name``."""
+
+    def register(builder: Callable[[ArmContext], Handler]) -> Callable[[ArmContext], Handler]:
+        if name in MECHANISMS:
+            raise ValueError(f"mechanism {name!r} is registered already.")
+        MECHANISMS[name] = builder
+        return builder
+
+    return register
 
 
 @dataclass(frozen=True)
 class Arm:
-    """A named comparison arm: a :data:`MECHANISMS` entry plus the policy settings it fixes."""
+    """A named comparison arm: a registered mechanism plus the policy settings it fixes."""
 
     name: str
     mechanism: str
     settings: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+
+    def __post_init__(self) -> None:
+        check_choice(f"mechanism of arm {self.name!r}", self.mechanism, MECHANISMS)
+
+
+@dataclass(frozen=True)
+class ArmContext:
+    """What a mechanism's builder gets: the arm, every id given (``values``) and where to run."""
+
+    arm: Arm
+    values: Mapping[str, Any]
+    device: str | torch.device
+    num_classes: int | None
+    image_key: str
+
+    @property
+    def seed(self) -> int:
+        return int(self.values.get("seed", 0))
+
+    @property
+    def spatial_dims(self) -> int:
+        return self.input.spatial_dims
+
+    @property
+    def image_size(self) -> int | None:
+        """The image side when given (``coarse_dropout`` needs it; the masks check their grid against it)."""
+        return self.values.get("image_size")
+
+    @property
+    def input(self) -> InputSettings:
+        return InputSettings.from_mapping(self.values)
+
+    @property
+    def augment(self) -> AugmentSettings:
+        return AugmentSettings.from_mapping(self.values)
+
+    @property
+    def policy(self) -> PolicySettings:
+        """The policy settings given, with those the arm fixes."""
+        return PolicySettings.from_mapping(self.values, **self.arm.settings)
+
+    def batch_handler(self, transform: Any, **kwargs: Any) -> BatchAugmentationHandler:
+        return BatchAugmentationHandler(transform, image_key=self.image_key, seed=self.seed, **kwargs)
+
+
+@register_mechanism("none")
+def _none(ctx: ArmContext) -> BatchAugmentationHandler:
+    return ctx.batch_handler(None)
+
+
+@register_mechanism("pgnm")
+def _pgnm(ctx: ArmContext) -> NoisePolicyHandler:
+    return build_policy_handler(
+        ctx.policy,
+        lr=OptimizerSettings.from_mapping(ctx.values).lr,
+        epochs=ctx.values.get("epochs"),
+        in_channels=ctx.input.in_channels,
+        spatial_dims=ctx.spatial_dims,
+        device=ctx.device,
+        seed=ctx.seed,
+        image_key=ctx.image_key,
+    )
+
+
+@register_mechanism("random_mask")
+def _random_mask(ctx: ArmContext) -> BatchAugmentationHandler:
+    p, a = ctx.policy, ctx.augment
+    mask = RandomBetaMask(p.grid, a.random_alpha, a.random_beta, p.kernel_size, p.sigma, p.eps, ctx.spatial_dims)
+    return ctx.batch_handler(mask, per_sample=False)
+
+
+@register_mechanism("gaussian")
+def _gaussian(ctx: ArmContext) -> BatchAugmentationHandler:
+    return ctx.batch_handler(RandGaussianNoise(prob=1.0, mean=0.0, std=ctx.augment.noise_std))
+
+
+@register_mechanism("coarse_dropout")
+def _coarse_dropout(ctx: ArmContext) -> BatchAugmentationHandler:
+    if ctx.image_size is None:
+        raise ValueError("image_size is required for arm 'coarse_dropout' (it sizes the holes).")
+    a = ctx.augment
+    side = max(1, round(a.dropout_fraction * ctx.image_size))
+    return ctx.batch_handler(RandCoarseDropout(holes=a.dropout_holes, spatial_size=side, fill_value=0.0, prob=1.0))
+
+
+@register_mechanism("torchvision")
+def _torchvision(ctx: ArmContext) -> BatchAugmentationHandler:
+    if ctx.spatial_dims != 2:
+        raise ValueError(f"arm {ctx.arm.name!r} augments 2D images (torchvision), got spatial_dims={ctx.spatial_dims}.")
+    i = ctx.input
+    return ctx.batch_handler(RandTorchvisionPolicy(ctx.arm.name, i.intensity_mean, i.intensity_std))
+
+
+@register_mechanism("mix")
+def _mix(ctx: ArmContext) -> BatchAugmentationHandler:
+    if ctx.num_classes is None:
+        raise ValueError(f"num_classes is required for arm {ctx.arm.name!r} (the labels become one-hot).")
+    alpha = getattr(ctx.augment, f"{ctx.arm.name}_alpha")
+    return ctx.batch_handler(RandBatchMix(ctx.arm.name, ctx.num_classes, alpha), mix_labels=True)
 
 
 #: every arm by name (see the module docstring).
@@ -111,7 +220,7 @@ ARMS: dict[str, Arm] = {
     arm.name: arm
     for arm in (
         Arm("none", "none", {}, "clean images (baseline)"),
-        Arm("pgnm", "pgnm", {}, "learned Beta mask; objective from the objective argument"),
+        Arm("pgnm", "pgnm", {}, "learned Beta mask; objective from the objective id"),
         Arm("pgnm-paper", "pgnm", {"objective": "paper"}, "learned Beta mask, official objective"),
         Arm(
             "pgnm-paper-unscaled",
@@ -137,18 +246,12 @@ ARMS: dict[str, Arm] = {
     )
 }
 
-FAST_POLICY_INPUT_SIZE = 16
-
-#: policy keyword arguments of each preset (arguments of :func:`build_policy_handler`).
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {"trunk": DEFAULT_TRUNK, "policy_input_size": None},
-    "fast": {
-        "trunk": DEFAULT_TRUNK,
-        "policy_input_size": FAST_POLICY_INPUT_SIZE,
-        "fused_optimizer": True,
-        "channels_last": False,
-    },
-}
+#: every id :func:`build_arm_handler` reads.
+KNOWN_IDS = frozenset(
+    name
+    for cls in (PolicySettings, InputSettings, OptimizerSettings, AugmentSettings)
+    for name in cls.__dataclass_fields__
+) | set(RUN_IDS)
 
 
 def arm_spec(arm: str, what: str = "arm") -> Arm:
@@ -179,195 +282,41 @@ def logged_state(arm: str) -> list[str] | None:
     return list(STATE_ATTRIBUTES) if has_policy(arm) else None
 
 
-def preset_kwargs(name: str, **overrides: Any) -> dict[str, Any]:
-    """The keyword arguments of preset ``name`` updated with ``overrides``.
-
-    Args:
-        name: a key of :data:`PRESETS` (``"paper"`` or ``"fast"``).
-        overrides: keyword arguments that replace the preset's values (e.g. ``policy_input_size=32``).
-
-    Returns:
-        A new dict, safe to modify.
-    """
-    if name not in PRESETS:
-        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {name!r}.")
-    return {**PRESETS[name], **overrides}
-
-
-def build_policy_handler(
-    device: str | torch.device = "cpu",
-    in_channels: int = 1,
-    spatial_dims: int = 2,
-    grid: int = GRID,
-    kernel_size: int = KERNEL_SIZE,
-    sigma: float = SIGMA,
-    eps: float = EPS,
-    trunk: str = DEFAULT_TRUNK,
-    policy_input_size: int | None = None,
-    objective: str = "reinforce",
-    policy_lr: float = 0.01,
-    momentum: float = 0.9,
-    weight_decay: float = 1e-4,
-    epochs: int | None = None,
-    entropy_weight: float = 0.0,
-    reward_sign: int = -1,
-    baseline_momentum: float = 0.9,
-    image_key: str = "image",
-    seed: int = 0,
-    fused_optimizer: bool = False,
-    policy_num_threads: int | None = None,
-    advantage: str = "baseline",
-    scale_classifier_loss: bool = True,
-    frozen: bool = False,
-    channels_last: bool = True,
-) -> NoisePolicyHandler:
-    """A :class:`NoisePolicyHandler` with the paper's policy optimiser.
-
-    The policy is initialised from ``seed`` without touching the global RNG, so building it does not
-    change the classifier's initialisation. Optimiser: SGD(``policy_lr``, momentum, weight decay);
-    with ``epochs`` a cosine annealing of its learning rate to 0 over the epochs (the paper).
-    ``fused_optimizer=True`` uses PyTorch's fused SGD kernel (the same update, one kernel per parameter
-    instead of several: the ``fast`` preset). ``policy_num_threads`` runs the policy's hooks with that
-    many CPU threads (:class:`ThreadLimitedNoisePolicyHandler`; the ``fast`` preset uses 1).
-    ``advantage`` (``"baseline"``/``"normalized"``, ``reinforce``), ``scale_classifier_loss`` (``paper``) and
-    ``frozen`` (never update the policy) are passed to :class:`NoisePolicyHandler`; ``channels_last`` to
-    :class:`~pgnm_monai.networks.NoisePolicy` (the trunk's memory format).
-    """
-    check_choice("objective", objective, OBJECTIVES)  # before the policy is built
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        policy = NoisePolicy(
-            grid=grid,
-            in_channels=in_channels,
-            spatial_dims=spatial_dims,
-            trunk=trunk,
-            kernel_size=kernel_size,
-            sigma=sigma,
-            eps=eps,
-            input_size=policy_input_size,
-            channels_last=channels_last,
-        )
-    policy = policy.to(device)
-    optimizer = torch.optim.SGD(
-        policy.parameters(),
-        lr=policy_lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        **({"fused": True} if fused_optimizer else {}),
-    )
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=0.0) if epochs else None
-    handler_cls, extra = NoisePolicyHandler, {}
-    if policy_num_threads is not None:
-        handler_cls, extra = ThreadLimitedNoisePolicyHandler, {"num_threads": policy_num_threads}
-    return handler_cls(
-        policy,
-        optimizer,
-        objective=objective,
-        lr_scheduler=scheduler,
-        image_key=image_key,
-        entropy_weight=entropy_weight,
-        reward_sign=reward_sign,
-        baseline_momentum=baseline_momentum,
-        seed=seed,
-        advantage=advantage,
-        scale_classifier_loss=scale_classifier_loss,
-        frozen=frozen,
-        **extra,
-    )
-
-
 def build_arm_handler(
     arm: str,
+    settings: Mapping[str, Any] | None = None,
+    *,
     device: str | torch.device = "cpu",
-    in_channels: int = 1,
-    spatial_dims: int = 2,
-    image_size: int | None = None,
-    grid: int = GRID,
-    kernel_size: int = KERNEL_SIZE,
-    sigma: float = SIGMA,
-    eps: float = EPS,
-    random_alpha: float = 1.0,
-    random_beta: float = 1.0,
-    noise_std: float = 0.1,
-    dropout_holes: int = 8,
-    dropout_fraction: float = 0.1,
-    intensity_mean: float = PAPER_MEAN,
-    intensity_std: float = PAPER_STD,
     num_classes: int | None = None,
-    mix_alpha: float | None = None,
     image_key: str = "image",
-    seed: int = 0,
     preset: str | None = None,
-    **policy_kwargs,
-) -> NoisePolicyHandler | BatchAugmentationHandler:
+    **ids: Any,
+) -> Handler:
     """The training-time handler of ``arm`` (see the module docstring).
 
     Args:
-        arm: a name in :data:`ARMS`; the settings the arm fixes (e.g. ``pgnm-paper``'s objective) win over
-            ``policy_kwargs``.
+        arm: a name in :data:`ARMS`.
+        settings: bundle id -> value (e.g. the bundle's ``run_settings``): the ids of
+            :class:`~pgnm_monai.settings.PolicySettings`, :class:`~pgnm_monai.settings.InputSettings`,
+            :class:`~pgnm_monai.settings.OptimizerSettings` (``lr``: the policy's is ``lr * policy_lr_factor``),
+            :class:`~pgnm_monai.settings.AugmentSettings`, and ``epochs`` (the policy's cosine schedule), ``seed``;
+            other ids are ignored, missing ones default.
         device: where the policy / augmentation runs (the trainer's device).
-        in_channels: image channels.
-        spatial_dims: 2 or 3.
-        image_size: image side length; required to size the holes of ``coarse_dropout`` and to check
-            that ``grid`` fits the images of ``pgnm``/``random_mask``.
-        grid: cells per side of the Beta mask (``pgnm``, ``random_mask``).
-        kernel_size: blur kernel of the mask.
-        sigma: blur sigma of the mask.
-        eps: clamp of the mask cells.
-        random_alpha: fixed concentration of ``random_mask``.
-        random_beta: fixed concentration of ``random_mask``.
-        noise_std: standard deviation of ``gaussian``.
-        dropout_holes: number of holes of ``coarse_dropout``.
-        dropout_fraction: hole side as a fraction of ``image_size`` (``coarse_dropout``).
-        intensity_mean: the chain's normalisation mean (``trivialaugment``, ``randaugment``).
-        intensity_std: the chain's normalisation std (``trivialaugment``, ``randaugment``).
         num_classes: the class count (``mixup``, ``cutmix``: required).
-        mix_alpha: Beta(alpha, alpha) of the mixing weight; ``None``: torchvision's references' (0.2 for
-            ``mixup``, 1.0 for ``cutmix``).
         image_key: key of the image in the batch dict.
-        seed: seed of the policy initialisation and of every draw.
-        preset: ``None``, ``"paper"`` or ``"fast"`` (:data:`PRESETS`): default policy arguments of
-            ``pgnm``; explicit ``policy_kwargs`` win. Ignored by the other arms (but checked).
-        policy_kwargs: passed to :func:`build_policy_handler` (objective, trunk, policy_lr, epochs, ...).
+        preset: ``None``, ``"paper"`` or ``"fast"`` (:data:`PRESETS`): policy settings under ``settings`` and
+            ``ids``. Ignored by the other arms (but checked).
+        ids: ids that win over ``settings`` (the names above; an unknown one raises ``TypeError``).
+
+    Raises:
+        ValueError: an unknown arm, a setting out of range (naming its id), a ``grid`` larger than ``image_size``.
     """
     spec = arm_spec(arm)
-    if image_size is not None and spec.mechanism in MASK_ARMS and grid > image_size:
-        raise ValueError(f"grid ({grid}) must be <= image_size ({image_size}) for arm {arm!r}.")
+    check_keywords("build_arm_handler", ids, KNOWN_IDS)
     if preset is not None:
-        policy_kwargs = {**preset_kwargs(preset), **policy_kwargs}
-    policy_kwargs = {**policy_kwargs, **spec.settings}
-    if spec.mechanism == "pgnm":
-        return build_policy_handler(
-            device=device,
-            in_channels=in_channels,
-            spatial_dims=spatial_dims,
-            grid=grid,
-            kernel_size=kernel_size,
-            sigma=sigma,
-            eps=eps,
-            image_key=image_key,
-            seed=seed,
-            **policy_kwargs,
-        )
-    common = {"image_key": image_key, "seed": seed}
-    if spec.mechanism == "none":
-        return BatchAugmentationHandler(None, **common)
-    if spec.mechanism == "random_mask":
-        mask = RandomBetaMask(grid, random_alpha, random_beta, kernel_size, sigma, eps, spatial_dims)
-        return BatchAugmentationHandler(mask, per_sample=False, **common)
-    if spec.mechanism == "gaussian":
-        return BatchAugmentationHandler(RandGaussianNoise(prob=1.0, mean=0.0, std=noise_std), **common)
-    if spec.mechanism == "torchvision":
-        if spatial_dims != 2:
-            raise ValueError(f"arm {arm!r} augments 2D images (torchvision), got spatial_dims={spatial_dims}.")
-        return BatchAugmentationHandler(RandTorchvisionPolicy(arm, intensity_mean, intensity_std), **common)
-    if spec.mechanism == "mix":
-        if num_classes is None:
-            raise ValueError(f"num_classes is required for arm {arm!r} (the labels become one-hot).")
-        alpha = {"mixup": 0.2, "cutmix": 1.0}[arm] if mix_alpha is None else mix_alpha
-        return BatchAugmentationHandler(RandBatchMix(arm, num_classes, alpha), mix_labels=True, **common)
-    if image_size is None:
-        raise ValueError("image_size is required for arm 'coarse_dropout' (it sizes the holes).")
-    side = max(1, round(dropout_fraction * image_size))
-    dropout = RandCoarseDropout(holes=dropout_holes, spatial_size=side, fill_value=0.0, prob=1.0)
-    return BatchAugmentationHandler(dropout, **common)
+        check_choice("preset", preset, PRESETS)
+    values = {**(PRESETS[preset] if preset else {}), **dict(settings or {}), **ids}
+    ctx = ArmContext(spec, values, device, num_classes, image_key)
+    if spec.mechanism in MASK_ARMS and ctx.image_size is not None and ctx.policy.grid > ctx.image_size:
+        raise ValueError(f"grid ({ctx.policy.grid}) must be <= image_size ({ctx.image_size}) for arm {arm!r}.")
+    return MECHANISMS[spec.mechanism](ctx)

@@ -19,12 +19,13 @@ from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedTrainer
 from monai.utils import set_determinism
 
-from pgnm_monai.arms import build_policy_handler
 from pgnm_monai.atomic_files import atomic_save_figure, atomic_write_text
 from pgnm_monai.components import load_data
 from pgnm_monai.experiments.policy_figures import middle_slice
 from pgnm_monai.handlers import STATE_ATTRIBUTES
+from pgnm_monai.handlers.noise_policy import build_policy_handler
 from pgnm_monai.networks import build_classifier
+from pgnm_monai.settings import INPUT, OPTIMIZER, POLICY, default_network
 from pgnm_monai.transforms import PolicyNoiseMask, eval_transforms
 
 __all__ = ["run_demo"]
@@ -71,8 +72,8 @@ def _save_figure(rows: dict[str, list[np.ndarray]], titles: list[str], path: Pat
 
 def run_demo(
     output_dir: str = "runs/demo",
-    image_size: int = 64,
-    grid: int = 16,
+    image_size: int = INPUT.image_size,
+    grid: int = POLICY.grid,
     iterations: int = 30,
     batch_size: int = 8,
     seed: int = 0,
@@ -102,23 +103,14 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     datalist = load_data(dataset_kind, dataset_dir, "train", seed=seed, options=dataset_options)
-    chain = eval_transforms(image_size=image_size, channels=1, spatial_dims=spatial_dims)
+    chain = eval_transforms(image_size=image_size, spatial_dims=spatial_dims)
     dataset = Dataset(datalist.items, transform=chain)
     examples = _one_per_class(dataset, datalist.class_names)
     batch = torch.stack(list(examples.values())).to(dev)
 
-    classifier = build_classifier("resnet10t", 1, datalist.num_classes, spatial_dims).to(dev)
-    handler = build_policy_handler(
-        device=dev,
-        in_channels=1,
-        spatial_dims=spatial_dims,
-        grid=grid,
-        kernel_size=5,
-        sigma=2.0,
-        objective="reinforce",
-        policy_lr=0.01,
-        seed=seed,
-    )
+    network = default_network(spatial_dims)
+    classifier = build_classifier(network, INPUT.in_channels, datalist.num_classes, spatial_dims).to(dev)
+    handler = build_policy_handler(POLICY, grid=grid, spatial_dims=spatial_dims, device=dev, seed=seed)
     probe = PolicyNoiseMask(handler.policy)
 
     def draw() -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -135,7 +127,9 @@ def run_demo(
         max_epochs=epochs,
         train_data_loader=loader,
         network=classifier,
-        optimizer=torch.optim.SGD(classifier.parameters(), lr=0.01, momentum=0.9),
+        optimizer=torch.optim.SGD(
+            classifier.parameters(), lr=OPTIMIZER.lr, momentum=OPTIMIZER.momentum, weight_decay=OPTIMIZER.weight_decay
+        ),
         loss_function=torch.nn.CrossEntropyLoss(),
         train_handlers=[handler],
     )

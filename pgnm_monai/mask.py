@@ -5,6 +5,7 @@ reshape to ``(B, 1, G, G[, G])`` -> nearest upsample to the image size -> Gaussi
 padding, MONAI's separable filter with torchvision's kernel) -> multiply the normalised image
 (broadcast over channels). The masked image and the mask carry no gradient; the per-cell
 log-probabilities and entropies carry gradient into whatever produced ``alpha`` and ``beta``.
+Every setting is an argument; the defaults are :data:`pgnm_monai.settings.POLICY`'s.
 """
 
 from __future__ import annotations
@@ -16,10 +17,6 @@ import torch.nn.functional as F
 from monai.networks.layers import separable_filtering
 
 __all__ = [
-    "EPS",
-    "GRID",
-    "KERNEL_SIZE",
-    "SIGMA",
     "MaskSample",
     "check_mask_params",
     "check_image",
@@ -30,13 +27,6 @@ __all__ = [
     "upsample_blur_operator",
     "apply_noise_mask",
 ]
-
-
-#: the paper's mask: cells per side, blur kernel size and sigma, clamp of the cells (every default reads these).
-GRID = 64
-KERNEL_SIZE = 13
-SIGMA = 6.0
-EPS = 1e-4
 
 
 @dataclass
@@ -76,13 +66,13 @@ class MaskSample:
 def check_mask_params(kernel_size: int, sigma: float, eps: float, grid: int | None = None) -> None:
     """Raise ``ValueError`` naming the argument when a mask parameter is out of range."""
     if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be an odd int >= 1, got {kernel_size!r}.")
-    if not isinstance(sigma, (int, float)) or not sigma > 0:
-        raise ValueError(f"sigma must be > 0, got {sigma!r}.")
-    if not isinstance(eps, (int, float)) or not 0.0 < eps < 0.5:
-        raise ValueError(f"eps must be in (0, 0.5), got {eps!r}.")
+        raise ValueError(f"'kernel_size' must be an odd integer >= 1, got {kernel_size!r}.")
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
+        raise ValueError(f"'sigma' must be > 0, got {sigma!r}.")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0.0 < eps < 0.5:
+        raise ValueError(f"'eps' must be in (0, 0.5), got {eps!r}.")
     if grid is not None and (isinstance(grid, bool) or not isinstance(grid, int) or grid < 1):
-        raise ValueError(f"grid must be a positive int, got {grid!r}.")
+        raise ValueError(f"'grid' must be an integer >= 1, got {grid!r}.")
 
 
 def check_image(image: torch.Tensor, grid: int, spatial_dims: int, kernel_size: int, check_finite: bool = True) -> None:
@@ -194,9 +184,9 @@ def apply_noise_mask(
     alpha: torch.Tensor,
     beta: torch.Tensor,
     grid: int,
-    kernel_size: int = KERNEL_SIZE,
-    sigma: float = SIGMA,
-    eps: float = EPS,
+    kernel_size: int,
+    sigma: float,
+    eps: float,
     generator: torch.Generator | None = None,
     check_finite: bool = True,
     spatial_dims: int | None = None,
@@ -208,9 +198,9 @@ def apply_noise_mask(
         alpha: ``(B, G^d)`` (or broadcastable ``(1, G^d)``) positive concentrations.
         beta: same shape as ``alpha``.
         grid: cells per side ``G``.
-        kernel_size: odd blur kernel size (paper: 13).
-        sigma: blur sigma (paper: 6).
-        eps: clamp of the sampled cells (paper: 1e-4 order).
+        kernel_size: odd blur kernel size.
+        sigma: blur sigma.
+        eps: clamp of the sampled cells.
         generator: optional torch generator on ``image.device`` for a reproducible draw.
         check_finite: reject NaN/Inf in ``image``.
         spatial_dims: 2 or 3; ``None`` infers it from ``image`` (4 dims: 2D, 5 dims: 3D).

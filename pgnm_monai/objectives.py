@@ -22,6 +22,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from pgnm_monai.settings import ADVANTAGES, OBJECTIVES, POLICY, REWARD_SIGNS
 from pgnm_monai.validation import check_choice
 
 __all__ = [
@@ -36,11 +37,6 @@ __all__ = [
     "reinforce_objective",
 ]
 
-OBJECTIVES = ("paper", "reinforce")
-#: how ``reinforce`` turns rewards into advantages (see :func:`reinforce_objective`).
-ADVANTAGES = ("baseline", "normalized")
-#: the sign of the ``reinforce`` reward ``sign * CE``: -1 cooperative masks, +1 adversarial.
-REWARD_SIGNS = (-1, 1)
 
 
 class PaperLoss(NamedTuple):
@@ -113,9 +109,9 @@ def reinforce_objective(
     ce: torch.Tensor,
     baseline: torch.Tensor | float | None = None,
     entropy: torch.Tensor | None = None,
-    entropy_weight: float = 0.0,
-    reward_sign: int = -1,
-    advantage: str = "baseline",
+    entropy_weight: float = POLICY.entropy_weight,
+    reward_sign: int = POLICY.reward_sign,
+    advantage: str = POLICY.advantage,
     reward_std: torch.Tensor | float | None = None,
 ) -> ReinforceLoss:
     """REINFORCE with a baseline (or standardised rewards) and an entropy bonus.
@@ -166,7 +162,7 @@ class RewardBaseline(nn.Module):
         momentum: in ``[0, 1)``; 0 makes the baseline the current batch mean.
     """
 
-    def __init__(self, momentum: float = 0.9) -> None:
+    def __init__(self, momentum: float = POLICY.baseline_momentum) -> None:
         super().__init__()
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}.")

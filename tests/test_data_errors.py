@@ -17,7 +17,7 @@ from PIL import Image
 from pydicom.data.data_manager import DATA_ROOT
 
 from pgnm_monai.atomic_files import atomic_write_text
-from pgnm_monai.data import load_datalist, save_class_map
+from pgnm_monai.data import KINDS, load_datalist, loader_options, parse_options, save_class_map
 from pgnm_monai.data.io import read_image
 from pgnm_monai.data.schema import load_class_map
 
@@ -131,8 +131,12 @@ def test_unreadable_image(tmp_path):
 
 
 def test_unknown_dataset_kind():
-    with pytest.raises(ValueError, match=r"dataset kind must be one of .*got .radimagenet21k.; did you mean"):
+    with pytest.raises(ValueError, match=r"dataset kind must be one of .*got .radimagenet21k.; did you mean") as e:
         load_datalist("radimagenet21k", "/tmp")
+    assert all(repr(kind) in str(e.value) for kind in KINDS)  # the known kinds, listed
+    for where in (lambda k: loader_options(k), lambda k: parse_options(k, {})):
+        with pytest.raises(ValueError, match=r"got 'nifti_folder'"):
+            where("nifti_folder")
     with pytest.raises(ValueError, match=r"dataset kind 'mednist' needs dataset_dir"):
         load_datalist("mednist")
 

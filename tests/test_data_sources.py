@@ -25,6 +25,42 @@ BRAIN = SHARED / "brain_tumor_mri_4class"
 PYDICOM_FILES = Path(DATA_ROOT) / "test_files"
 
 
+def test_a_kind_is_one_registration():
+    """KINDS is the registry's keys; every loader of the source modules is registered, under the kind its
+    datalists carry; and a kind registered later is loadable by name, its options those of its loader."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import pgnm_monai.data as data
+    from pgnm_monai.data import KINDS, LOADERS, Datalist, loader_options, make_item, register_kind
+
+    assert list(KINDS) == list(LOADERS) and len(KINDS) == len(set(KINDS)) and "embedded" in KINDS
+    loaders = set()
+    for info in pkgutil.iter_modules(data.__path__):
+        module = importlib.import_module(f"pgnm_monai.data.{info.name}")
+        for name, fn in inspect.getmembers(module, inspect.isfunction):
+            if fn.__module__ == module.__name__ and name.startswith("load_"):
+                loaders |= {fn} if inspect.signature(fn).return_annotation == "Datalist" else set()
+    assert loaders == set(LOADERS.values())
+    for kind, loader in LOADERS.items():  # the kind its datalists carry is the name it is registered under
+        assert f'kind="{kind}"' in inspect.getsource(loader), kind
+
+    @register_kind("tiny")
+    def load_tiny(split: str = "train", seed: int = 0, n: int = 1) -> Datalist:
+        items = [make_item(np.zeros((4, 4), np.uint8), 0, "a", "other") for _ in range(n)]
+        return Datalist(items, ["a"], kind="tiny", split=split)
+
+    try:
+        assert "tiny" in KINDS and loader_options("tiny") == {"n": 1}
+        assert len(load_datalist("tiny", split="val", n=2)) == 2
+        with pytest.raises(ValueError, match="already registered"):
+            register_kind("tiny")(lambda split="train", seed=0: None)
+    finally:
+        del LOADERS["tiny"]
+    assert "tiny" not in KINDS
+
+
 def need(path: Path):
     if not path.exists():
         pytest.skip(f"real data {path} is absent (set PGNM_SHARED_DATA or provide ../shared/data)")

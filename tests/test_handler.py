@@ -36,7 +36,7 @@ ARM_KWARGS = {
     "grid": 8,
     "kernel_size": 5,
     "sigma": 2.0,
-    "trunk": "small",
+    "policy_trunk": "small",
     "seed": 0,
 }
 
@@ -60,7 +60,7 @@ def make_trainer(x, y, handlers, epochs=1, batch_size=16, lr=0.05, seed=0):
 
 def test_pgnm_trains_inside_supervised_trainer(mednist_small, capsys):
     x, y, _ = mednist_small
-    handler = build_arm_handler("pgnm", objective="reinforce", policy_lr=0.01, epochs=3, **ARM_KWARGS)
+    handler = build_arm_handler("pgnm", objective="reinforce", lr=0.1, epochs=3, **ARM_KWARGS)
     policy = handler.policy
     params_before = [p.detach().clone() for p in policy.parameters()]
     base_before = policy.base_alpha.clone()
@@ -107,8 +107,8 @@ def test_every_arm_changes_the_training_images(mednist_small, arm):
 def test_bad_arm_and_objective_are_rejected():
     with pytest.raises(ValueError, match="arm must be one of .*got 'pgmn'; did you mean 'pgnm'"):
         build_arm_handler("pgmn")
-    with pytest.raises(ValueError, match="objective must be one of .*got 'ppo'"):
-        build_arm_handler("pgnm", objective="ppo", trunk="small", grid=4)
+    with pytest.raises(ValueError, match="'objective' must be one of .*got 'ppo'"):
+        build_arm_handler("pgnm", objective="ppo", policy_trunk="small", grid=4)
     with pytest.raises(ValueError, match=r"grid \(64\) must be <= image_size \(32\)"):
         build_arm_handler("pgnm", image_size=32, grid=64)
     with pytest.raises(ValueError, match="image_size is required"):
@@ -194,6 +194,9 @@ def test_resume_in_a_fresh_process_is_exact(mednist_small, tmp_path):
     checkpoint = tmp_path / "half" / "checkpoint_epoch=1.pt"
     second = _run([*common, "--out", str(tmp_path / "resumed"), "--resume", str(checkpoint)])
     assert second.returncode == 0, second.stderr[-3000:]
+    # the resumed run trained epoch 2 only: it saved no epoch-1 state (a run restarted from epoch 1, fully seeded,
+    # would end with the same final.pt)
+    assert sorted(p.name for p in (tmp_path / "resumed").glob("checkpoint_*.pt")) == ["checkpoint_epoch=2.pt"]
     a = torch.load(tmp_path / "straight" / "final.pt")
     b = torch.load(tmp_path / "resumed" / "final.pt")
     assert a["iteration"] == b["iteration"] == 2 * 15
@@ -223,9 +226,16 @@ def test_resume_after_sigkill_mid_epoch(mednist_small, tmp_path):
     iteration = int(last.stem.split("=")[1])
     assert 4 <= iteration < 30  # killed mid-run, inside an epoch of 15 iterations or the next
     assert not list(out.glob("*.tmp")) and not list(out.glob("tmp*"))
-    train_tiny.main(["--data", data, "--epochs", "2", "--out", str(tmp_path / "resumed"), "--resume", str(last)])
-    final = torch.load(tmp_path / "resumed" / "final.pt")
+    resumed = tmp_path / "resumed"
+    train_tiny.main(
+        ["--data", data, "--epochs", "2", "--out", str(resumed), "--resume", str(last), "--iteration-checkpoints"]
+    )
+    final = torch.load(resumed / "final.pt")
     assert final["epoch"] == 2 and final["iteration"] == 30
+    # the resumed run went on from the iteration after its checkpoint (its own iteration-checkpoint of each step
+    # starts there), not from the start of the run or of the epoch
+    saved = sorted(int(p.stem.split("=")[1]) for p in resumed.glob("checkpoint_iteration=*.pt"))
+    assert saved == list(range(iteration + 1, 31))
 
 
 def test_parameter_check_finds_nan_and_inf_and_ignores_large_finite_weights():

@@ -19,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pgnm_monai.experiments.runner import make_workflow, run_bundle
 from pgnm_monai.networks import NoisePolicy, average_state_dicts, build_classifier, load_weights
+from pgnm_monai.networks.classifiers import CLASSIFIERS, HEAD_PREFIXES, check_classifier
 from pgnm_monai.networks.weights import adapt_input_channels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,6 +80,41 @@ def test_classifiers_script_for_ckpt_export():
     x = torch.randn(2, 1, 32, 32)
     with torch.no_grad():
         assert torch.equal(scripted(x), net(x))
+
+
+def test_resnet10t_is_timms_2d_network_and_resnet10_the_3d_one():
+    """``resnet10t`` names timm's 2D ResNet-10-T only: in 3D it is refused with the 3D name, ``resnet10`` (MONAI's
+    ResNet-10 layout with the tiered stem), which in turn is refused in 2D."""
+    with pytest.raises(ValueError, match=r"'resnet10t' is timm's 2D ResNet-10-T.*did you mean 'resnet10'"):
+        build_classifier("resnet10t", 1, 3, spatial_dims=3)
+    with pytest.raises(ValueError, match=r"'resnet10t' is timm's 2D .*did you mean 'resnet10'"):
+        build_classifier("resnet10t", 1, 3, spatial_dims=3, init=False)  # the evaluation / inference build
+    with pytest.raises(ValueError, match=r"'resnet10' is the 3D ResNet-10.*did you mean 'resnet10t'"):
+        build_classifier("resnet10", 1, 3, spatial_dims=2)
+    assert "resnet10" in CLASSIFIERS and "resnet10t" in CLASSIFIERS  # the CLI's choices
+    net = build_classifier("resnet10", 1, 3, spatial_dims=3).eval()
+    assert [len(getattr(net, f"layer{i}")) for i in range(1, 5)] == [1, 1, 1, 1]  # one basic block per stage
+    stem = [m.out_channels for m in net.conv1 if isinstance(m, torch.nn.Conv3d)]
+    assert stem == [24, 32, 64]  # timm's tiered stem, in 3D
+    with torch.no_grad():
+        assert net(torch.randn(2, 1, 16, 16, 16)).shape == (2, 3)
+
+
+def test_head_prefixes_name_the_head_of_every_classifier():
+    """Every name of ``CLASSIFIERS``, in each dimension it is built in, has its head (the only tensors whose shape
+    follows the class count) under its ``HEAD_PREFIXES``: what fine-tuning replaces."""
+    assert set(HEAD_PREFIXES) == set(CLASSIFIERS)
+    for name in CLASSIFIERS:
+        for dims in (2, 3):
+            try:
+                check_classifier(name, dims)
+            except ValueError:
+                continue
+            a = build_classifier(name, 1, 3, spatial_dims=dims, init=False).state_dict()
+            b = build_classifier(name, 1, 5, spatial_dims=dims, init=False).state_dict()
+            changed = {k for k in a if a[k].shape != b[k].shape}
+            head = {k for k in a if k.startswith(HEAD_PREFIXES[name])}
+            assert changed and head == changed, (name, dims, sorted(head ^ changed))
 
 
 # --------------------------------------------------------------------------------------------- checkpoint layouts

@@ -14,9 +14,10 @@ from monai.data import DataLoader
 from monai.engines import SupervisedTrainer
 from torch import nn
 
-from pgnm_monai.arms import FAST_POLICY_INPUT_SIZE, PRESETS, build_arm_handler, preset_kwargs
+from pgnm_monai.arms import build_arm_handler
 from pgnm_monai.handlers import BatchAugmentationHandler, ThreadLimitedNoisePolicyHandler
 from pgnm_monai.mask import blur, cells_to_mask
+from pgnm_monai.settings import PRESETS, PolicySettings
 
 # mask statistics of the fast preset must be within this of the paper preset's (absolute, mask in (0, 1))
 MASK_MEAN_TOL = 0.01
@@ -38,13 +39,15 @@ def _draw(preset: str, images: torch.Tensor, draws: int = 1, **overrides):
     return handler, samples
 
 
-def test_presets_are_plain_kwargs():
-    assert PRESETS["paper"]["policy_input_size"] is None
-    assert preset_kwargs("fast")["policy_input_size"] == FAST_POLICY_INPUT_SIZE
+def test_presets_are_plain_policy_ids():
+    paper = PolicySettings.preset("paper")
+    assert paper == PolicySettings() and paper.policy_input_size is None
+    fast = PRESETS["fast"]["policy_input_size"]
+    assert PolicySettings.preset("fast").policy_input_size == fast
     a = build_arm_handler("pgnm", preset="fast", seed=0)
-    b = build_arm_handler("pgnm", seed=0, **preset_kwargs("fast"))
-    c = build_arm_handler("pgnm", preset="fast", policy_input_size=64, seed=0)  # explicit kwargs win
-    assert a.policy.input_size == b.policy.input_size == FAST_POLICY_INPUT_SIZE and c.policy.input_size == 64
+    b = build_arm_handler("pgnm", seed=0, **PRESETS["fast"])
+    c = build_arm_handler("pgnm", preset="fast", policy_input_size=64, seed=0)  # explicit ids win
+    assert a.policy.input_size == b.policy.input_size == fast and c.policy.input_size == 64
     assert build_arm_handler("pgnm", preset="paper", seed=0).policy.input_size is None
     none = build_arm_handler("none", preset="fast")  # other arms ignore the preset
     assert type(none) is BatchAugmentationHandler and none.transform is None
@@ -70,7 +73,7 @@ def test_fast_path_equals_paper_path_at_full_resolution(mednist_small):
     images = _upsampled(mednist_small[0][:8], 64)
     paper, [p] = _draw("paper", images)
     # the fast code path at the image's resolution (and the paper's memory format): the paper's draw, bitwise
-    fast, [f] = _draw("fast", images, policy_input_size=64, channels_last=True)
+    fast, [f] = _draw("fast", images, policy_input_size=64, policy_channels_last=True)
     for key in ("image", "mask", "cells", "log_prob", "alpha", "beta"):
         assert torch.equal(getattr(p, key), getattr(f, key)), key
     assert torch.equal(paper.policy.base_alpha, fast.policy.base_alpha)
@@ -104,7 +107,7 @@ def test_short_pretrain_with_fast_preset_moves_the_policy(mednist_small):
     x, y, _ = mednist_small
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     data = [{"image": i, "label": int(t)} for i, t in zip(_upsampled(x[order], 64), y[order], strict=True)]
-    handler = build_arm_handler("pgnm", in_channels=1, preset="fast", policy_lr=0.01, epochs=3, seed=0)
+    handler = build_arm_handler("pgnm", in_channels=1, preset="fast", lr=0.1, epochs=3, seed=0)
     before = [p.detach().clone() for p in handler.policy.parameters()]
     base_before = handler.policy.base_alpha.clone()
     net = _classifier()

@@ -356,7 +356,9 @@ def test_bad_images_name_the_problem():
     with pytest.raises(ValueError, match="channels"):
         transform(torch.randn(2, 3, 16, 16))
     with pytest.raises(ValueError, match="alpha/beta"):
-        apply_noise_mask(torch.randn(2, 1, 16, 16), torch.ones(2, 5), torch.ones(2, 5), grid=4, kernel_size=3)
+        apply_noise_mask(
+            torch.randn(2, 1, 16, 16), torch.ones(2, 5), torch.ones(2, 5), grid=4, kernel_size=3, sigma=1.0, eps=1e-4
+        )
     with pytest.raises(ValueError, match="in_channels"):
         NoisePolicy(grid=4, in_channels=0)
     with pytest.raises(ValueError, match="input_size"):

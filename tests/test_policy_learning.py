@@ -29,7 +29,6 @@ entropy bonus the cells collapse to near-deterministic 0/1 values and the gap la
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 
@@ -42,16 +41,17 @@ from monai.utils import set_determinism
 from torch import nn
 
 from pgnm_monai.arms import ARMS, build_arm_handler
-from pgnm_monai.components import check_train_args
+from pgnm_monai.components import RunSettings
 from pgnm_monai.handlers import STATE_ATTRIBUTES, per_sample_cross_entropy
 from pgnm_monai.networks import build_classifier
 from pgnm_monai.objectives import reinforce_objective
+from pgnm_monai.settings import POLICY
 
 SIZE, GRID, AMPLITUDE = 32, 4, 0.3
 #: the task's mask settings: the grid splits the halves cleanly; a small blur keeps the cells local.
-MASK = {"image_size": SIZE, "grid": GRID, "kernel_size": 3, "sigma": 1.0, "trunk": "small"}
+MASK = {"image_size": SIZE, "grid": GRID, "kernel_size": 3, "sigma": 1.0, "policy_trunk": "small"}
 #: the policy hyperparameters that make the synthetic task reliable (10 of 10 seeds, see the module docstring).
-LEARNING = {"policy_lr": 0.01, "entropy_weight": 0.05, "advantage": "normalized"}
+LEARNING = {"lr": 0.1, "entropy_weight": 0.05, "advantage": "normalized"}
 EPOCHS, ITEMS, BATCH, CLASSIFIER_LR = 20, 256, 32, 0.05
 MARGIN = 0.1
 SEED = 0
@@ -144,7 +144,9 @@ def test_frozen_policy_does_not_move():
     assert not handler.policy.training
     assert all(p.grad is None for p in handler.policy.parameters())
     assert handler.optimizer.state_dict()["state"] == {}  # never stepped
-    assert handler.lr_scheduler.last_epoch == 0 and handler.optimizer.param_groups[0]["lr"] == LEARNING["policy_lr"]
+    assert handler.lr_scheduler.last_epoch == 0 and handler.optimizer.param_groups[0]["lr"] == pytest.approx(
+        LEARNING["lr"] * POLICY.policy_lr_factor
+    )
     assert not bool(handler.baseline.initialized)
     # the classifier still trains on masked images, and the statistics are logged
     assert any(not torch.equal(a, b) for a, b in zip(net_start, network.parameters(), strict=True))
@@ -196,7 +198,7 @@ def test_normalized_advantage_inside_the_trainer():
     assert not bool(handler.baseline.initialized)  # no moving baseline
     default, default_handler, default_trainer = _first_iteration("pgnm-reinforce")
     assert default_handler.advantage == "baseline" and bool(default_handler.baseline.initialized)
-    with pytest.raises(ValueError, match="advantage must be one of"):
+    with pytest.raises(ValueError, match="'advantage' must be one of"):
         build_arm_handler("pgnm", advantage="gae", **MASK)
 
 
@@ -210,21 +212,22 @@ def test_arm_vocabulary_of_the_controls():
     assert frozen.frozen and frozen.objective == "reinforce"
 
 
-def test_check_train_args_validates_reward_sign_and_advantage():
+def test_run_settings_validate_reward_sign_and_advantage():
     from pgnm_monai.experiments.runner import bundle_defaults
 
-    ids = bundle_defaults("pgnm_pretrain", "train")
-    valid = {k: ids.get(k) for k in inspect.signature(check_train_args).parameters}  # the bundle's values
-    valid["dataset_options"] = {}  # a mapping: not among bundle_defaults' plain values
-    assert check_train_args(**{**valid, "arm": "pgnm-adversarial", "reward_sign": 1, "advantage": "normalized"})
+    valid = bundle_defaults("pgnm_pretrain", "train")  # the bundle's values
+    settings = RunSettings({**valid, "arm": "pgnm-adversarial", "reward_sign": 1, "advantage": "normalized"})
+    assert settings.state_dict()["advantage"] == "normalized"
     with pytest.raises(ValueError, match=r"config id 'reward_sign' must be one of \(-1, 1\), got 0"):
-        check_train_args(**{**valid, "reward_sign": 0})
+        RunSettings({**valid, "reward_sign": 0})
     with pytest.raises(ValueError, match="config id 'reward_sign'.*got True"):
-        check_train_args(**{**valid, "reward_sign": True})
+        RunSettings({**valid, "reward_sign": True})
     with pytest.raises(ValueError, match="config id 'advantage' must be one of .*got 'gae'"):
-        check_train_args(**{**valid, "advantage": "gae"})
+        RunSettings({**valid, "advantage": "gae"})
     with pytest.raises(ValueError, match="config id 'lr' must be a finite number > 0, got inf"):
-        check_train_args(**{**valid, "lr": float("inf")})
+        RunSettings({**valid, "lr": float("inf")})
+    with pytest.raises(ValueError, match="config id 'policy_momentum' must be a number in"):
+        RunSettings({**valid, "policy_momentum": 1.5})
 
 
 def test_bundle_selects_the_control_arms_by_name(tmp_path):

@@ -28,7 +28,7 @@ from pgnm_monai.networks import build_classifier
 ARMS = ("none", "pgnm-reinforce")
 SEEDS = (0, 1)
 EPISODES = 20
-SETTINGS = {"network": "small", "image_size": 32, "in_channels": 1, "batch_size": 8, "device": "cpu"}
+SETTINGS = {"network": "small", "image_size": 32, "in_channels": 1, "spatial_dims": 2, "batch_size": 8, "device": "cpu"}
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_episodes_are_stratified_seeded_and_match_few_shot_counts():
 
 def test_feature_extractor_gives_the_head_input(pretrained):
     path = pretrained / "pretrain" / "none_seed0" / "models" / "model.pt"
-    model, classes = feature_extractor(path, "small", 1)
+    model, classes = feature_extractor(path, "small", 1, 2)
     assert classes == 4 and isinstance(model.fc, torch.nn.Identity)
     full = build_classifier("small", 1, classes)
     full.load_state_dict(torch.load(path, weights_only=True))
@@ -118,10 +118,11 @@ def test_feature_extractor_gives_the_head_input(pretrained):
     from pgnm_monai.components import load_data
 
     items = load_data(None, None, "test").items
-    feats = extract_features(model, items, 32, 1, batch_size=4, device="cpu")
+    images = preprocess(items, 32, 1, 2)
+    feats = extract_features(model, images, batch_size=4, device="cpu")
     assert feats.shape == (len(items), 64)
     with torch.no_grad():
-        logits = full(preprocess(items, 32, 1)).numpy()
+        logits = full(images).numpy()
     np.testing.assert_allclose(
         feats @ full.fc.weight.detach().numpy().T + full.fc.bias.detach().numpy(), logits, rtol=1e-4, atol=1e-4
     )
@@ -255,7 +256,7 @@ def test_a_model_with_masked_image_statistics_probes_clean_images_better_once_th
     clean, labels = stripes(200)
 
     def probe_accuracy() -> float:
-        features = extract_features(model, clean, 16, 1, device="cpu")
+        features = extract_features(model, clean, device="cpu")
         probe = PROBES["linear"]().fit(features[:100], labels[:100])
         return float((probe.predict(features[100:]) == labels[100:]).mean())
 

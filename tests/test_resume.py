@@ -1,11 +1,14 @@
 """Exact resume through the bundles: a run stopped after an epoch, or killed (SIGKILL) mid-run, and resumed with
 ``--resume True`` ends with files bitwise equal to the uninterrupted run's (model.pt, model_best.pt, policy.pt
-and the per-epoch CSV/JSON outputs), for arm ``none`` and arm ``pgnm`` with both objectives, on the CPU."""
+and the per-epoch CSV/JSON outputs), for arm ``none`` and arm ``pgnm`` with both objectives, on the CPU. Each resumed
+run's own log shows it trains from the epoch after its checkpoint (a resume that restarted at epoch 1 would end
+with the same files: every run is fully seeded)."""
 
 from __future__ import annotations
 
 import filecmp
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +19,7 @@ import pytest
 import torch
 from bundle_settings import QUIET
 
-from pgnm_monai.experiments.runner import run_bundle
+from pgnm_monai.experiments.runner import quiet_logs, run_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 PRE = ROOT / "bundles" / "pgnm_pretrain"
@@ -42,13 +45,39 @@ def assert_same_outputs(a: Path, b: Path) -> None:
         assert filecmp.cmp(a / "eval" / name, b / "eval" / name, shallow=False), name
 
 
+def trained_epochs(log: str) -> list[int]:
+    """The epochs of a trainer's iteration log lines (MONAI ``StatsHandler``: ``Epoch: N/M, Iter: i/n -- ...``;
+    the evaluators log no iterations), each once, in the order they ran."""
+    return list(dict.fromkeys(int(e) for e in re.findall(r"Epoch: (\d+)/\d+, Iter: \d+/\d+", log)))
+
+
+def resume_in_process(root: Path, **overrides) -> list[int]:
+    """Resume the pretraining run of ``root`` in this process (``resume=True``, ``overrides``), its log lines in
+    ``root/logs/train.log`` (:func:`quiet_logs`); return the epochs the resumed trainer ran (:func:`trained_epochs`)."""
+    log = root / "logs" / "train.log"
+    start = log.stat().st_size if log.exists() else 0
+    with quiet_logs():
+        run_bundle("pgnm_pretrain", "train", bundle_root=os.fspath(root), resume=True, **overrides)
+    with open(log, encoding="utf-8") as f:
+        f.seek(start)
+        return trained_epochs(f.read())
+
+
+def latest_checkpoint_epoch(root: Path) -> int:
+    """The epoch of the newest training state in ``root/models`` (what ``resume=True`` loads)."""
+    return max(
+        int(re.fullmatch(r"checkpoint_epoch=(\d+)\.pt", p.name)[1])
+        for p in (root / "models").glob("checkpoint_epoch=*.pt")
+    )
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_stop_then_resume_is_bitwise_the_uninterrupted_run(tmp_path, case):
     args = {"epochs": 3, **CASES[case], **TINY}
     run_bundle("pgnm_pretrain", "train", bundle_root=os.fspath(tmp_path / "a"), **args)
     run_bundle("pgnm_pretrain", "train", bundle_root=os.fspath(tmp_path / "b"), stop_epoch=1, **args)
     assert not (tmp_path / "b" / "models" / "checkpoint_epoch=2.pt").exists()
-    run_bundle("pgnm_pretrain", "train", bundle_root=os.fspath(tmp_path / "b"), resume=True, **args)
+    assert resume_in_process(tmp_path / "b", **args) == [2, 3]  # from the epoch after the checkpoint, not epoch 1
     assert_same_outputs(tmp_path / "a", tmp_path / "b")
     # only the checkpoints a user needs: the last training state, not the one resumed from
     kept = sorted(p.name for p in (tmp_path / "b" / "models").glob("checkpoint_*"))
@@ -97,8 +126,11 @@ def test_sigkill_mid_run_then_resume_through_the_cli(tmp_path):
     _, err = victim.communicate(timeout=60)
     assert victim.returncode == -signal.SIGKILL, err.decode()[-2000:]
     assert marker.exists() and not (tmp_path / "b" / "models" / "model.pt").exists()  # killed before the end
+    resumed_from = latest_checkpoint_epoch(tmp_path / "b")
     proc = subprocess.run(command(tmp_path / "b", "--resume", "True"), cwd=PRE, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # the CLI run's log (logging.conf: the console) shows it trained from the epoch after its checkpoint only
+    assert trained_epochs(proc.stdout + proc.stderr) == list(range(resumed_from + 1, 4)), proc.stdout[-3000:]
     assert_same_outputs(tmp_path / "a", tmp_path / "b")
 
     hook = tmp_path / "hook"
@@ -110,7 +142,7 @@ def test_sigkill_mid_run_then_resume_through_the_cli(tmp_path):
     models = tmp_path / "c" / "models"
     assert (models / "checkpoint_epoch=1.pt").is_file()  # the previous training state is still there
     assert [p.name for p in models.glob(".checkpoint_epoch=2.pt.*.tmp")], sorted(os.listdir(models))
-    run_bundle("pgnm_pretrain", "train", bundle_root=os.fspath(tmp_path / "c"), resume=True, **overrides)
+    assert resume_in_process(tmp_path / "c", **overrides) == [2, 3]  # from epoch 1's state: the killed write is not one
     assert_same_outputs(tmp_path / "a", tmp_path / "c")
     assert sorted(p.name for p in models.iterdir() if p.name.startswith((".checkpoint", "checkpoint"))) == [
         "checkpoint_epoch=3.pt"

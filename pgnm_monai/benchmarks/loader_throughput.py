@@ -24,7 +24,8 @@ import torch
 
 from pgnm_monai.data import load_datalist
 from pgnm_monai.data.utils import shared_data_dir
-from pgnm_monai.transforms import PAPER_MEAN, PAPER_STD, eval_transforms, meta_tracking, train_transforms
+from pgnm_monai.settings import INPUT
+from pgnm_monai.transforms import eval_resize, eval_transforms, meta_tracking, train_transforms
 
 __all__ = ["main", "measure"]
 
@@ -36,8 +37,8 @@ def _torchvision_chain(train: bool, size: int, channels: int):
     if train:
         ops += [T.RandomResizedCrop(size), T.RandomHorizontalFlip()]
     else:
-        ops += [T.Resize(int(round(size * 256 / 224))), T.CenterCrop(size)]
-    ops += [T.ToTensor(), T.Normalize([PAPER_MEAN] * channels, [PAPER_STD] * channels)]
+        ops += [T.Resize(eval_resize(size)), T.CenterCrop(size)]
+    ops += [T.ToTensor(), T.Normalize([INPUT.intensity_mean] * channels, [INPUT.intensity_std] * channels)]
     return T.Compose(ops)
 
 

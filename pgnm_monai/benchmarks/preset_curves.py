@@ -38,11 +38,13 @@ PRESET_INPUT_SIZES: dict[str, int | None] = {"paper": None, "fast": 16}
 
 
 def _pretrain(out: Path, preset: str, seed: int, cfg: dict, data: tuple[str, str]) -> Path:
+    """Pretrain ``pretrain/<preset>_seed<seed>`` (the protocol's layout, the preset in the arm's place) unless done."""
     from pgnm_monai.atomic_files import atomic_write_text
     from pgnm_monai.experiments import runner
     from pgnm_monai.experiments.protocol import pretrain_settings
+    from pgnm_monai.experiments.run_folders import PretrainRun
 
-    run = out / "pretrain" / f"{preset}_seed{seed}"
+    run = PretrainRun(preset, seed).folder(out)
     if (run / "done.json").is_file():
         return run
     t0 = time.perf_counter()
@@ -90,19 +92,20 @@ def main(argv: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     from pgnm_monai.components import load_data
     from pgnm_monai.experiments import policy_figures
     from pgnm_monai.experiments.profiles import PROFILES
+    from pgnm_monai.experiments.run_folders import PretrainRun, read_run_settings
     from pgnm_monai.experiments.tasks import pretrain_source
-    from pgnm_monai.transforms import eval_transforms, meta_tracking
+    from pgnm_monai.transforms import meta_tracking
 
     cfg = PROFILES[args.profile]
     out = Path(args.output_dir).resolve()
     data = pretrain_source(cfg["pretrain"], Path(args.data_dir) if args.data_dir else None)
-    runs = {(p, s): _pretrain(out, p, s, cfg, data) for p in PRESET_INPUT_SIZES for s in args.seeds}
+    runs = {PretrainRun(p, s): _pretrain(out, p, s, cfg, data) for p in PRESET_INPUT_SIZES for s in args.seeds}
 
     curves = []
-    for (preset, seed), run in runs.items():
+    for key, run in runs.items():
         frame = pd.read_csv(run / "eval" / "policy_stats.csv")
-        frame.insert(0, "seed", seed)
-        frame.insert(0, "preset", preset)
+        frame.insert(0, "seed", key.seed)
+        frame.insert(0, "preset", key.arm)
         curves.append(frame)
     curves = pd.concat(curves, ignore_index=True)
     atomic_write_text(out / "preset_curves.csv", curves.to_csv(index=False))
@@ -121,22 +124,16 @@ def main(argv: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     atomic_save_figure(fig, out / "preset_curves.png", dpi=110)
 
     items = load_data(data[0], data[1], "val", max_items=args.probe_images).items
-    chain = eval_transforms(image_size=cfg["image_size"], channels=1)
+    chain = policy_figures.eval_chain(read_run_settings(next(iter(runs.values()))))  # the runs' own settings
     with meta_tracking(False):
         images = torch.stack([chain(dict(it))["image"] for it in items])
-    settings = {**cfg, "in_channels": 1}
-    means = {
-        key: _cell_means(
-            policy_figures.load_policy(run, {**settings, "policy_input_size": PRESET_INPUT_SIZES[key[0]]}, key[1]),
-            images,
-        )
-        for key, run in runs.items()
-    }
+    means = {key: _cell_means(policy_figures.load_policy(run), images) for key, run in runs.items()}
     rows = []
     for (ka, a), (kb, b) in itertools.combinations(means.items(), 2):
-        kind = "same preset, other seed" if ka[0] == kb[0] else ("paper vs fast, same seed" if ka[1] == kb[1] else "")
+        same_seed = "paper vs fast, same seed" if ka.seed == kb.seed else ""
+        kind = "same preset, other seed" if ka.arm == kb.arm else same_seed
         if kind:
-            pair = {"a": f"{ka[0]}_seed{ka[1]}", "b": f"{kb[0]}_seed{kb[1]}", "pair": kind}
+            pair = {"a": ka.name, "b": kb.name, "pair": kind}
             rows.append({**pair, **mask_agreement(a, b)})
     agreement = pd.DataFrame(rows)
     atomic_write_text(out / "preset_masks.csv", agreement.to_csv(index=False))

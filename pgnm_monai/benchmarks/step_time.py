@@ -51,18 +51,19 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pgnm_monai.arms import PRESETS, build_arm_handler
 from pgnm_monai.networks import CLASSIFIERS, build_classifier
+from pgnm_monai.settings import OBJECTIVES, OPTIMIZER, PAPER_GRID, POLICY
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
 __all__ = ["VARIANTS", "StepTimer", "build_trainer", "run_step", "step_flops", "measure", "main"]
 
 #: variant label -> keyword arguments of :func:`~pgnm_monai.arms.build_arm_handler`: the baseline, then the
-#: ``pgnm`` arm with each preset of :data:`~pgnm_monai.arms.PRESETS`.
+#: ``pgnm`` arm with each preset of :data:`~pgnm_monai.settings.PRESETS`.
 VARIANTS: dict[str, dict[str, Any]] = {
     "baseline": {"arm": "none"},
     **{f"pgnm[{preset}]": {"arm": "pgnm", "preset": preset} for preset in PRESETS},
     "pgnm[fast,1-thread]": {"arm": "pgnm", "preset": "fast", "policy_num_threads": 1},
-    "pgnm[paper,contiguous]": {"arm": "pgnm", "preset": "paper", "channels_last": False},
+    "pgnm[paper,contiguous]": {"arm": "pgnm", "preset": "paper", "policy_channels_last": False},
 }
 
 
@@ -126,23 +127,29 @@ def build_trainer(
     amp: bool,
     seed: int,
     spatial_dims: int = 2,
-    grid: int | None = None,
+    grid: int = PAPER_GRID,
     batch: dict[str, torch.Tensor] | None = None,
 ) -> SupervisedTrainer:
     """A ``SupervisedTrainer`` of ``classifier`` with the variant's handler, set up as the bundles' trainer (fused
-    SGD lr 0.01, momentum 0.9, wd 1e-4; gradients set to ``None`` between steps), training on ``batch`` (one
-    iteration per epoch) and timing each iteration (``trainer.step_timer``; the arm's handler is
-    ``trainer.arm_handler``)."""
+    SGD with :data:`~pgnm_monai.settings.OPTIMIZER`'s settings, the policy's learning rate the bundles' fraction
+    of it; gradients set to ``None`` between steps), training on ``batch`` (one iteration per epoch) and timing
+    each iteration (``trainer.step_timer``; the arm's handler is ``trainer.arm_handler``)."""
     handler = build_arm_handler(
         device=device,
         in_channels=in_channels,
         spatial_dims=spatial_dims,
         seed=seed,
         objective=objective,
+        grid=grid,
         **VARIANTS[variant],
-        **({"grid": grid} if grid else {}),
     )
-    optimizer = torch.optim.SGD(classifier.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4, fused=True)
+    optimizer = torch.optim.SGD(
+        classifier.parameters(),
+        lr=OPTIMIZER.lr,
+        momentum=OPTIMIZER.momentum,
+        weight_decay=OPTIMIZER.weight_decay,
+        fused=True,
+    )
     timer = StepTimer(device)
     first, last = timer.handlers()
     trainer = SupervisedTrainer(
@@ -219,14 +226,14 @@ def measure(
     warmup: int = 3,
     channels: int = 3,
     classes: int = 6,
-    objective: str = "reinforce",
+    objective: str = POLICY.objective,
     device: str = "auto",
     amp: bool = False,
     seed: int = 0,
     memory: bool = True,
     variants: tuple[str, ...] = tuple(VARIANTS),
     spatial_dims: int = 2,
-    grid: int | None = None,
+    grid: int = PAPER_GRID,
 ) -> dict[str, dict[str, float]]:
     """Time the variants interleaved; returns ``{variant: {median_s, q1_s, q3_s, ratio, gflops, floor,
     peak_mib}}`` (``floor``: the variant's FLOPs over the first variant's, the baseline)."""
@@ -300,14 +307,14 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--classes", type=int, default=6)
-    parser.add_argument("--objective", default="reinforce", choices=["reinforce", "paper"])
+    parser.add_argument("--objective", default=POLICY.objective, choices=OBJECTIVES)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--amp", action="store_true", help="classifier autocast (CUDA only, SupervisedTrainer amp)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--spatial-dims", type=int, default=2, choices=[2, 3], help="3: volumes of image-size^3")
-    parser.add_argument("--grid", type=int, default=None, help="mask cells per side (default: the presets' 64)")
+    parser.add_argument("--grid", type=int, default=PAPER_GRID, help="mask cells per side (default: the paper's)")
     args = parser.parse_args(argv)
     variants = tuple(dict.fromkeys(["baseline", *args.variants]))
     print(

@@ -1,6 +1,7 @@
 """The named components that the bundle configs call, so that the configs read as wiring.
 
-- :mod:`~pgnm_monai.components.checks`: a training config's ids and output folders (:func:`check_train_args`,
+- :mod:`~pgnm_monai.components.preflight`: the first step of every stage (:func:`preflight`);
+- :mod:`~pgnm_monai.components.checks`: a run's settings and output folders (:func:`check_run_settings`,
   :func:`check_output_dirs`, :func:`require_file`);
 - :mod:`~pgnm_monai.components.overrides`: override ids that name nothing (:func:`check_cli_overrides`,
   :func:`check_override_ids`);
@@ -8,8 +9,8 @@
   (:func:`inference_data`), the run's label map (:func:`label_map`, :func:`class_names`, :func:`check_num_classes`);
 - :mod:`~pgnm_monai.components.checkpoints`: the training state to resume from (:func:`find_checkpoint`) and the
   weights to warm-start from (:func:`load_pretrained`);
-- :mod:`~pgnm_monai.components.run_settings`: the settings a run was trained with (:class:`RunSettings`), compared
-  on resume, evaluation and inference (:func:`check_trained_settings`);
+- :mod:`~pgnm_monai.components.run_settings`: the settings a run was trained with (:class:`RunSettings`), checked
+  when made, compared on resume, evaluation and inference (:func:`check_trained_settings`);
 - :mod:`~pgnm_monai.components.wiring`: switches, folders and sizes (:func:`subfolder`, :func:`is_off`,
   :func:`eval_resize`, :func:`policy_of`, :func:`probe_batch`, :func:`use_amp`, :func:`amp_kwargs`);
 - :mod:`~pgnm_monai.components.errors`: the project's message as an error's last line (:func:`root_error`,
@@ -26,7 +27,7 @@ and the error helpers.
 from __future__ import annotations
 
 from pgnm_monai.components.checkpoints import check_checkpoint, find_checkpoint, load_pretrained
-from pgnm_monai.components.checks import check_output_dirs, check_train_args, require_file
+from pgnm_monai.components.checks import check_output_dirs, check_run_settings, require_file
 from pgnm_monai.components.data import (
     check_num_classes,
     class_names,
@@ -37,6 +38,7 @@ from pgnm_monai.components.data import (
 )
 from pgnm_monai.components.errors import root_error, show_root_error_last
 from pgnm_monai.components.overrides import check_cli_overrides, check_override_ids
+from pgnm_monai.components.preflight import preflight
 from pgnm_monai.components.run_settings import RunSettings, check_trained_settings, write_run_settings
 from pgnm_monai.components.wiring import (
     AMP_DTYPES,
@@ -61,7 +63,7 @@ __all__ = [
     "check_num_classes",
     "check_output_dirs",
     "check_override_ids",
-    "check_train_args",
+    "check_run_settings",
     "class_names",
     "eval_resize",
     "find_checkpoint",
@@ -72,6 +74,7 @@ __all__ = [
     "load_data",
     "load_pretrained",
     "policy_of",
+    "preflight",
     "probe_batch",
     "require_file",
     "root_error",

@@ -1,4 +1,5 @@
-"""Checks of a training config's ids and folders, run at ``initialize`` before any training."""
+"""Checks of a run's settings (inside :class:`~pgnm_monai.components.RunSettings`) and of its folders, run at
+``initialize`` before any training."""
 
 from __future__ import annotations
 
@@ -9,75 +10,53 @@ from typing import Any
 
 from pgnm_monai.arms import MASK_ARMS, arm_spec
 from pgnm_monai.networks.classifiers import CLASSIFIERS
-from pgnm_monai.networks.policy import TRUNKS
-from pgnm_monai.objectives import ADVANTAGES, OBJECTIVES, REWARD_SIGNS
-from pgnm_monai.validation import check_choice, check_positive
+from pgnm_monai.settings import InputSettings, OptimizerSettings, PolicySettings
+from pgnm_monai.validation import check_choice
 
-__all__ = ["check_output_dirs", "check_train_args", "require_file"]
+__all__ = ["check_output_dirs", "check_run_settings", "require_file"]
 
 
-def check_train_args(
-    *,
-    arm: str,
-    objective: str,
-    network: str,
-    grid: int,
-    image_size: int,
-    in_channels: int,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    policy_trunk: str,
-    reward_sign: int,
-    advantage: str,
-    val_batch_size: int,
-    max_train_items: int | None,
-    max_val_items: int | None,
-    intensity_std: float,
-    dataset_options: Mapping[str, Any] | None,
-    flip_prob: float,
-) -> bool:
-    """Check the plain ids of a training config (the bundle's values); raise ``ValueError`` naming the id at fault.
+def check_run_settings(settings: Mapping[str, Any]) -> None:
+    """Check a run's settings (bundle id -> value); raise ``ValueError`` naming the id at fault.
 
-    ``reward_sign`` (-1: reward ``-CE``; +1: adversarial) and ``advantage`` (``"baseline"`` or ``"normalized"``)
-    are the ``reinforce`` settings; an arm that fixes them (e.g. ``pgnm-adversarial``) overrides the ids.
+    The method's ids are checked by their typed home (:mod:`pgnm_monai.settings`: the policy's, the input's,
+    the optimiser's); the run's own here (``arm``, ``network``, sizes, ``flip_prob``, ``dataset_options``, and a
+    ``grid`` that must fit ``image_size`` for the mask arms). Ids absent from ``settings`` are not checked.
     """
-    spec = arm_spec(arm, "config id 'arm'")
-    for name, value, choices in (
-        ("objective", objective, OBJECTIVES),
-        ("network", network, CLASSIFIERS),
-        ("reward_sign", reward_sign, REWARD_SIGNS),
-        ("advantage", advantage, ADVANTAGES),
-        ("policy_trunk", policy_trunk, TRUNKS),
-        ("in_channels", in_channels, (1, 3)),
-    ):
-        check_choice(f"config id {name!r}", value, choices)
-    for name, value, low in (
-        ("image_size", image_size, 8),
-        ("grid", grid, 1),
-        ("epochs", epochs, 1),
-        ("batch_size", batch_size, 1),
-        ("val_batch_size", val_batch_size, 1),
-        ("max_train_items", 1 if max_train_items is None else max_train_items, 1),
-        ("max_val_items", 1 if max_val_items is None else max_val_items, 1),
-    ):
+    spec = arm_spec(settings.get("arm", "none"), "config id 'arm'")
+    if "network" in settings:
+        check_choice("config id 'network'", settings["network"], CLASSIFIERS)
+    try:
+        typed = [cls.from_mapping(settings) for cls in (PolicySettings, InputSettings, OptimizerSettings)]
+    except ValueError as e:  # the typed settings name the id as 'id'
+        raise ValueError(f"config id {e}") from None
+    for name, low in _INTEGER_IDS.items():
+        value = settings.get(name, low)
+        if value is None and name.startswith("max_"):
+            continue
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"config id {name!r} must be an integer >= {low}, got {value!r}.")
-    for name, value in (("lr", lr), ("intensity_std", intensity_std)):
-        check_positive(f"config id {name!r}", value)
+    flip_prob = settings.get("flip_prob", 0)
     if isinstance(flip_prob, bool) or not isinstance(flip_prob, (int, float)) or not 0 <= flip_prob <= 1:
         raise ValueError(
             f"config id 'flip_prob' must be a probability in [0, 1], got {flip_prob!r} (0 for data whose classes "
             "a horizontal flip changes, e.g. left/right organs)."
         )
-    if dataset_options is not None and not isinstance(dataset_options, Mapping):
+    options = settings.get("dataset_options")
+    if options is not None and not isinstance(options, Mapping):
         raise ValueError(
             f"config id 'dataset_options' must be a mapping of option -> value (e.g. {{'slices': 'none'}}), "
-            f"got {type(dataset_options).__name__} {dataset_options!r}."
+            f"got {type(options).__name__} {options!r}."
         )
-    if spec.mechanism in MASK_ARMS and grid > image_size:
-        raise ValueError(f"config id 'grid' ({grid}) must be <= 'image_size' ({image_size}) for arm {arm!r}.")
-    return True
+    policy, image = typed[0], typed[1]
+    if spec.mechanism in MASK_ARMS and policy.grid > image.image_size:
+        raise ValueError(
+            f"config id 'grid' ({policy.grid}) must be <= 'image_size' ({image.image_size}) for arm {spec.name!r}."
+        )
+
+
+#: integer ids of a run and their lower bound (``max_*``: ``None`` means no limit).
+_INTEGER_IDS = {"epochs": 1, "batch_size": 1, "val_batch_size": 1, "max_train_items": 1, "max_val_items": 1}
 
 
 def require_file(path: str, config_id: str) -> bool:

@@ -1,9 +1,10 @@
-"""The settings a run was trained with: recorded in its training state and ``models/run_settings.json``, and
-compared when the run is resumed, evaluated or used for inference.
+"""The settings a run was trained with: checked when the run starts, recorded in its training state and
+``models/run_settings.json``, and compared when the run is resumed, evaluated or used for inference.
 
 A resume with another value of a recorded setting is refused, naming the id and both values, except the ids in
-:data:`EXTENDABLE` (``epochs``: extending a finished run), which only warn. Evaluation and inference compare the
-ids that decide what the network sees (:data:`INPUT_SETTINGS`) with the trained run's ``run_settings.json``.
+:data:`EXTENDABLE` (``epochs``: extending a finished run; ``val_batch_size``), which only warn. Evaluation and
+inference compare the ids that decide what the network sees (:data:`INPUT_SETTINGS`) with the trained run's
+``run_settings.json``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pgnm_monai.atomic_files import atomic_write_text, to_jsonable
+from pgnm_monai.components.checks import check_run_settings
 
 __all__ = [
     "EXTENDABLE",
@@ -25,24 +27,31 @@ __all__ = [
     "write_run_settings",
 ]
 
-#: ids a resume may change, with a warning: ``epochs`` extends (or shortens) a run; the learning-rate schedules
-#: keep the state they were saved with (a cosine schedule continues past its first length).
-EXTENDABLE = ("epochs",)
+#: ids a resume may change, with a warning: ``epochs`` extends (or shortens) a run, the learning-rate schedules
+#: keeping the state they were saved with (a cosine schedule continues past its first length); ``val_batch_size``
+#: changes only how validation is batched.
+EXTENDABLE = ("epochs", "val_batch_size")
 #: the ids evaluation and inference must share with the trained run: what the network is and what it sees.
 INPUT_SETTINGS = ("network", "spatial_dims", "in_channels", "image_size", "spacing", "intensity_mean", "intensity_std")
 
 
 class RunSettings:
-    """The settings of a run (config id -> value), saved in its training state (``"settings"``).
+    """The settings of a run (config id -> value, :attr:`settings`): checked when made, saved in its training state
+    (``"settings"``), and read by the components that act on them (``build_arm_handler`` takes :attr:`settings`).
+    Not a ``Mapping``: ignite's checkpoints would take it for a container of stateful objects.
 
     ``state_dict()`` is what the training-state checkpoint stores; at :meth:`write` they also go to
     ``run_settings.json`` beside the models, for evaluation and inference.
 
     Args:
         settings: config id -> value (plain values: numbers, strings, lists, dicts, None).
+
+    Raises:
+        ValueError: a value out of range, naming its config id (:func:`~pgnm_monai.components.check_run_settings`).
     """
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
+        check_run_settings(settings)
         self.settings = to_jsonable(dict(settings))
 
     def state_dict(self) -> dict[str, Any]:
@@ -68,8 +77,8 @@ def compare_settings(saved: Mapping[str, Any], current: Mapping[str, Any], sourc
             continue
         if key in EXTENDABLE:
             warnings.warn(
-                f"config id {key!r} is {new!r} but {source} was trained with {old!r}; the run goes on to {new!r} "
-                "(the learning-rate schedules keep their saved state).",
+                f"config id {key!r} is {new!r} but {source} was trained with {old!r}; the run goes on with {new!r}"
+                + (" (the learning-rate schedules keep their saved state)." if key == "epochs" else "."),
                 stacklevel=2,
             )
             continue

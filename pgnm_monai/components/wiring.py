@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from pgnm_monai.transforms.chains import eval_resize
+
 __all__ = [
     "AMP_DTYPES",
     "amp_kwargs",
@@ -65,11 +67,6 @@ def subfolder(root: str | os.PathLike, name: str) -> str:
 def is_off(value: Any) -> bool:
     """``True`` for a switch that is off: ``0``, ``False``, ``None`` (a handler's ``_disabled_``)."""
     return not as_bool(value) if isinstance(value, str) else not value
-
-
-def eval_resize(image_size: int) -> int:
-    """The evaluation chain's short side before its centre crop to ``image_size`` (the paper's 256 for 224)."""
-    return max(int(image_size), round(int(image_size) * 256 / 224))
 
 
 def policy_of(handler: Any) -> nn.Module | None:

@@ -7,11 +7,12 @@ Entry point (the transform chains are in :mod:`pgnm_monai.transforms`)::
     dl = load_datalist("embedded", split="train")          # a Datalist: dl.items, dl.class_names
     ds = monai.data.Dataset(dl.items, transform=train_transforms(image_size=64, channels=1))
 
-``load_datalist(kind, dataset_dir=None, split="train", seed=0, **options) -> Datalist`` dispatches to the
-source modules; ``kind`` is one of :data:`KINDS` (``"embedded"`` when ``dataset_dir`` is ``None``). A
-:class:`Datalist` is a sequence of items (see :mod:`pgnm_monai.data.schema` for the item keys) with
-``class_names``, ``num_classes``, ``kind``, ``split`` and a ``report`` dict. Options are plain values
-(strings, ints, floats, bools) so bundle JSON configs can pass them; each source documents its own:
+``load_datalist(kind, dataset_dir=None, split="train", seed=0, **options) -> Datalist`` calls the loader
+registered as ``kind`` (:mod:`pgnm_monai.data.registry`: :data:`LOADERS`, its names :data:`KINDS`;
+``"embedded"`` when ``dataset_dir`` is ``None``). A :class:`Datalist` is a sequence of items (see
+:mod:`pgnm_monai.data.schema` for the item keys) with ``class_names``, ``num_classes``, ``kind``, ``split`` and a
+``report`` dict. Options are plain values (strings, ints, floats, bools) so bundle JSON configs can pass them; each
+source documents its own:
 
 - ``embedded``: ``max_per_volume``, ``fractions`` (:func:`pgnm_monai.data.embedded.load_embedded`).
 - ``mednist``: ``cache_dir``, ``split_file``, ``fractions`` (:func:`pgnm_monai.data.mednist.load_mednist`).
@@ -31,8 +32,9 @@ Guarantees (each source's docstring gives its details):
   the same for train, val and test; a label outside it, a non-whole numeric label and class names that differ
   only in case are ``ValueError`` naming the file, split (or CSV line) and value.
 - Splits that come from folders are kept exactly (:mod:`pgnm_monai.data.image_folder`).
-- The pixel rule, non-finite pixels (refused at load time) and files that are not images (skipped with a
-  warning when a folder is listed, refused by name when named directly): :mod:`pgnm_monai.data.io`.
+- The pixel rule and non-finite pixels (refused at load time): :mod:`pgnm_monai.data.io`; files that are not
+  images: skipped with a warning when a folder is listed (:mod:`pgnm_monai.data.image_files`), refused by name
+  when named directly (:mod:`pgnm_monai.data.io`).
 - CSVs: UTF-8 with or without BOM, or Latin-1; repeated rows are used once (warning), contradicting rows are
   errors naming the file, lines and values (:func:`pgnm_monai.data.utils.read_csv`).
 
@@ -41,12 +43,12 @@ Few-shot subsets: :func:`few_shot_subset` (stratified, seeded, nested).
 
 from __future__ import annotations
 
-import importlib
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from pgnm_monai.data.datasets import cached_dataset
+from pgnm_monai.data.registry import KINDS, LOADERS, get_loader, register_kind
 from pgnm_monai.data.schema import (
     IMAGE_PATH,
     ITEM_KEYS,
@@ -57,10 +59,16 @@ from pgnm_monai.data.schema import (
     save_class_map,
 )
 from pgnm_monai.data.utils import shared_data_dir
-from pgnm_monai.validation import check_choice, check_keywords
+from pgnm_monai.validation import check_keywords
+
+# isort: off
+# each source module registers its loader when imported (pgnm_monai.data.registry), in this order: that of KINDS
+from pgnm_monai.data import embedded, mednist, medmnist, image_folder, radimagenet, clinical, union  # noqa: F401
+# isort: on
 
 __all__ = [
     "KINDS",
+    "LOADERS",
     "IMAGE_PATH",
     "ITEM_KEYS",
     "MODALITIES",
@@ -72,35 +80,18 @@ __all__ = [
     "loader_options",
     "make_item",
     "parse_options",
+    "register_kind",
     "save_class_map",
     "shared_data_dir",
 ]
 
-KINDS = ("embedded", "mednist", "medmnist", "image_folder", "radimagenet", "clinical", "union")
-
-
-#: kind -> (module, function) of its loader, imported when first used.
-_LOADERS = {
-    "embedded": ("pgnm_monai.data.embedded", "load_embedded"),
-    "mednist": ("pgnm_monai.data.mednist", "load_mednist"),
-    "medmnist": ("pgnm_monai.data.medmnist", "load_medmnist"),
-    "image_folder": ("pgnm_monai.data.image_folder", "load_image_folder"),
-    "radimagenet": ("pgnm_monai.data.radimagenet", "load_radimagenet"),
-    "clinical": ("pgnm_monai.data.clinical", "load_clinical"),
-    "union": ("pgnm_monai.data.union", "load_union"),
-}
 _COMMON = ("dataset_dir", "split", "seed")
-
-
-def _loader(kind: str) -> Callable[..., Datalist]:
-    module, name = _LOADERS[check_choice("dataset kind", kind, KINDS)]
-    return getattr(importlib.import_module(module), name)
 
 
 def loader_options(kind: str) -> dict[str, Any]:
     """The options of dataset ``kind`` (the keywords of its loader besides ``dataset_dir``, ``split``, ``seed``)
     with their defaults."""
-    params = inspect.signature(_loader(kind)).parameters
+    params = inspect.signature(get_loader(kind)).parameters
     return {k: p.default for k, p in params.items() if k not in _COMMON}
 
 
@@ -157,13 +148,12 @@ def load_datalist(
         if dataset_dir is not None:
             raise ValueError(f"kind must be given with dataset_dir={dataset_dir!r}; expected one of {KINDS}")
         kind = "embedded"
-    loader = _loader(kind)
+    loader = get_loader(kind)
     check_keywords(f"dataset kind {kind!r}", options, loader_options(kind))
-    if kind == "embedded":
+    root = inspect.signature(loader).parameters.get("dataset_dir")
+    if root is None:  # a source without files (embedded)
         return loader(split=split, seed=seed, **options)
-    if kind == "union":  # its JSON file of sources, or the sources option
-        return loader(dataset_dir, split=split, seed=seed, **options)
-    if dataset_dir is None:
+    if dataset_dir is None and root.default is inspect.Parameter.empty:
         raise ValueError(f"dataset kind {kind!r} needs dataset_dir (its root folder or file)")
     return loader(dataset_dir, split=split, seed=seed, **options)
 

@@ -29,7 +29,9 @@ import warnings
 from pathlib import Path
 
 from pgnm_monai.data.dicom import check_one_series
-from pgnm_monai.data.io import file_kind, read_image, volume_shape
+from pgnm_monai.data.image_files import file_kind
+from pgnm_monai.data.io import read_image, volume_shape
+from pgnm_monai.data.registry import register_kind
 from pgnm_monai.data.schema import MODALITIES, Datalist, check_class_spelling, make_item
 from pgnm_monai.data.utils import DEFAULT_FRACTIONS, file_type_problem, read_csv, split_by_group
 
@@ -138,6 +140,7 @@ def _pick_slices(n: int, slices: str, every_k: int) -> list[int]:
     return list(range(0, n, every_k))
 
 
+@register_kind("clinical")
 def load_clinical(
     dataset_dir: str | os.PathLike,
     split: str = "train",

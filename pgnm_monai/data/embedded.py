@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from pgnm_monai.data.io import volume_shape
+from pgnm_monai.data.registry import register_kind
 from pgnm_monai.data.schema import Datalist, make_item
 from pgnm_monai.data.utils import split_by_group
 
@@ -106,6 +107,7 @@ def _count(path: str, kind: str) -> int:
     return int(ds.get("NumberOfFrames", 1) or 1)
 
 
+@register_kind("embedded")
 def load_embedded(
     split: str = "train",
     seed: int = 0,

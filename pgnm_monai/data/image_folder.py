@@ -12,7 +12,7 @@ Class folders whose names differ only in case (``Glioma`` / ``glioma``) are an e
 folder with no train counterpart (without ``class_map``) or a class outside the declared ``class_map``; the
 message names the folder, the split and the class. Entries with an image suffix that are not image files
 (a text file named ``x.png``, a FIFO, a folder) are skipped with a warning naming them
-(:func:`pgnm_monai.data.io.usable_image_files`).
+(:func:`pgnm_monai.data.image_files.usable_image_files`).
 
 ``drop_cross_split_duplicates`` removes from val every image whose pixels (decoded, hashed) also appear in
 train, and from test every image also in train or val, e.g. the 216 Testing images of the brain-tumour MRI
@@ -27,7 +27,8 @@ import warnings
 from pathlib import Path
 
 from pgnm_monai.atomic_files import atomic_write_csv
-from pgnm_monai.data.io import IMAGE_SUFFIXES, usable_image_files
+from pgnm_monai.data.image_files import IMAGE_SUFFIXES, usable_image_files
+from pgnm_monai.data.registry import register_kind
 from pgnm_monai.data.schema import MODALITIES, Datalist, check_class_spelling, load_class_map, make_item, save_class_map
 from pgnm_monai.data.utils import DEFAULT_FRACTIONS, pixel_hash, read_csv, split_by_group
 
@@ -85,6 +86,7 @@ def _pixel_hash(path: str, size: int, mtime_ns: int) -> str:  # noqa: ARG001 (si
     return pixel_hash(arr)
 
 
+@register_kind("image_folder")
 def load_image_folder(
     dataset_dir: str | os.PathLike,
     split: str = "train",

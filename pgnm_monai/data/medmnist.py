@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pgnm_monai.data.registry import register_kind
 from pgnm_monai.data.schema import Datalist, make_item
 
 __all__ = ["ARRAY_CACHE_BYTES", "MEDMNIST_INFO", "MEDMNIST_CLASSES", "MEDMNIST_NUM_CLASSES", "load_medmnist"]
@@ -126,6 +127,7 @@ class _NpzArrays:
         return array
 
 
+@register_kind("medmnist")
 def load_medmnist(
     dataset_dir: str | os.PathLike,
     split: str = "train",

@@ -19,7 +19,8 @@ import tempfile
 from pathlib import Path
 
 from pgnm_monai.atomic_files import atomic_write_csv
-from pgnm_monai.data.io import usable_image_files
+from pgnm_monai.data.image_files import usable_image_files
+from pgnm_monai.data.registry import register_kind
 from pgnm_monai.data.schema import Datalist, make_item
 from pgnm_monai.data.utils import DEFAULT_FRACTIONS, read_csv, split_by_group
 
@@ -103,6 +104,7 @@ def _md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
+@register_kind("mednist")
 def load_mednist(
     dataset_dir: str | os.PathLike,
     split: str = "train",

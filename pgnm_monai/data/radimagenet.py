@@ -25,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pgnm_monai.data.io import IMAGE_SUFFIXES, _read_pil, usable_image_files
+from pgnm_monai.data.image_files import IMAGE_SUFFIXES, usable_image_files
+from pgnm_monai.data.io import _read_pil
+from pgnm_monai.data.registry import register_kind
 from pgnm_monai.data.schema import (
     Datalist,
     check_class_spelling,
@@ -170,6 +172,7 @@ def scan_defects(paths: list[str]) -> dict[str, list]:
     return {"blank": blank, "duplicates": dups, "unreadable": bad}
 
 
+@register_kind("radimagenet")
 def load_radimagenet(
     dataset_dir: str | os.PathLike,
     split: str = "train",

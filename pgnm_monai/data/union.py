@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pgnm_monai.data.registry import register_kind
 from pgnm_monai.data.schema import FLIP_ALLOWED, LABEL, LABEL_NAME, Datalist
 from pgnm_monai.validation import check_keywords
 
@@ -57,6 +58,7 @@ def _relative_to(sources: Sequence[Mapping[str, Any]], folder: str | os.PathLike
     ]
 
 
+@register_kind("union")
 def load_union(
     dataset_dir: str | os.PathLike | None = None,
     split: str = "train",

@@ -15,7 +15,7 @@ import pandas as pd
 
 from pgnm_monai.arms import ARMS, learned_policy_arms
 from pgnm_monai.experiments.probe_report import primary_probe, probe_summary
-from pgnm_monai.experiments.report import markdown_table
+from pgnm_monai.experiments.tables import markdown_table
 
 __all__ = [
     "answer_markdown",

@@ -20,7 +20,7 @@ from typing import Any
 
 from pgnm_monai.atomic_files import atomic_write_text
 from pgnm_monai.experiments import runner
-from pgnm_monai.experiments.report import format_table
+from pgnm_monai.experiments.tables import format_table
 from pgnm_monai.networks.weights import NORMALIZATION
 
 __all__ = ["METRIC_COLUMNS", "finetune_from_weights", "metrics_by_modality"]

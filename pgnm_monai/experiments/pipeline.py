@@ -29,7 +29,7 @@ from typing import Any
 
 from pgnm_monai.atomic_files import atomic_write_csv, atomic_write_text
 from pgnm_monai.experiments import runner
-from pgnm_monai.experiments.report import format_table
+from pgnm_monai.experiments.tables import format_table
 
 __all__ = ["COLUMNS", "run_pipeline"]
 

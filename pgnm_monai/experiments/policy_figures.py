@@ -3,39 +3,45 @@ training curves that diagnose a collapsing arm.
 
 A protocol run keeps, for every arm and pretrain seed, ``pretrain/<arm>_seed<seed>/`` with
 ``eval/policy_stats.csv`` (policy arms, :class:`~pgnm_monai.handlers.PolicyStatisticsHandler`),
-``eval/train_curves.csv`` (:class:`~pgnm_monai.handlers.TrainingCurveWriter`), ``eval/val_metrics.json`` and
-``models/policy.pt`` (the trained policy with its base vectors).
+``eval/train_curves.csv`` (:class:`~pgnm_monai.handlers.TrainingCurveWriter`), ``eval/val_metrics.json``,
+``models/policy.pt`` (the trained policy with its base vectors) and ``models/run_settings.json`` (the bundle ids it
+was trained with: every policy and image here is rebuilt from the run's own settings, not from its profile's; the
+folder names are :mod:`.run_folders`'s).
 """
 
 from __future__ import annotations
 
 import json
-import re
+import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from pgnm_monai.arms import ARMS, build_policy_handler
+from pgnm_monai.arms import ARMS, build_arm_handler
+from pgnm_monai.experiments.run_folders import PretrainRun, pretrain_runs, read_run_settings
 from pgnm_monai.mask import cells_to_mask
-from pgnm_monai.networks.policy import DEFAULT_TRUNK
+
+if TYPE_CHECKING:
+    from pgnm_monai.experiments.tasks import Task
 
 __all__ = [
     "MASK_ROWS",
     "collapse_figure",
+    "eval_chain",
     "expected_mask",
     "last_epoch_means",
     "load_policy",
     "mask_figure",
+    "mask_policies",
     "middle_slice",
     "policy_curves_figure",
     "read_pretrain_curves",
+    "task_images",
 ]
-
-_RUN = re.compile(r"^(?P<arm>.+)_seed(?P<seed>\d+)$")
 
 #: rows of the mask figure: label -> arm whose trained policy is drawn (``None``: the seeded initialisation).
 MASK_ROWS: dict[str, str | None] = {
@@ -49,10 +55,7 @@ MASK_ROWS: dict[str, str | None] = {
 def read_pretrain_curves(output_dir: str | Path) -> pd.DataFrame:
     """One row per (arm, seed, epoch): policy statistics, training curves and validation metrics merged."""
     frames = []
-    for run in sorted((Path(output_dir) / "pretrain").glob("*_seed*")):
-        match = _RUN.match(run.name)
-        if not match:
-            continue
+    for key, run in pretrain_runs(output_dir):
         parts = []
         for name in ("policy_stats.csv", "train_curves.csv"):
             if (run / "eval" / name).is_file():
@@ -63,8 +66,8 @@ def read_pretrain_curves(output_dir: str | Path) -> pd.DataFrame:
         if not parts:
             continue
         frame = pd.concat(parts, axis=1).reset_index()
-        frame.insert(0, "seed", int(match["seed"]))
-        frame.insert(0, "arm", match["arm"])
+        frame.insert(0, "seed", key.seed)
+        frame.insert(0, "arm", key.arm)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -125,26 +128,68 @@ def collapse_figure(frame: pd.DataFrame, arms: Sequence[str] = ("none", "pgnm-pa
     return _curves(frame, columns, present, "Pretraining curves: the official objective vs its controls")
 
 
-def load_policy(run_dir: str | Path | None, settings: dict[str, Any], seed: int = 0) -> torch.nn.Module:
-    """The policy of a pretrain run (``models/policy.pt``), or the seeded initialisation when ``run_dir`` is None.
+def load_policy(run_dir: str | os.PathLike, trained: bool = True) -> torch.nn.Module:
+    """The noise policy of the pretrain run in ``run_dir``, rebuilt from the run's own ``models/run_settings.json``
+    (its arm, seed, mask and policy settings): the trained weights (``models/policy.pt``), or with
+    ``trained=False`` the seeded initialisation the run started from.
 
-    ``settings``: the pretrain bundle ids that shape the policy (``in_channels``, ``spatial_dims``, ``grid``,
-    ``kernel_size``, ``sigma``, ``policy_trunk``, ``policy_input_size``); ``seed``: the pretrain seed (the
-    initialisation).
+    Raises:
+        FileNotFoundError: naming ``run_settings.json`` (or ``policy.pt``) when the run has none.
+        ValueError: when the run's arm trains no noise policy.
     """
-    policy = build_policy_handler(
-        in_channels=int(settings.get("in_channels", 1)),
-        spatial_dims=int(settings.get("spatial_dims", 2)),
-        grid=int(settings["grid"]),
-        kernel_size=int(settings["kernel_size"]),
-        sigma=float(settings["sigma"]),
-        trunk=settings.get("policy_trunk", DEFAULT_TRUNK),
-        policy_input_size=settings.get("policy_input_size"),
-        seed=seed,
-    ).policy
-    if run_dir is not None:
+    settings = read_run_settings(run_dir)
+    policy = getattr(build_arm_handler(settings["arm"], settings, device="cpu"), "policy", None)
+    if policy is None:
+        raise ValueError(f"{run_dir}: arm {settings['arm']!r} trains no noise policy.")
+    if trained:
         policy.load_state_dict(torch.load(Path(run_dir) / "models" / "policy.pt", weights_only=True))
     return policy.eval()
+
+
+def mask_policies(output_dir: str | os.PathLike, seed: int) -> dict[str, torch.nn.Module]:
+    """The rows of the mask figure (:data:`MASK_ROWS`) for pretrain seed ``seed``: every row whose run has a trained
+    policy (``models/policy.pt``), the initial policy first (the seeded initialisation, rebuilt from the first of
+    those runs). Empty when no run of ``seed`` has a trained policy."""
+    runs = {label: PretrainRun(arm, seed).folder(output_dir) for label, arm in MASK_ROWS.items() if arm}
+    trained = {label: run for label, run in runs.items() if (run / "models" / "policy.pt").is_file()}
+    if not trained:
+        return {}
+    first = next(iter(trained.values()))
+    return {
+        label: load_policy(trained[label]) if arm else load_policy(first, trained=False)
+        for label, arm in MASK_ROWS.items()
+        if not arm or label in trained
+    }
+
+
+def eval_chain(settings: dict[str, Any]):
+    """The evaluation chain of a run with bundle ids ``settings`` (its ``run_settings.json``): what its
+    network and policy saw at validation (image size, channels, dimensions, spacing, intensity normalisation)."""
+    from pgnm_monai.transforms import eval_transforms
+
+    return eval_transforms(
+        image_size=int(settings["image_size"]),
+        channels=int(settings["in_channels"]),
+        mean=float(settings["intensity_mean"]),
+        std=float(settings["intensity_std"]),
+        spatial_dims=int(settings["spatial_dims"]),
+        spacing=settings.get("spacing"),
+    )
+
+
+def task_images(run_dir: str | os.PathLike, tasks: Sequence[Task]) -> dict[str, torch.Tensor]:
+    """The first test image of each task through the evaluation chain of the run in ``run_dir``
+    (:func:`eval_chain` of its ``run_settings.json``), keyed ``"<task> (<modality>)"``."""
+    from pgnm_monai.components import load_data
+    from pgnm_monai.transforms import meta_tracking
+
+    chain = eval_chain(read_run_settings(run_dir))
+    images = {}
+    with meta_tracking(False):
+        for task in tasks:
+            item = load_data(task.kind, task.dataset_dir, "test", options=dict(task.options)).items[0]
+            images[f"{task.name} ({item.get('modality', '')})"] = chain(dict(item))["image"]
+    return images
 
 
 @torch.no_grad()

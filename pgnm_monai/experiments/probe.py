@@ -7,7 +7,7 @@ episodes of ``N`` training images fit a cheap classifier on the features and sco
 split. Here:
 
 - features: the input of the classifier head of each pretrained model
-  (``<output_dir>/pretrain/<arm>_seed<seed>/models/model.pt``, the layout of :mod:`.protocol`), the head
+  (``<output_dir>/pretrain/<arm>_seed<seed>/models/model.pt``, the layout of :mod:`.run_folders`), the head
   replaced by ``nn.Identity`` (:data:`~pgnm_monai.networks.HEAD_PREFIXES`), images through the evaluation chain
   (:func:`~pgnm_monai.transforms.eval_transforms`). Each task's images are decoded once for all models.
 - episodes (:func:`draw_episodes`): depend only on the task's labels, ``N`` and ``seed``, so every arm and
@@ -53,6 +53,7 @@ from pgnm_monai.arms import ARMS
 from pgnm_monai.atomic_files import atomic_write_text
 from pgnm_monai.data.few_shot import stratified_class_sequence
 from pgnm_monai.data.schema import LABEL
+from pgnm_monai.experiments.run_folders import PretrainRun
 from pgnm_monai.metrics import label_metrics
 from pgnm_monai.networks.classifiers import HEAD_PREFIXES, build_classifier
 
@@ -110,7 +111,7 @@ BN_SUFFIX = "_bn"
 # ---------------------------------------------------------------------------------------------- features
 
 
-def preprocess(items: Sequence[Mapping], image_size: int, in_channels: int, spatial_dims: int = 2) -> torch.Tensor:
+def preprocess(items: Sequence[Mapping], image_size: int, in_channels: int, spatial_dims: int) -> torch.Tensor:
     """Every item through the evaluation chain: a float32 ``(len(items), in_channels, S, S[, S])`` tensor."""
     from pgnm_monai.transforms import eval_transforms, meta_tracking
 
@@ -120,7 +121,7 @@ def preprocess(items: Sequence[Mapping], image_size: int, in_channels: int, spat
 
 
 def feature_extractor(
-    checkpoint: str | os.PathLike, network: str, in_channels: int, spatial_dims: int = 2
+    checkpoint: str | os.PathLike, network: str, in_channels: int, spatial_dims: int
 ) -> tuple[nn.Module, int]:
     """The classifier of ``checkpoint`` with its head replaced by ``nn.Identity`` (penultimate features).
 
@@ -150,27 +151,17 @@ def feature_extractor(
 
 @torch.no_grad()
 def extract_features(
-    model: nn.Module,
-    items: Sequence[Mapping] | torch.Tensor,
-    image_size: int,
-    in_channels: int,
-    batch_size: int = 64,
-    device: str | torch.device | None = None,
-    spatial_dims: int = 2,
+    model: nn.Module, images: torch.Tensor, batch_size: int = 64, device: str | torch.device | None = None
 ) -> np.ndarray:
-    """Penultimate features ``(len(items), F)`` (float64) of ``model`` (see :func:`feature_extractor`).
+    """Penultimate features ``(len(images), F)`` (float64) of ``model`` (see :func:`feature_extractor`).
 
     Args:
         model: a classifier whose head is ``nn.Identity`` (:func:`feature_extractor`).
-        items: datalist items (through the evaluation chain) or the tensor :func:`preprocess` made of them.
-        image_size: side of the evaluation crop.
-        in_channels: image channels.
+        images: the tensor :func:`preprocess` made of the items (the evaluation chain).
         batch_size: images per forward pass.
         device: where the model runs (default: CUDA when available, else CPU).
-        spatial_dims: 2 (images) or 3 (volumes).
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    images = items if isinstance(items, torch.Tensor) else preprocess(items, image_size, in_channels, spatial_dims)
     model = model.to(device).eval()
     out = [model(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
     return torch.cat(out).flatten(1).numpy().astype(np.float64)
@@ -290,19 +281,18 @@ def _probe_model(
     images: Mapping[str, torch.Tensor],
     labels: Mapping[str, np.ndarray],
     episodes: Mapping[int, Sequence[np.ndarray]],
-    shape: tuple[int, int],
     batch_size: int,
     device: str | torch.device | None,
     n_jobs: int,
 ) -> list[dict[str, Any]]:
     """The probe rows of one model on one task (``key``: arm, pretrain seed, task) for every ``N`` of ``episodes``
-    (``shape``: image size and channels): its batch-norm statistics as trained, then re-estimated on the clean
-    training images (:data:`BN_SUFFIX`)."""
+    (``images``: the task's splits through the evaluation chain): its batch-norm statistics as trained, then
+    re-estimated on the clean training images (:data:`BN_SUFFIX`)."""
     rows = []
     for suffix in ("", BN_SUFFIX):
         if suffix:
             reestimate_batchnorm(model, images["train"], batch_size, device)
-        feats = {s: extract_features(model, x, *shape, batch_size, device) for s, x in images.items()}
+        feats = {s: extract_features(model, x, batch_size, device) for s, x in images.items()}
         for n, drawn in episodes.items():
             train, test = (feats["train"], labels["train"]), (feats["test"], labels["test"])
             scored = _probe_in_parallel(train, test, drawn, n_jobs, suffix)
@@ -327,15 +317,16 @@ def run_probe(
     arms: Sequence[str],
     pretrain_seeds: Sequence[int],
     shots: Sequence[int],
+    *,
+    network: str,
+    image_size: int,
+    in_channels: int,
+    spatial_dims: int,
     n_episodes: int = 200,
     seed: int = 0,
-    network: str = "resnet10t",
-    image_size: int = 32,
-    in_channels: int = 1,
     batch_size: int = 64,
     device: str | torch.device | None = None,
     n_jobs: int = -1,
-    spatial_dims: int = 2,
 ) -> pd.DataFrame:
     """Probe every pretrained model on every task; write ``<output_dir>/probe_runs.csv`` (atomically).
 
@@ -349,15 +340,15 @@ def run_probe(
         arms: arm names (:data:`~pgnm_monai.arms.ARMS`).
         pretrain_seeds: pretrain seeds of the models to probe.
         shots: episode sizes ``N`` (those larger than a task's training split are skipped, with a warning).
-        n_episodes: episodes per (task, N), shared by every arm and pretrain seed.
-        seed: seed of the episodes.
         network: the classifier architecture of the pretrained models.
         image_size: evaluation crop side (as in pretraining).
         in_channels: image channels (as in pretraining).
+        spatial_dims: 2 (images) or 3 (volumes: 3D models on whole volumes), as in pretraining.
+        n_episodes: episodes per (task, N), shared by every arm and pretrain seed.
+        seed: seed of the episodes.
         batch_size: images per forward pass of the feature extraction.
         device: where the feature extraction runs (default: CUDA when available, else CPU).
         n_jobs: processes fitting the probes (joblib; -1: one per CPU core). The rows do not depend on it.
-        spatial_dims: 2 (images) or 3 (volumes: 3D models on whole volumes).
 
     Returns:
         the rows of ``probe_runs.csv`` (columns :data:`RUN_COLUMNS`), deterministic for fixed arguments.
@@ -368,9 +359,7 @@ def run_probe(
     if unknown:
         raise ValueError(f"unknown arms {sorted(unknown)}; known: {list(ARMS)}.")
     out = Path(output_dir)
-    models = {
-        (a, int(s)): out / "pretrain" / f"{a}_seed{s}" / "models" / "model.pt" for a in arms for s in pretrain_seeds
-    }
+    models = {PretrainRun(a, int(s)): PretrainRun(a, int(s)).model(out) for a in arms for s in pretrain_seeds}
     missing = [str(p) for p in models.values() if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"pretrained models missing (run the protocol's pretraining first): {missing[:3]}")
@@ -388,10 +377,7 @@ def run_probe(
     parts: list[pd.DataFrame] = []
     for task in tasks:
         t0 = time.perf_counter()
-        cache = {
-            key: out / "probe" / task.name / f"{key[0]}_seed{key[1]}-{_cache_key(digests[key], task, settings)}.csv"
-            for key in models
-        }
+        cache = {run: run.probe_rows(out, task.name, _cache_key(digests[run], task, settings)) for run in models}
         todo = [key for key, path in cache.items() if not path.is_file()]
         if todo:
             splits = {
@@ -403,14 +389,12 @@ def run_probe(
             if len(sizes) < len(shots):
                 logger.warning("task %s: shots above its %d training items skipped", task.name, len(labels["train"]))
             episodes = {n: draw_episodes(labels["train"], n, n_episodes, seed) for n in sizes}
-        for arm, pseed in todo:
-            model, _ = feature_extractor(models[(arm, pseed)], network, in_channels, spatial_dims)
-            key = {"arm": arm, "pretrain_seed": pseed, "task": task.name}
-            rows = _probe_model(
-                model, key, images, labels, episodes, (image_size, in_channels), batch_size, device, n_jobs
-            )
-            path = cache[(arm, pseed)]
-            for stale in path.parent.glob(f"{arm}_seed{pseed}-*.csv"):
+        for run in todo:
+            model, _ = feature_extractor(models[run], network, in_channels, spatial_dims)
+            key = {"arm": run.arm, "pretrain_seed": run.seed, "task": task.name}
+            rows = _probe_model(model, key, images, labels, episodes, batch_size, device, n_jobs)
+            path = cache[run]
+            for stale in path.parent.glob(run.probe_rows_pattern()):
                 stale.unlink()
             atomic_write_text(path, pd.DataFrame(rows, columns=list(RUN_COLUMNS)).to_csv(index=False))
         parts += [pd.read_csv(cache[key]) for key in models]

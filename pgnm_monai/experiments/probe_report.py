@@ -15,8 +15,8 @@ import pandas as pd
 from pgnm_monai.arms import ARMS
 from pgnm_monai.atomic_files import atomic_write_text
 from pgnm_monai.experiments.probe import BN_SUFFIX
-from pgnm_monai.experiments.report import markdown_table
 from pgnm_monai.experiments.statistics import bootstrap_interval
+from pgnm_monai.experiments.tables import markdown_table
 
 __all__ = [
     "delta_overview",

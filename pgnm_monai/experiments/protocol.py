@@ -6,7 +6,8 @@ set; every heated model is then probed with frozen features (:mod:`.probe`) and 
 evaluated on the task's test split (overall and per modality). Settings come from a named profile
 (:mod:`.profiles`); the report is :mod:`.report`'s. Outputs, under ``output_dir``:
 
-- ``pretrain/<arm>_seed<k>/``: each pretrained model (``done.json`` marks it complete);
+- ``pretrain/<arm>_seed<k>/``: each pretrained model (``done.json`` marks it complete; the folder names:
+  :mod:`.run_folders`);
 - ``runs.csv``: one row per fine-tuned run (arm, task, N, seeds, metrics, per-modality macro-F1, wall time,
   commit, the full configuration as JSON). A run already in it is not redone (resumable);
 - ``probe_*``, ``report.md``, ``f1_vs_n.png`` and the pretraining figures.
@@ -29,26 +30,31 @@ from tqdm.auto import tqdm
 from pgnm_monai.arms import ARMS, learned_policy_arms
 from pgnm_monai.atomic_files import atomic_write_text
 from pgnm_monai.data.datasets import MEMORY
-from pgnm_monai.experiments import answer, probe, probe_report, runner
+from pgnm_monai.experiments import answer, policy_figures, probe, probe_report, runner
 from pgnm_monai.experiments.profiles import PROFILES
-from pgnm_monai.experiments.report import number, pretraining_section, write_report
+from pgnm_monai.experiments.report import pretraining_section, write_report
+from pgnm_monai.experiments.run_folders import PretrainRun, finetune_folder, read_run_settings
+from pgnm_monai.experiments.tables import number
 from pgnm_monai.experiments.tasks import Task, pretrain_source, resolve_tasks
 
 __all__ = ["KEY", "METRICS", "git_commit", "pretrain_settings", "run_protocol"]
 
 METRICS = ("macro_f1", "balanced_accuracy", "auroc", "accuracy", "macro_precision", "macro_recall")
 KEY = ("arm", "pretrain_seed", "task", "n", "finetune_seed")
+#: the bundle ids the probes take from the pretrained models' own settings (their ``run_settings.json``).
+PROBE_SETTINGS = ("network", "image_size", "in_channels", "spatial_dims")
 
 
 def _bundle_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The bundle ids a profile sets for every stage (pretrain, fine-tune, evaluate)."""
+    """The bundle ids a profile sets for every stage (pretrain, fine-tune, evaluate); ``None`` (a profile without
+    ``in_channels`` or ``spatial_dims``): the bundle's default."""
     return {
         "network": cfg["network"],
         "image_size": cfg["image_size"],
         "batch_size": cfg["batch_size"],
         "val_batch_size": max(int(cfg["batch_size"]), 32),  # evaluation: batches at least as large as training's
-        "in_channels": 1,
-        "spatial_dims": cfg.get("spatial_dims", 2),
+        "in_channels": cfg.get("in_channels"),
+        "spatial_dims": cfg.get("spatial_dims"),
         "progress_bar": False,
     }
 
@@ -126,7 +132,7 @@ def run_protocol(
     pretrain_seconds = _pretrain_all(out, cfg, source, commit)
     sections = [
         *_probe_sections(out, cfg, task_list, reference, compare_with),
-        pretraining_section(out, cfg, task_list),
+        _pretraining_section(out, cfg, task_list),
     ]
     context = {"profile": profile, "pretrain_kind": source[0], "pretrain_dir": source[1], "commit": commit}
     frame = _finetune_all(out, cfg, task_list, pretrain_seconds, context)
@@ -155,7 +161,7 @@ def _pretrain_all(
     seconds: dict[tuple[str, int], float] = {}
     jobs = [(a, s) for a in cfg["arms"] for s in cfg["pretrain_seeds"]]
     for arm, seed in tqdm(jobs, desc="pretrain", unit="model"):
-        pre_root = out / "pretrain" / f"{arm}_seed{seed}"
+        pre_root = PretrainRun(arm, seed).folder(out)
         marker = pre_root / "done.json"
         if marker.exists():
             seconds[(arm, seed)] = json.loads(marker.read_text())["seconds"]
@@ -181,7 +187,7 @@ def _probe_sections(
         return []
     frame = probe.run_probe(
         out, tasks, cfg["arms"], cfg["pretrain_seeds"], cfg["probe_shots"], n_episodes=cfg["probe_episodes"],
-        network=cfg["network"], image_size=cfg["image_size"], in_channels=1, spatial_dims=cfg.get("spatial_dims", 2),
+        **_trained_settings(out, cfg, PROBE_SETTINGS),
     )  # fmt: skip
     summary = probe_report.write_probe_report(frame, out)
     primary = probe_report.primary_probe(summary)
@@ -200,6 +206,35 @@ def _probe_sections(
         title = "Does learning matter? Learned policies against the frozen initial policy (probes)"
         sections.append(probe_report.probe_report_markdown(versus, baseline="frozen_policy", title=title))
     return sections
+
+
+def _trained_settings(out: Path, cfg: Mapping[str, Any], ids: Sequence[str]) -> dict[str, Any]:
+    """The values of ``ids`` that every pretrained model of ``cfg`` was trained with (its ``run_settings.json``).
+
+    Raises:
+        FileNotFoundError: a model without ``run_settings.json`` (naming the file).
+        ValueError: models trained with different values.
+    """
+    runs = [PretrainRun(a, s) for a in cfg["arms"] for s in cfg["pretrain_seeds"]]
+    found = {run: {k: read_run_settings(run.folder(out)).get(k) for k in ids} for run in runs}
+    first, values = next(iter(found.items()))
+    for run, other in found.items():
+        if other != values:
+            raise ValueError(f"pretrained models {first.name} and {run.name} were trained with {values} and {other}.")
+    return values
+
+
+def _pretraining_section(out: Path, cfg: Mapping[str, Any], tasks: Sequence[Task]) -> str:
+    """The report's pretraining section, from what the pretrain runs kept (read with each run's own settings): the
+    curves of every run, the masks of the first pretrain seed's policies on each task's first test image."""
+    curves = policy_figures.read_pretrain_curves(out)
+    if not len(curves):
+        return ""
+    seed = cfg["pretrain_seeds"][0]
+    policies = policy_figures.mask_policies(out, seed)
+    first = PretrainRun(cfg["arms"][0], seed).folder(out)
+    images = policy_figures.task_images(first, tasks) if len(policies) > 1 else {}
+    return pretraining_section(out, curves, policies, images, seed)
 
 
 def _finetune_all(
@@ -241,7 +276,8 @@ def _finetune_one(
 ) -> dict[str, Any]:
     """One fine-tune + test evaluation through the bundles; its row of ``runs.csv`` (without the context)."""
     t0 = time.perf_counter()
-    ft_root = out / "finetune" / f"{task.name}_n{n}_ft{fseed}_{arm}_seed{pseed}"
+    pretrained = PretrainRun(arm, pseed)
+    ft_root = finetune_folder(out, task.name, n, fseed, pretrained)
     # preprocessed once for every arm, seed and N (``finetune_cache: False``: per run): image files on disk (kept
     # for later invocations), MedMNIST arrays in this process's memory (reading tensors back costs more than the chain)
     cache = (
@@ -258,7 +294,7 @@ def _finetune_one(
     }
     runner.finetune(
         ft_root,
-        out / "pretrain" / f"{arm}_seed{pseed}" / "models" / "model.pt",
+        pretrained.model(out),
         epochs=cfg["finetune_epochs"],
         lr=cfg["finetune_lr"],
         warmup_epochs=max(1, min(cfg["warmup_epochs"], cfg["finetune_epochs"] - 1)),

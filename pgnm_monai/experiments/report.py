@@ -1,6 +1,7 @@
 """Reports of experiment results: summary and paired-delta tables, Markdown, figures and the report's prose.
 
-Arms are ordered as in :data:`pgnm_monai.arms.ARMS`.
+Everything here writes from what it is given (rows, curves, policies, images); what a run kept is read back by
+:mod:`.policy_figures`. Arms are ordered as in :data:`pgnm_monai.arms.ARMS`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -18,39 +19,20 @@ from pgnm_monai.arms import ARMS, learned_policy_arms
 from pgnm_monai.atomic_files import atomic_save_figure, atomic_write_text
 from pgnm_monai.experiments import policy_figures
 from pgnm_monai.experiments.statistics import mean_ci
-from pgnm_monai.experiments.tasks import Task
+from pgnm_monai.experiments.tables import markdown_table
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "curves_figure",
     "delta_table",
-    "format_table",
-    "markdown_table",
-    "number",
     "per_modality_table",
     "plot_curves",
     "summary_table",
     "pretraining_section",
     "write_report",
 ]
-
-
-def number(value: Any) -> float:
-    """``value`` as ``float`` (``None`` -> NaN)."""
-    return float("nan") if value is None else float(value)
-
-
-def _cell(v: Any, column: str = "") -> str:
-    if column == "seconds" and v is not None:
-        return f"{float(v):.0f}"
-    if isinstance(v, float):
-        return "nan" if v != v else f"{v:.3f}"
-    return "" if v is None else str(v)
-
-
-def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
-    """A Markdown table of ``rows`` (dicts) with ``columns``."""
-    cells = [{c: _cell(r.get(c), c) for c in columns} for r in rows]
-    return markdown_table(pd.DataFrame(cells, columns=list(columns)))
 
 
 def _fmt(mean: float, half: float) -> str:
@@ -105,15 +87,6 @@ def per_modality_table(frame: pd.DataFrame) -> pd.DataFrame:
     per = frame.groupby("arm")[columns].mean().round(3)
     per.columns = [c[len("macro_f1[") : -1] for c in columns]
     return per.reindex([a for a in ARMS if a in per.index])
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    """``frame`` as a Markdown table (a non-default index becomes columns)."""
-    frame = frame.reset_index() if not isinstance(frame.index, pd.RangeIndex) else frame
-    head = "| " + " | ".join(map(str, frame.columns)) + " |"
-    rule = "|" + "---|" * len(frame.columns)
-    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([head, rule, *body])
 
 
 def curves_figure(frame: pd.DataFrame, metric: str = "macro_f1"):
@@ -195,15 +168,20 @@ def write_report(
     plot_curves(frame, out / "f1_vs_n.png")
 
 
-def pretraining_section(out: Path, cfg: dict[str, Any], tasks: Sequence[Task]) -> str:
-    """Draw what pretraining did (policy curves, training curves, trained masks) and return the report's section."""
+def pretraining_section(
+    out: Path,
+    curves: pd.DataFrame,
+    policies: dict[str, torch.nn.Module] | None = None,
+    images: dict[str, torch.Tensor] | None = None,
+    seed: int | None = None,
+) -> str:
+    """Draw what pretraining did and return the report's section: the policy and training ``curves``
+    (:func:`~.policy_figures.read_pretrain_curves`) and, with two ``policies`` or more and ``images``
+    (:func:`~.policy_figures.mask_policies`, :func:`~.policy_figures.task_images`), the expected masks of pretrain
+    seed ``seed``."""
     import matplotlib
 
     matplotlib.use("Agg")
-    from pgnm_monai.components import load_data
-    from pgnm_monai.transforms import eval_transforms
-
-    curves = policy_figures.read_pretrain_curves(out)
     if not len(curves):
         return ""
     atomic_write_text(out / "pretrain_curves.csv", curves.to_csv(index=False))  # kept when pretrain/ is not
@@ -238,18 +216,7 @@ def pretraining_section(out: Path, cfg: dict[str, Any], tasks: Sequence[Task]) -
         "![pretraining curves of the official objective and its controls](pretrain_curves.png)",
         "",
     ]
-    seed = cfg["pretrain_seeds"][0]
-    policies = {}
-    for label, arm in policy_figures.MASK_ROWS.items():
-        run = out / "pretrain" / f"{arm}_seed{seed}" if arm else None
-        if arm is None or (run / "models" / "policy.pt").is_file():
-            policies[label] = policy_figures.load_policy(run, cfg, seed=seed)
-    if len(policies) > 1:
-        chain = eval_transforms(image_size=cfg["image_size"], channels=1, spatial_dims=cfg.get("spatial_dims", 2))
-        images = {}
-        for task in tasks:
-            item = load_data(task.kind, task.dataset_dir, "test", options=dict(task.options)).items[0]
-            images[f"{task.name} ({item.get('modality', '')})"] = chain(dict(item))["image"]
+    if policies and len(policies) > 1 and images:
         fig = policy_figures.mask_figure(images, policies, title=f"expected masks, pretrain seed {seed}")
         atomic_save_figure(fig, out / "masks.png", dpi=110)
         lines += ["![trained masks per modality](masks.png)", ""]

@@ -7,9 +7,9 @@ A stage is a list of config files merged in order, exactly as ``python -m monai.
 ``None`` here is not passed, so the bundle's own default applies (defaults are stated once, in the bundle).
 An override id that the stage's configs do not define is refused by name, with the closest ids.
 
-Logs: inside :func:`quiet_logs` (what ``pgnm run | finetune | benchmark`` use unless ``--verbose``) every log line
-of a stage goes to ``<bundle_root>/logs/<stage>.log`` instead of the console; outside it, the bundle's
-``logging.conf`` applies, as under ``python -m monai.bundle run``.
+Logs: inside :func:`quiet_logs` (:mod:`.stage_logs`, re-exported here; what ``pgnm run | finetune | benchmark`` use
+unless ``--verbose``) every log line of a stage goes to ``<bundle_root>/logs/<stage>.log`` instead of the console;
+outside it, the bundle's ``logging.conf`` applies, as under ``python -m monai.bundle run``.
 
 :func:`run_bundle` raises the error a config check or handler raised (``ValueError``, ``FileNotFoundError``,
 ``FloatingPointError``, :class:`~pgnm_monai.run_lock.BundleRootInUseError`, ...), not MONAI's
@@ -18,17 +18,22 @@ of a stage goes to ``<bundle_root>/logs/<stage>.log`` instead of the console; ou
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import inspect
 import json
 import logging
 import os
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from pgnm_monai.experiments.stage_logs import (
+    DropSpuriousConfigRootWarning,
+    logs_are_quiet,
+    logs_to_file,
+    quiet_logs,
+    stage_log_path,
+)
 
 __all__ = [
     "STAGES",
@@ -60,93 +65,6 @@ STAGES: dict[tuple[str, str], tuple[str, ...]] = {
     ),
     ("pgnm_finetune", "inference"): ("pgnm_finetune/configs/inference.json",),
 }
-
-
-_QUIET: contextvars.ContextVar[bool] = contextvars.ContextVar("pgnm_quiet_bundle_logs", default=False)
-
-
-@contextlib.contextmanager
-def quiet_logs(enabled: bool = True) -> Iterator[None]:
-    """Within this block, :func:`run_bundle` writes each stage's log lines to ``<bundle_root>/logs/<stage>.log``
-    and not to the console (``enabled=False``: the console, as the bundle's ``logging.conf`` says)."""
-    token = _QUIET.set(enabled)
-    try:
-        yield
-    finally:
-        _QUIET.reset(token)
-
-
-class _DropSpuriousConfigRootWarning(logging.Filter):
-    """MONAI warns "Not all config files are in <folder>" for merged configs even when, as here, ``meta_file`` and
-    ``logging_file`` are given, which is the case the warning asks for; drop that one message."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Not all config files are in")
-
-
-@contextlib.contextmanager
-def _logs_to_file(path: Path) -> Iterator[Callable[[], None]]:
-    """Send every console handler's records (the root logger's and MONAI's own loggers') to ``path`` instead.
-
-    Yields ``reroute``: call it after something installed new console handlers (a bundle's ``logging.conf``) to
-    send those to ``path`` too. Every logger's handlers and level are restored at the end. When the block raises,
-    the lines it logged are written to stderr and the file (and a ``logs`` folder this created) removed: a failed
-    stage leaves no output behind, and its log is not lost.
-    """
-    created = not path.parent.exists()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    start = path.stat().st_size if path.exists() else 0
-    file_handler = logging.FileHandler(path, encoding="utf-8")
-    file_handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
-    saved: dict[logging.Logger, tuple[list[logging.Handler], int]] = {}
-    # loggers that MONAI's handlers create when the trainer is built (inside ``run``), with a console handler of
-    # their own unless they exist already: made here, so that they log to the file from their first line
-    made = [n for n in _MONAI_HANDLER_LOGGERS if n not in logging.Logger.manager.loggerDict]
-    for name in made:
-        logging.getLogger(name).propagate = False
-
-    def reroute() -> None:
-        loggers = [logging.getLogger()] + [
-            lg
-            for lg in list(logging.Logger.manager.loggerDict.values())
-            if isinstance(lg, logging.Logger) and (lg.handlers or lg.name in made) and not lg.propagate
-        ]
-        for lg in loggers:
-            saved.setdefault(lg, (lg.handlers[:], lg.level))
-            consoles = [h for h in lg.handlers if isinstance(h, logging.StreamHandler) and _is_console(h)]
-            if consoles or lg.name in made or (lg is loggers[0] and file_handler not in lg.handlers):
-                kept = [h for h in lg.handlers if h not in consoles and h is not file_handler]
-                lg.handlers = [*kept, file_handler]
-
-    reroute()
-    try:
-        yield reroute
-    except BaseException:
-        file_handler.flush()
-        with open(path, encoding="utf-8", errors="replace") as f:
-            f.seek(start)
-            sys.stderr.write(f.read())
-        if start == 0:
-            path.unlink(missing_ok=True)
-            if created and not any(path.parent.iterdir()):
-                path.parent.rmdir()
-        raise
-    finally:
-        for lg, (handlers, level) in saved.items():
-            lg.handlers = handlers
-            lg.setLevel(level)
-        for name in made:  # as MONAI's get_logger would have made them
-            console = logging.StreamHandler(sys.stdout)
-            console.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s"))
-            logging.getLogger(name).handlers = [console]
-        file_handler.close()
-
-
-_MONAI_HANDLER_LOGGERS = ("monai.handlers.StatsHandler",)
-
-
-def _is_console(handler: logging.StreamHandler) -> bool:
-    return getattr(handler, "stream", None) in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
 
 
 def bundles_dir() -> Path:
@@ -196,7 +114,7 @@ def make_workflow(bundle: str, stage: str, **overrides: Any):
     own = set(inspect.signature(ConfigWorkflow.__init__).parameters)  # tracking, run_id, ...: not config ids
     names = ", ".join(os.path.relpath(f, bundles_dir()) for f in files)
     check_override_ids(ConfigParser.load_config_files(files), [k for k in overrides if k not in own], names)
-    workflows_logger, spurious = logging.getLogger("monai.bundle.workflows"), _DropSpuriousConfigRootWarning()
+    workflows_logger, spurious = logging.getLogger("monai.bundle.workflows"), DropSpuriousConfigRootWarning()
     workflows_logger.addFilter(spurious)
     try:
         return ConfigWorkflow(
@@ -218,9 +136,9 @@ def run_bundle(bundle: str, stage: str, **overrides: Any):
         :func:`pgnm_monai.components.root_error`); the run lock is released and MONAI's metadata tracking
         restored first (``finalize`` does both after a run that succeeds).
     """
-    if not _QUIET.get():
+    if not logs_are_quiet():
         return _run_workflow(make_workflow(bundle, stage, **overrides))
-    with _logs_to_file(Path(overrides.get("bundle_root") or ".") / "logs" / f"{stage}.log") as reroute:
+    with logs_to_file(stage_log_path(overrides.get("bundle_root"), stage)) as reroute:
         wf = make_workflow(bundle, stage, **overrides)
         reroute()  # the console handler the bundle's logging.conf just installed
         return _run_workflow(wf, initialized=reroute)  # and those of the loggers its handlers create
@@ -261,11 +179,23 @@ def _release_run_lock(wf: Any) -> None:
 
 
 def bundle_defaults(bundle: str = "pgnm_pretrain", stage: str = "train") -> dict[str, Any]:
-    """The plain (non-expression) top-level ids of ``stage``'s configs after merging: the bundle's defaults."""
+    """The bundle's defaults: the top-level ids of ``stage``'s configs after merging that are plain values or
+    expressions that reference no other id (e.g. ``"$pgnm_monai.settings.POLICY.grid"``), evaluated."""
+    from monai.bundle import ConfigParser
+
     merged: dict[str, Any] = {}
     for path in stage_configs(bundle, stage):
         merged.update(read_json(path))
-    return {k: v for k, v in merged.items() if not (isinstance(v, str) and v[:1] in "$@%") and not isinstance(v, dict)}
+
+    def is_default(value: Any) -> bool:
+        if isinstance(value, str) and value[:1] in "@%":
+            return False
+        return not isinstance(value, (dict, list)) and not (isinstance(value, str) and "@" in value)
+
+    ids = [k for k, v in merged.items() if k != "imports" and "#" not in k and is_default(v)]
+    parser = ConfigParser({"imports": merged.get("imports", []), **{k: merged[k] for k in ids}})
+    parser.get_parsed_content("imports")  # the modules the expressions name
+    return {k: parser.get_parsed_content(k) for k in ids}
 
 
 def read_json(path: str | os.PathLike) -> Any:

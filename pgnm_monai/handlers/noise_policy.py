@@ -16,14 +16,15 @@ runs in eval mode under ``torch.no_grad()`` (batch-norm running statistics and b
 and there is no policy loss, backward, optimiser or scheduler step.
 
 Logged on ``engine.state`` (for ``StatsHandler(state_attributes=...)``, TensorBoard, MLflow):
-:data:`STATE_ATTRIBUTES`.
+:data:`STATE_ATTRIBUTES`. :func:`build_policy_handler` makes the handler, its policy and optimiser from
+:class:`~pgnm_monai.settings.PolicySettings`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -41,7 +42,8 @@ from pgnm_monai.objectives import (
     paper_objective,
     reinforce_objective,
 )
-from pgnm_monai.transforms import PolicyNoiseMask
+from pgnm_monai.settings import INPUT, OPTIMIZER, POLICY, PolicySettings
+from pgnm_monai.transforms.noise_mask import PolicyNoiseMask
 from pgnm_monai.validation import check_choice
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -52,6 +54,7 @@ else:
 
 __all__ = [
     "NoisePolicyHandler",
+    "build_policy_handler",
     "STATE_ATTRIBUTES",
     "ThreadLimitedNoisePolicyHandler",
     "grad_norm",
@@ -151,18 +154,18 @@ class NoisePolicyHandler:
         self,
         policy: NoisePolicy,
         optimizer: torch.optim.Optimizer,
-        objective: str = "reinforce",
+        objective: str = POLICY.objective,
         lr_scheduler: Any | None = None,
         image_key: str = CommonKeys.IMAGE,
-        entropy_weight: float = 0.0,
-        reward_sign: int = -1,
-        baseline_momentum: float = 0.9,
+        entropy_weight: float = POLICY.entropy_weight,
+        reward_sign: int = POLICY.reward_sign,
+        baseline_momentum: float = POLICY.baseline_momentum,
         seed: int = 0,
         check_finite: bool = True,
         name: str | None = None,
-        advantage: str = "baseline",
-        scale_classifier_loss: bool = True,
-        frozen: bool = False,
+        advantage: str = POLICY.advantage,
+        scale_classifier_loss: bool = POLICY.scale_classifier_loss,
+        frozen: bool = POLICY.frozen,
     ) -> None:
         check_choice("objective", objective, OBJECTIVES)
         check_choice("reward_sign", reward_sign, REWARD_SIGNS)
@@ -361,3 +364,79 @@ class ThreadLimitedNoisePolicyHandler(NoisePolicyHandler):
 
     def step_policy(self, engine) -> None:
         self._limited(super().step_policy, engine)
+
+
+def build_policy_handler(
+    settings: PolicySettings | Mapping[str, Any] | None = None,
+    *,
+    lr: float = OPTIMIZER.lr,
+    epochs: int | None = None,
+    in_channels: int = INPUT.in_channels,
+    spatial_dims: int = 2,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    image_key: str = CommonKeys.IMAGE,
+    **overrides: Any,
+) -> NoisePolicyHandler:
+    """A :class:`NoisePolicyHandler`, its :class:`~pgnm_monai.networks.NoisePolicy` and the paper's optimiser.
+
+    The policy is initialised from ``seed`` without touching the global RNG, so building it does not change the
+    classifier's initialisation. Optimiser: SGD (``lr * policy_lr_factor``, ``policy_momentum``,
+    ``policy_weight_decay``; PyTorch's fused kernel with ``policy_fused_optimizer``); with ``epochs`` a cosine
+    annealing of its learning rate to 0 over the epochs (the paper). ``policy_num_threads`` runs the policy's
+    hooks on that many CPU threads (:class:`ThreadLimitedNoisePolicyHandler`).
+
+    Args:
+        settings: a :class:`~pgnm_monai.settings.PolicySettings`, or any mapping of its ids (other ids are
+            ignored); ``None``: the defaults.
+        lr: the classifier's learning rate.
+        epochs: the length of the cosine schedule; ``None``: a constant learning rate.
+        in_channels: image channels the policy sees.
+        spatial_dims: 2 or 3.
+        device: where the policy runs (the trainer's device).
+        seed: seed of the policy's initialisation and of every mask draw.
+        image_key: key of the image in the batch dict.
+        overrides: policy ids that replace those of ``settings`` (e.g. ``grid=8``).
+    """
+    given = settings.asdict() if isinstance(settings, PolicySettings) else settings
+    s = PolicySettings.from_mapping(given, **overrides)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        policy = NoisePolicy(
+            grid=s.grid,
+            in_channels=in_channels,
+            spatial_dims=spatial_dims,
+            trunk=s.policy_trunk,
+            kernel_size=s.kernel_size,
+            sigma=s.sigma,
+            eps=s.eps,
+            input_size=s.policy_input_size,
+            channels_last=s.policy_channels_last,
+        )
+    policy = policy.to(device)
+    optimizer = torch.optim.SGD(
+        policy.parameters(),
+        lr=lr * s.policy_lr_factor,
+        momentum=s.policy_momentum,
+        weight_decay=s.policy_weight_decay,
+        **({"fused": True} if s.policy_fused_optimizer else {}),
+    )
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=0.0) if epochs else None
+    handler_cls, extra = NoisePolicyHandler, {}
+    if s.policy_num_threads is not None:
+        handler_cls, extra = ThreadLimitedNoisePolicyHandler, {"num_threads": s.policy_num_threads}
+    return handler_cls(
+        policy,
+        optimizer,
+        objective=s.objective,
+        lr_scheduler=scheduler,
+        image_key=image_key,
+        entropy_weight=s.entropy_weight,
+        reward_sign=s.reward_sign,
+        baseline_momentum=s.baseline_momentum,
+        seed=seed,
+        advantage=s.advantage,
+        scale_classifier_loss=s.scale_classifier_loss,
+        frozen=s.frozen,
+        **extra,
+    )

@@ -1,5 +1,5 @@
 """Classification networks for the bundles: timm's ResNet-10t/18/50 (the paper's), MONAI's DenseNet121 and 3D
-ResNets, and a tiny CNN for tests.
+ResNet-10/18/50, and a tiny CNN for tests.
 
 Every network maps ``(B, in_channels, *spatial)`` to raw logits ``(B, num_classes)``, is TorchScript-scriptable
 (``ckpt_export``) and keeps its classification head under one name, so that a heated checkpoint loads into a
@@ -21,16 +21,22 @@ __all__ = [
     "ChannelsLastMaxPool2d",
     "SmallCNN",
     "build_classifier",
+    "check_classifier",
     "monai_resnet3d",
     "small_conv_features",
     "timm_resnet",
 ]
 
-CLASSIFIERS = ("resnet10t", "resnet18", "resnet50", "densenet121", "small")
+#: the classifier names: ``resnet10t`` is 2D only (timm's), ``resnet10`` 3D only (:func:`monai_resnet3d`); the others
+#: are built in 2D and in 3D (see :func:`build_classifier`).
+CLASSIFIERS = ("resnet10t", "resnet10", "resnet18", "resnet50", "densenet121", "small")
+#: names that exist in one of 2D / 3D only -> the spatial dims they exist in and the name to use in the other.
+_ONE_DIM_ONLY: dict[str, tuple[int, str]] = {"resnet10t": (2, "resnet10"), "resnet10": (3, "resnet10t")}
 
 # parameter-name prefixes of the classification head of each network (what fine-tuning replaces)
 HEAD_PREFIXES: dict[str, tuple[str, ...]] = {
     "resnet10t": ("fc.",),
+    "resnet10": ("fc.",),
     "resnet18": ("fc.",),
     "resnet50": ("fc.",),
     "densenet121": ("class_layers.out.",),
@@ -118,13 +124,18 @@ def _tiered_stem(in_channels: int, spatial_dims: int) -> nn.Module:
 
 
 def monai_resnet3d(name: str, in_channels: int, num_classes: int | None) -> nn.Module:
-    """MONAI's 3D ResNet of the same depth as timm's ``name``, with a stride-2 stem as the 2D networks have.
+    """MONAI's 3D ResNet of depth ``name``, with a stride-2 stem as the 2D networks have.
 
     Args:
-        name: ``resnet10t`` (one basic block per stage and timm's tiered 3x3 stem), ``resnet18`` or ``resnet50``
-            (MONAI's, with a 7x7 stride-2 stem instead of MONAI's default stride 1).
+        name: ``resnet10``, ``resnet18`` or ``resnet50``. ``resnet10`` is MONAI's ResNet-10 layout (one basic
+            block per stage) with the tiered 3x3 stem of timm's ResNet-10t; it is named by its depth, as MONAI
+            names its 3D ResNets (``monai.networks.nets.resnet10``), and not ``resnet10t``, which names timm's 2D
+            network (avg-down shortcuts too, and weights that do not fit a 3D network). ``resnet18`` and
+            ``resnet50`` are MONAI's, with a 7x7 stride-2 stem instead of MONAI's default stride 1. ``resnet10t``
+            is accepted as ``resnet10`` for the policy trunk, whose vocabulary
+            (:data:`pgnm_monai.networks.policy.TRUNKS`) names it so in 3D too; :func:`build_classifier` refuses it.
         in_channels: volume channels.
-        num_classes: output logits; ``None``: no head, the network maps a volume to its 512-d (resnet10t,
+        num_classes: output logits; ``None``: no head, the network maps a volume to its 512-d (resnet10,
             resnet18) or 2048-d (resnet50) pooled features.
     """
     kwargs = {"spatial_dims": 3, "n_input_channels": in_channels, "conv1_t_stride": 2}
@@ -133,11 +144,30 @@ def monai_resnet3d(name: str, in_channels: int, num_classes: int | None) -> nn.M
         return resnet18(**kwargs)
     if name == "resnet50":
         return resnet50(**kwargs)
-    if name != "resnet10t":
-        raise ValueError(f"3D ResNets are resnet10t, resnet18 and resnet50, got {name!r}.")
+    if name not in ("resnet10", "resnet10t"):
+        raise ValueError(f"3D ResNets are resnet10, resnet18 and resnet50, got {name!r}.")
     net = ResNet(block="basic", layers=[1, 1, 1, 1], block_inplanes=[64, 128, 256, 512], **kwargs)
     net.conv1 = _tiered_stem(in_channels, 3)
     return net
+
+
+def check_classifier(name: str, spatial_dims: int = 2) -> str:
+    """Return ``name`` when :func:`build_classifier` builds it in ``spatial_dims``, else raise ``ValueError``.
+
+    ``resnet10t`` (timm's 2D ResNet-10-T) is refused in 3D and ``resnet10`` (the 3D ResNet-10) in 2D, each error
+    naming the network to use instead.
+    """
+    check_choice("network", name, CLASSIFIERS)
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}.")
+    dims, other = _ONE_DIM_ONLY.get(name, (spatial_dims, name))
+    if dims != spatial_dims:
+        what = "timm's 2D ResNet-10-T" if name == "resnet10t" else "the 3D ResNet-10 (MONAI's, tiered stem)"
+        raise ValueError(
+            f"network {name!r} is {what}; there is no {spatial_dims}D {name!r}: did you mean {other!r} "
+            f"(spatial_dims {spatial_dims})?"
+        )
+    return name
 
 
 def build_classifier(
@@ -151,8 +181,9 @@ def build_classifier(
             - ``resnet10t``, ``resnet18``, ``resnet50``: in 2D exactly ``timm.create_model(name, num_classes=...,
               in_chans=...)`` (the paper's networks: the same modules, state-dict keys and shapes; timm's
               ``resnet18`` / ``resnet50`` also have torchvision's keys, so ImageNet weights of either load), with
-              the stem's max pool as :class:`ChannelsLastMaxPool2d` (the same values). In 3D MONAI's
-              (:func:`monai_resnet3d`; timm has no 3D networks).
+              the stem's max pool as :class:`ChannelsLastMaxPool2d` (the same values).
+            - ``resnet10`` (3D only), ``resnet18``, ``resnet50`` in 3D: MONAI's (:func:`monai_resnet3d`; timm
+              has no 3D networks). ``resnet10t`` is 2D only (:func:`check_classifier`).
             - ``densenet121``: MONAI's ``DenseNet121``.
             - ``small``: :class:`SmallCNN` (tests, quick demos).
         in_channels: image channels (1 or 3).
@@ -166,11 +197,9 @@ def build_classifier(
         with torch.device("meta"):
             net = build_classifier(name, in_channels, num_classes, spatial_dims)
         return net.to_empty(device="cpu")
-    check_choice("network", name, CLASSIFIERS)
+    check_classifier(name, spatial_dims)
     if int(num_classes) < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes!r}.")
-    if spatial_dims not in (2, 3):
-        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}.")
     in_channels, num_classes = int(in_channels), int(num_classes)
     if name == "small":
         return SmallCNN(in_channels, num_classes, spatial_dims)

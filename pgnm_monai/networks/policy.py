@@ -21,15 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from pgnm_monai import distributed
-from pgnm_monai.mask import EPS, GRID, KERNEL_SIZE, SIGMA, check_mask_params
+from pgnm_monai.mask import check_mask_params
 from pgnm_monai.networks.classifiers import monai_resnet3d, small_conv_features, timm_resnet
+from pgnm_monai.settings import INPUT, POLICY, TRUNKS
 from pgnm_monai.validation import check_choice
 
-__all__ = ["DEFAULT_TRUNK", "NoisePolicy", "build_trunk", "TRUNKS"]
-
-TRUNKS = ("resnet10t", "resnet18", "small")
-#: the paper's trunk: timm's ResNet-10t feature extractor.
-DEFAULT_TRUNK = "resnet10t"
+__all__ = ["NoisePolicy", "build_trunk", "TRUNKS"]
 
 
 def build_trunk(name: str, spatial_dims: int, in_channels: int) -> tuple[nn.Module, int]:
@@ -72,14 +69,14 @@ class NoisePolicy(nn.Module):
     """Predicts per-cell Beta concentrations ``(alpha, beta)`` for a ``grid^spatial_dims`` mask.
 
     Args:
-        grid: cells per spatial side (paper: 64).
+        grid: cells per spatial side.
         in_channels: image channels the policy sees.
         spatial_dims: 2 (images) or 3 (volumes).
         trunk: a name from :data:`TRUNKS` or an ``nn.Module`` mapping images to ``(B, feature_dim)``.
         feature_dim: feature size of a module ``trunk`` (ignored for named trunks).
         head_hidden: hidden width of the two heads (paper: 512).
-        kernel_size: Gaussian blur kernel applied to the upsampled mask (paper: 13; odd, >= 1).
-        sigma: Gaussian blur sigma (paper: 6; > 0).
+        kernel_size: Gaussian blur kernel applied to the upsampled mask (odd, >= 1).
+        sigma: Gaussian blur sigma (> 0).
         eps: sampled cells are clamped to ``[eps, 1 - eps]`` (in (0, 0.5)).
         input_size: side length the trunk sees; the image is resized (area) to it first. ``None``
             (the paper) feeds the full-resolution image.
@@ -95,21 +92,21 @@ class NoisePolicy(nn.Module):
 
     def __init__(
         self,
-        grid: int = GRID,
-        in_channels: int = 3,
+        grid: int = POLICY.grid,
+        in_channels: int = INPUT.in_channels,
         spatial_dims: int = 2,
-        trunk: str | nn.Module = DEFAULT_TRUNK,
+        trunk: str | nn.Module = POLICY.policy_trunk,
         feature_dim: int | None = None,
         head_hidden: int = 512,
-        kernel_size: int = KERNEL_SIZE,
-        sigma: float = SIGMA,
-        eps: float = EPS,
-        input_size: int | None = None,
+        kernel_size: int = POLICY.kernel_size,
+        sigma: float = POLICY.sigma,
+        eps: float = POLICY.eps,
+        input_size: int | None = POLICY.policy_input_size,
         base_mix: float = 0.9,
         base_momentum: float = 0.99,
         log_concentration_limit: float = 10.0,
         sync_base: bool = True,
-        channels_last: bool = True,
+        channels_last: bool = POLICY.policy_channels_last,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from pgnm_monai.networks.classifiers import HEAD_PREFIXES
+from pgnm_monai.settings import NORMALIZATION
 
 __all__ = [
     "NORMALIZATION",
@@ -47,11 +48,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: ``(intensity_mean, intensity_std)`` of the images each family of weights was trained on: ``paper`` the
-#: official PGNM code's RadImageNet normalisation (the bundles' default); ``imagenet`` torchvision's and timm's
-#: ImageNet weights, as one grey value (the mean of ImageNet's three channel means and stds, timm's rule for a
-#: one-channel input; the bundles expand grey images to ``in_channels`` after normalising).
-NORMALIZATION: dict[str, tuple[float, float]] = {"paper": (0.3162, 0.3213), "imagenet": (0.449, 0.226)}
 
 #: keys under which checkpoints of training scripts keep the network's state dict, in the order they are tried
 _WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "network")

@@ -1,23 +1,17 @@
-"""MONAI transforms of pgnm-monai: array versions in :mod:`.array`, dictionary versions in :mod:`.dictionary`,
-the paper's preprocessing chains in :mod:`.chains`."""
+"""MONAI transforms of pgnm-monai: the method's noise masks in :mod:`.noise_mask` (array and dictionary versions),
+preprocessing in :mod:`.array` and :mod:`.dictionary`, the paper's preprocessing chains in :mod:`.chains`."""
 
 from __future__ import annotations
 
-from .array import LoadMedicalImage, PolicyNoiseMask, RandomBetaMask, RandResizedCrop, ResizeShortSide, ToChannels
-from .chains import PAPER_MEAN, PAPER_STD, eval_transforms, meta_tracking, train_transforms
+from .array import LoadMedicalImage, RandResizedCrop, ResizeShortSide, ToChannels
+from .chains import eval_resize, eval_transforms, meta_tracking, train_transforms
 from .dictionary import (
     LoadMedicalImageD,
     LoadMedicalImaged,
     LoadMedicalImageDict,
-    PolicyNoiseMaskD,
-    PolicyNoiseMaskd,
-    PolicyNoiseMaskDict,
     RandFlipAllowedD,
     RandFlipAllowedd,
     RandFlipAllowedDict,
-    RandomBetaMaskD,
-    RandomBetaMaskd,
-    RandomBetaMaskDict,
     RandResizedCropD,
     RandResizedCropd,
     RandResizedCropDict,
@@ -28,14 +22,24 @@ from .dictionary import (
     ToChannelsd,
     ToChannelsDict,
 )
+from .noise_mask import (
+    BetaNoiseMask,
+    PolicyNoiseMask,
+    PolicyNoiseMaskD,
+    PolicyNoiseMaskd,
+    PolicyNoiseMaskDict,
+    RandomBetaMask,
+    RandomBetaMaskD,
+    RandomBetaMaskd,
+    RandomBetaMaskDict,
+)
 
 __all__ = [
     "LoadMedicalImage",
     "LoadMedicalImageD",
     "LoadMedicalImageDict",
     "LoadMedicalImaged",
-    "PAPER_MEAN",
-    "PAPER_STD",
+    "BetaNoiseMask",
     "PolicyNoiseMask",
     "PolicyNoiseMaskD",
     "PolicyNoiseMaskDict",
@@ -59,6 +63,7 @@ __all__ = [
     "ToChannelsD",
     "ToChannelsDict",
     "ToChannelsd",
+    "eval_resize",
     "eval_transforms",
     "meta_tracking",
     "train_transforms",

@@ -5,8 +5,9 @@ The bundles list the same chains inline in ``configs/train.json`` (``train#prepr
 
 Train: load (a grey image stays one channel) -> random resized crop (torchvision ``RandomResizedCrop``
 sampling, scale (0.08, 1), ratio (3/4, 4/3)) to ``image_size`` -> horizontal flip (p = 0.5) -> normalise
-(mean 0.3162, std 0.3213) -> ``channels`` channels. Eval: load -> resize the short side to
-``image_size * 256 / 224`` -> centre crop ``image_size`` -> normalise -> ``channels`` channels. Repeating a
+(:data:`pgnm_monai.settings.INPUT`'s mean and std) -> ``channels`` channels. Eval: load -> resize the short side
+to :func:`eval_resize` (``image_size * 256 / 224``) -> centre crop ``image_size`` -> normalise -> ``channels``
+channels. Defaults are :data:`~pgnm_monai.settings.INPUT`'s. Repeating a
 grey channel commutes with every step, so this is the same tensor as loading 3 channels first, for a third
 of the resize work. The output ``image`` is a float32 ``torch.Tensor`` (C, H, W) with C = ``channels``; the
 other item keys (label and metadata) pass through unchanged.
@@ -27,6 +28,7 @@ from monai.data import get_track_meta, set_track_meta
 from monai.transforms import Compose, EnsureTyped, NormalizeIntensityd
 
 from pgnm_monai.data.schema import IMAGE
+from pgnm_monai.settings import INPUT
 from pgnm_monai.transforms.dictionary import (
     LoadMedicalImaged,
     RandFlipAllowedd,
@@ -36,10 +38,12 @@ from pgnm_monai.transforms.dictionary import (
 )
 from pgnm_monai.validation import check_positive
 
-__all__ = ["PAPER_MEAN", "PAPER_STD", "eval_transforms", "meta_tracking", "train_transforms"]
+__all__ = ["eval_resize", "eval_transforms", "meta_tracking", "train_transforms"]
 
-PAPER_MEAN = 0.3162
-PAPER_STD = 0.3213
+
+def eval_resize(image_size: int) -> int:
+    """The evaluation chain's short side before its centre crop to ``image_size`` (the paper's 256 for 224)."""
+    return max(int(image_size), round(int(image_size) * 256 / 224))
 
 
 @contextmanager
@@ -69,16 +73,16 @@ def _tail(keys: KeysCollection, mean: float, std: float, channels: int) -> list:
 
 
 def train_transforms(
-    image_size: int = 224,
-    channels: int = 3,
+    image_size: int = INPUT.image_size,
+    channels: int = INPUT.in_channels,
     scale: Sequence[float] = (0.08, 1.0),
     ratio: Sequence[float] = (3.0 / 4.0, 4.0 / 3.0),
     flip_prob: float = 0.5,
-    mean: float = PAPER_MEAN,
-    std: float = PAPER_STD,
+    mean: float = INPUT.intensity_mean,
+    std: float = INPUT.intensity_std,
     spatial_dims: int = 2,
-    ct_window: Sequence[float] = (40.0, 400.0),
-    percentiles: Sequence[float] = (0.5, 99.5),
+    ct_window: Sequence[float] = INPUT.ct_window,
+    percentiles: Sequence[float] = INPUT.percentiles,
     keys: KeysCollection = IMAGE,
     spacing: float | Sequence[float] | None = None,
 ) -> Compose:
@@ -94,23 +98,22 @@ def train_transforms(
 
 
 def eval_transforms(
-    image_size: int = 224,
-    channels: int = 3,
-    resize_ratio: float = 256.0 / 224.0,
-    mean: float = PAPER_MEAN,
-    std: float = PAPER_STD,
+    image_size: int = INPUT.image_size,
+    channels: int = INPUT.in_channels,
+    mean: float = INPUT.intensity_mean,
+    std: float = INPUT.intensity_std,
     spatial_dims: int = 2,
-    ct_window: Sequence[float] = (40.0, 400.0),
-    percentiles: Sequence[float] = (0.5, 99.5),
+    ct_window: Sequence[float] = INPUT.ct_window,
+    percentiles: Sequence[float] = INPUT.percentiles,
     keys: KeysCollection = IMAGE,
     spacing: float | Sequence[float] | None = None,
 ) -> Compose:
     """The paper's evaluation chain (resize short side, centre crop, normalise); see the module docstring."""
-    resize_to = max(int(image_size), int(round(image_size * resize_ratio)))
     return Compose(
         [
             LoadMedicalImaged(keys, _load_channels(channels), spatial_dims, ct_window, percentiles, spacing),
-            ResizeShortSided(keys, resize_to, crop_size=int(image_size)),  # resize + centre crop in one step
+            # resize + centre crop in one step
+            ResizeShortSided(keys, eval_resize(image_size), crop_size=int(image_size)),
             *_tail(keys, mean, std, channels),
         ]
     )

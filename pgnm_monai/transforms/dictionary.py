@@ -13,34 +13,24 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandFlipd, Randomizable
 
 from pgnm_monai.data.schema import FLIP_ALLOWED, FRAME_INDEX, IMAGE, MODALITY, SLICE_INDEX
-from pgnm_monai.mask import EPS, GRID, KERNEL_SIZE, SIGMA, MaskSample
-from pgnm_monai.networks.policy import NoisePolicy
+from pgnm_monai.settings import INPUT
 from pgnm_monai.transforms.array import (
     LoadMedicalImage,
-    PolicyNoiseMask,
-    RandomBetaMask,
     RandResizedCrop,
     ResizeShortSide,
     ToChannels,
-    _BetaNoiseMask,
 )
 
 __all__ = [
     "LoadMedicalImageD",
     "LoadMedicalImageDict",
     "LoadMedicalImaged",
-    "PolicyNoiseMaskD",
-    "PolicyNoiseMaskDict",
-    "PolicyNoiseMaskd",
     "RandFlipAllowedD",
     "RandFlipAllowedDict",
     "RandFlipAllowedd",
     "RandResizedCropD",
     "RandResizedCropDict",
     "RandResizedCropd",
-    "RandomBetaMaskD",
-    "RandomBetaMaskDict",
-    "RandomBetaMaskd",
     "ResizeShortSideD",
     "ResizeShortSideDict",
     "ResizeShortSided",
@@ -48,74 +38,6 @@ __all__ = [
     "ToChannelsDict",
     "ToChannelsd",
 ]
-
-
-class _BetaNoiseMaskd(Randomizable, MapTransform):
-    """Dictionary wrapper: applies an array mask transform to ``keys`` (one draw per key)."""
-
-    backend = _BetaNoiseMask.backend
-
-    def __init__(self, keys: KeysCollection, mask: _BetaNoiseMask, allow_missing_keys: bool = False) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        self.mask = mask
-        self.last_samples: dict[Hashable, MaskSample] = {}
-
-    def set_random_state(self, seed: int | None = None, state=None) -> _BetaNoiseMaskd:
-        super().set_random_state(seed, state)
-        self.mask.set_random_state(seed, state)
-        return self
-
-    def randomize(self, data=None) -> None:
-        self.mask.randomize()
-
-    @property
-    def last_sample(self) -> MaskSample | None:
-        """The sample of the first key of the last call."""
-        return next(iter(self.last_samples.values()), None)
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        self.last_samples = {}
-        for key in self.key_iterator(d):
-            d[key] = self.mask(d[key], randomize=True)
-            self.last_samples[key] = self.mask.last_sample
-        return d
-
-
-class PolicyNoiseMaskd(_BetaNoiseMaskd):
-    """Dictionary version of :class:`PolicyNoiseMask`.
-
-    Args:
-        keys: keys of the batch images to mask.
-        policy: the noise policy.
-        check_finite: reject batches with NaN/Inf values.
-        allow_missing_keys: do not raise when a key is absent.
-    """
-
-    def __init__(
-        self, keys: KeysCollection, policy: NoisePolicy, check_finite: bool = True, allow_missing_keys: bool = False
-    ) -> None:
-        super().__init__(keys, PolicyNoiseMask(policy, check_finite=check_finite), allow_missing_keys)
-
-
-class RandomBetaMaskd(_BetaNoiseMaskd):
-    """Dictionary version of :class:`RandomBetaMask` (same arguments, plus ``keys``)."""
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        grid: int = GRID,
-        alpha: float = 1.0,
-        beta: float = 1.0,
-        kernel_size: int = KERNEL_SIZE,
-        sigma: float = SIGMA,
-        eps: float = EPS,
-        spatial_dims: int = 2,
-        check_finite: bool = True,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        mask = RandomBetaMask(grid, alpha, beta, kernel_size, sigma, eps, spatial_dims, check_finite)
-        super().__init__(keys, mask, allow_missing_keys)
 
 
 class LoadMedicalImaged(MapTransform):
@@ -132,8 +54,8 @@ class LoadMedicalImaged(MapTransform):
         keys: KeysCollection = IMAGE,
         channels: int | None = 1,
         spatial_dims: int = 2,
-        ct_window: Sequence[float] = (40.0, 400.0),
-        percentiles: Sequence[float] = (0.5, 99.5),
+        ct_window: Sequence[float] = INPUT.ct_window,
+        percentiles: Sequence[float] = INPUT.percentiles,
         spacing: float | Sequence[float] | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
@@ -250,8 +172,6 @@ class ToChannelsd(MapTransform):
         return d
 
 
-PolicyNoiseMaskD = PolicyNoiseMaskDict = PolicyNoiseMaskd
-RandomBetaMaskD = RandomBetaMaskDict = RandomBetaMaskd
 LoadMedicalImageD = LoadMedicalImageDict = LoadMedicalImaged
 RandResizedCropD = RandResizedCropDict = RandResizedCropd
 RandFlipAllowedD = RandFlipAllowedDict = RandFlipAllowedd

@@ -63,10 +63,10 @@ def main(argv: list[str] | None = None) -> None:
         grid=8,
         kernel_size=5,
         sigma=2.0,
-        trunk="small",
+        policy_trunk="small",
         objective=args.objective,
         epochs=args.epochs,
-        policy_lr=0.01,
+        lr=0.1,
         seed=0,
     )
     trainer = SupervisedTrainer(
