@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pgnm_monai.arms import MASK_ARMS, arm_spec
-from pgnm_monai.networks.classifiers import CLASSIFIERS
+from pgnm_monai.networks.classifiers import CLASSIFIERS, check_classifier
 from pgnm_monai.settings import InputSettings, OptimizerSettings, PolicySettings
 from pgnm_monai.validation import check_choice
 
@@ -30,6 +30,11 @@ def check_run_settings(settings: Mapping[str, Any]) -> None:
         typed = [cls.from_mapping(settings) for cls in (PolicySettings, InputSettings, OptimizerSettings)]
     except ValueError as e:  # the typed settings name the id as 'id'
         raise ValueError(f"config id {e}") from None
+    if "network" in settings:
+        try:
+            check_classifier(settings["network"], typed[1].spatial_dims)
+        except ValueError as e:
+            raise ValueError(f"config id 'network': {e}") from None
     for name, low in _INTEGER_IDS.items():
         value = settings.get(name, low)
         if value is None and name.startswith("max_"):

@@ -54,6 +54,7 @@ from monai.utils import optional_import
 from pgnm_monai.data.dicom import read_dicom
 from pgnm_monai.data.image_files import file_kind
 from pgnm_monai.data.utils import file_type_problem
+from pgnm_monai.settings import INPUT
 
 decode_jpeg, _has_codec = optional_import("torchcodec.decoders", name="decode_jpeg")
 decode_png, _ = optional_import("torchcodec.decoders", name="decode_png")
@@ -197,8 +198,8 @@ def scale_intensity(
     arr: np.ndarray,
     kind: str,
     modality: str,
-    ct_window: tuple[float, float] = (40.0, 400.0),
-    percentiles: tuple[float, float] = (0.5, 99.5),
+    ct_window: tuple[float, float] = INPUT.ct_window,
+    percentiles: tuple[float, float] = INPUT.percentiles,
 ) -> np.ndarray:
     """Map intensities to [0, 1] by step 2 of the pixel rule (module docstring).
 
@@ -267,8 +268,8 @@ def read_image(
     slice_index: int = -1,
     frame_index: int = -1,
     spatial_dims: int = 2,
-    ct_window: tuple[float, float] = (40.0, 400.0),
-    percentiles: tuple[float, float] = (0.5, 99.5),
+    ct_window: tuple[float, float] = INPUT.ct_window,
+    percentiles: tuple[float, float] = INPUT.percentiles,
     spacing: Sequence[float] | None = None,
 ) -> np.ndarray:
     """Read a path or array into a float32 array in [0, 1], channel first (see the module docstring).
