@@ -30,6 +30,7 @@ from typing import Any
 from pgnm_monai.atomic_files import atomic_write_csv, atomic_write_text
 from pgnm_monai.experiments import runner
 from pgnm_monai.experiments.tables import format_table
+from pgnm_monai.settings import default_network
 
 __all__ = ["COLUMNS", "run_pipeline"]
 
@@ -75,7 +76,8 @@ def run_pipeline(
         output_dir: where every stage writes (see the module docstring).
         arms: pretraining arms (names of :data:`pgnm_monai.arms.ARMS`).
         objective: objective of arm ``pgnm`` (``None``: the bundle's).
-        network: classifier architecture, the same for both stages (``None``: the bundle's).
+        network: classifier architecture, the same for both stages (``None``: the bundle's; in 3D
+            :func:`~pgnm_monai.settings.default_network`).
         image_size: image side length (``None``: the bundle's).
         pretrain_epochs: pretraining epochs (``None``: the bundle's).
         finetune_epochs: fine-tuning epochs (``None``: the bundle's).
@@ -100,6 +102,8 @@ def run_pipeline(
     out.mkdir(parents=True, exist_ok=True)
     if finetune_dataset_dir is None:
         finetune_dataset_dir, finetune_dataset_kind = dataset_dir, dataset_kind
+    if network is None and spatial_dims == 3:
+        network = default_network(3)  # the bundles' default network is a 2D one
     common: dict[str, Any] = {  # None: the bundles' default (runner drops it)
         "network": network,
         "image_size": image_size,

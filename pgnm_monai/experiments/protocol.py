@@ -52,7 +52,8 @@ def _bundle_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "network": cfg["network"],
         "image_size": cfg["image_size"],
         "batch_size": cfg["batch_size"],
-        "val_batch_size": max(int(cfg["batch_size"]), 32),  # evaluation: batches at least as large as training's
+        # evaluation: the bundle's batches, at least as large as training's
+        "val_batch_size": max(int(cfg["batch_size"]), runner.bundle_defaults()["val_batch_size"]),
         "in_channels": cfg.get("in_channels"),
         "spatial_dims": cfg.get("spatial_dims"),
         "progress_bar": False,
