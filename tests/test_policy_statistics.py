@@ -22,7 +22,7 @@ from pgnm_monai.handlers.policy_statistics import EPOCH_STATISTICS, PROBE_STATIS
 from pgnm_monai.networks import build_classifier
 from pgnm_monai.transforms import PolicyNoiseMask
 
-KW = {"image_size": 16, "grid": 4, "kernel_size": 3, "sigma": 1.0, "trunk": "small", "seed": 0}
+KW = {"image_size": 16, "grid": 4, "kernel_size": 3, "sigma": 1.0, "policy_trunk": "small", "seed": 0}
 COLUMNS = ["epoch", *PROBE_STATISTICS, *EPOCH_STATISTICS]
 
 
@@ -119,7 +119,7 @@ def test_rejects_bad_probe():
 
 
 def test_csv_and_metrics_inside_supervised_trainer(tmp_path, monkeypatch):
-    handler = policy_handler(policy_lr=0.05)
+    handler = policy_handler(lr=0.5)  # the policy's: lr * policy_lr_factor
     path = tmp_path / "eval" / "policy_stats.csv"
     stats_handler = PolicyStatisticsHandler(handler.policy, probe(), csv_path=path)
     trainer = make_trainer([handler, stats_handler])
@@ -227,7 +227,8 @@ def test_zero_learning_rate_is_not_a_frozen_policy():
     """lr 0 inside NoisePolicyHandler: no parameter moves, but the train-mode forward still updates the base
     EMA and the batch-norm statistics, so the policy (and KL to the initial one) moves. A frozen control must
     sample in eval mode, as the test above."""
-    handler = policy_handler(policy_lr=0.0, momentum=0.0, weight_decay=0.0)
+    handler = policy_handler(policy_momentum=0.0, policy_weight_decay=0.0)
+    handler.optimizer.param_groups[0]["lr"] = 0.0  # a zero learning rate is refused as a setting; set it here
     params = [p.detach().clone() for p in handler.policy.parameters()]
     stats_handler = PolicyStatisticsHandler(handler.policy, probe())
     make_trainer([handler, stats_handler], epochs=2).run()
