@@ -18,6 +18,7 @@ the demo, the benchmarks and the protocol read the same objects. Each field is c
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -199,8 +200,9 @@ class InputSettings(_Settings):
         check_choice("'spatial_dims'", self.spatial_dims, (2, 3))
         _check_int("image_size", self.image_size, 8)
         check_choice("'in_channels'", self.in_channels, (1, 3))
-        if isinstance(self.intensity_mean, bool) or not isinstance(self.intensity_mean, (int, float)):
-            raise ValueError(f"'intensity_mean' must be a number, got {self.intensity_mean!r}.")
+        mean = self.intensity_mean
+        if isinstance(mean, bool) or not isinstance(mean, (int, float)) or not math.isfinite(mean):
+            raise ValueError(f"'intensity_mean' must be a finite number, got {mean!r}.")
         check_positive("'intensity_std'", self.intensity_std)
 
 

@@ -1,7 +1,7 @@
 """The bundles' ``metadata.json`` and ``docs/README.md`` say what is so: the metadata's version is the package's, its
 description names networks that exist, its ``network_data_format`` is what ``build_classifier`` builds at the
 bundle's defaults (raw logits ``(B, num_classes)``), and every default in the README id tables is the bundle's
-default as a run resolves it (:func:`bundle_settings.bundle_default_values`)."""
+default as a run resolves it (:func:`pgnm_monai.experiments.runner.bundle_defaults`)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from bundle_settings import bundle_default_values
 from monai.bundle import ConfigParser
 
 import pgnm_monai
 from pgnm_monai.data.embedded import EMBEDDED_CLASSES
-from pgnm_monai.experiments.runner import bundles_dir, stage_configs
+from pgnm_monai.experiments.runner import bundle_defaults, bundles_dir, stage_configs
 from pgnm_monai.networks.classifiers import CLASSIFIERS, build_classifier
 
 BUNDLES = ("pgnm_pretrain", "pgnm_finetune")
@@ -59,7 +58,7 @@ def test_network_data_format_is_what_the_network_takes_and_outputs(bundle):
     image = meta["network_data_format"]["inputs"]["image"]
     pred = meta["network_data_format"]["outputs"]["pred"]
     for stage in ("train", "inference"):
-        d = bundle_default_values(bundle, stage)
+        d = bundle_defaults(bundle, stage)
         assert image["num_channels"] == d["in_channels"], stage
         assert image["spatial_shape"] == [d["image_size"]] * d["spatial_dims"], stage
         assert d["dataset_kind"] is None  # the embedded default, whose classes the output channels count
@@ -143,7 +142,7 @@ def _same(documented: object, actual: object) -> bool:
 def test_readme_id_tables_state_the_bundle_defaults(bundle):
     documented = readme_defaults(bundle)
     assert documented
-    defaults = bundle_default_values(bundle, "train", overlays=_overlays(bundle))
+    defaults = bundle_defaults(bundle, "train", overlays=_overlays(bundle))
     parser = ConfigParser()
     parser.read_config([str(p) for p in stage_configs(bundle, "train")])
     wrong = {}
@@ -168,9 +167,9 @@ def test_readme_id_tables_list_every_plain_id(bundle):
     changes (the others are the pretrain bundle's)."""
     documented = readme_defaults(bundle)
     if bundle == "pgnm_pretrain":
-        own = bundle_default_values(bundle, "train")
+        own = bundle_defaults(bundle, "train")
     else:
-        pretrain = bundle_default_values("pgnm_pretrain", "train")
-        own = {k: v for k, v in bundle_default_values(bundle, "train").items() if pretrain.get(k, object()) != v}
+        pretrain = bundle_defaults("pgnm_pretrain", "train")
+        own = {k: v for k, v in bundle_defaults(bundle, "train").items() if pretrain.get(k, object()) != v}
     missing = sorted(set(own) - set(documented))
     assert not missing, f"ids of {bundle}'s train config missing from its README table: {missing}"

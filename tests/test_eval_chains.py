@@ -10,11 +10,10 @@ import os
 
 import pytest
 import torch
-from bundle_settings import bundle_default_values
 from monai.bundle import ConfigParser
 from pydicom.data import get_testdata_file
 
-from pgnm_monai.experiments.runner import stage_configs
+from pgnm_monai.experiments.runner import bundle_defaults, stage_configs
 from pgnm_monai.transforms import eval_transforms
 
 #: (bundle, stage, id of the chain in that stage's merged configs)
@@ -52,7 +51,7 @@ def _python_chain(d: dict):
 @pytest.mark.parametrize("overrides", [{}, OTHER], ids=["defaults", "other_values"])
 @pytest.mark.parametrize("bundle, stage, chain_id", CONFIG_CHAINS)
 def test_config_chains_are_eval_transforms(bundle, stage, chain_id, overrides):
-    d = {**bundle_default_values(bundle, stage), **overrides}
+    d = {**bundle_defaults(bundle, stage), **overrides}
     ours = _python_chain(d)
     theirs = _config_chain(bundle, stage, chain_id, overrides)
     assert [type(t) for t in theirs.transforms] == [type(t) for t in ours.transforms]

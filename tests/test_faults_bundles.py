@@ -153,12 +153,15 @@ def test_readonly_eval(tmp_path):
 
 
 def test_nan_input_pgnm(tmp_path):
+    """A non-finite input image (here: a normalisation std so small that the float32 image overflows; the loaders
+    refuse NaN pixels) stops training at its first batch, naming the files; a NaN setting is refused before any
+    data is read."""
     with pytest.raises(FloatingPointError, match=r"^non-finite input image.*epoch 1, iteration 1") as info:
-        run_bundle(
-            "pgnm_pretrain", "train", bundle_root=os.fspath(tmp_path), arm="pgnm", intensity_mean=float("nan"), **TINY
-        )
+        run_bundle("pgnm_pretrain", "train", bundle_root=os.fspath(tmp_path), arm="pgnm", intensity_std=1e-40, **TINY)
     assert any(ext in str(info.value) for ext in DATA_FILE), info.value
     assert files_under(tmp_path / "models") == [] and files_under(tmp_path / "eval") == []
+    with pytest.raises(ValueError, match="config id 'intensity_mean' must be a finite number, got nan"):
+        run_bundle("pgnm_pretrain", "train", bundle_root=os.fspath(tmp_path / "b"), intensity_mean=float("nan"), **TINY)
 
 
 def test_diverging_none(tmp_path):

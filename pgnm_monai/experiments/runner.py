@@ -22,7 +22,7 @@ import inspect
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -178,24 +178,36 @@ def _release_run_lock(wf: Any) -> None:
         logger.warning(f"could not release the run lock: {e}")
 
 
-def bundle_defaults(bundle: str = "pgnm_pretrain", stage: str = "train") -> dict[str, Any]:
-    """The bundle's defaults: the top-level ids of ``stage``'s configs after merging that are plain values or
-    expressions that reference no other id (e.g. ``"$pgnm_monai.settings.POLICY.grid"``), evaluated."""
+def _needs_no_other_id(content: Any) -> bool:
+    """A config value that needs no other id: plain JSON, or a ``$`` expression without ``@`` references (and no
+    ``_target_`` component, ``@`` reference or ``%`` macro inside)."""
+    if isinstance(content, str):
+        return not content.startswith(("@", "%")) and not (content.startswith("$") and "@" in content)
+    if isinstance(content, dict):
+        return "_target_" not in content and all(_needs_no_other_id(v) for v in content.values())
+    if isinstance(content, list):
+        return all(_needs_no_other_id(v) for v in content)
+    return True
+
+
+def bundle_defaults(
+    bundle: str = "pgnm_pretrain", stage: str = "train", overlays: Sequence[str | os.PathLike] = ()
+) -> dict[str, Any]:
+    """The bundle's defaults: every top-level id of ``stage``'s merged configs (then ``overlays``, config files
+    merged last, e.g. ``multi_gpu_train.json``) that needs no other id, resolved by MONAI's ``ConfigParser`` as a
+    run resolves it; a default written as an expression (``"$pgnm_monai.settings.POLICY.grid"``) gives its value."""
     from monai.bundle import ConfigParser
 
-    merged: dict[str, Any] = {}
-    for path in stage_configs(bundle, stage):
-        merged.update(read_json(path))
-
-    def is_default(value: Any) -> bool:
-        if isinstance(value, str) and value[:1] in "@%":
-            return False
-        return not isinstance(value, (dict, list)) and not (isinstance(value, str) and "@" in value)
-
-    ids = [k for k, v in merged.items() if k != "imports" and "#" not in k and is_default(v)]
-    parser = ConfigParser({"imports": merged.get("imports", []), **{k: merged[k] for k in ids}})
-    parser.get_parsed_content("imports")  # the modules the expressions name
-    return {k: parser.get_parsed_content(k) for k in ids}
+    parser = ConfigParser()
+    parser.read_config([os.fspath(f) for f in [*stage_configs(bundle, stage), *overlays]])
+    config = parser.get()
+    if "imports" in config:  # the modules the expressions name
+        parser.get_parsed_content("imports")
+    return {
+        k: parser.get_parsed_content(k)
+        for k, v in config.items()
+        if k not in ("imports", "_meta_") and _needs_no_other_id(v)
+    }
 
 
 def read_json(path: str | os.PathLike) -> Any:
