@@ -55,10 +55,12 @@ import torch
 from monai.transforms import RandCoarseDropout, RandGaussianNoise
 
 from pgnm_monai.handlers.batch_augmentation import BatchAugmentationHandler
-from pgnm_monai.handlers.noise_policy import STATE_ATTRIBUTES, NoisePolicyHandler, build_policy_handler
+from pgnm_monai.handlers.noise_policy import STATE_ATTRIBUTES, NoisePolicyHandler
+from pgnm_monai.handlers.policy_factory import build_policy_handler
 from pgnm_monai.settings import (
     PRESETS,
     AugmentSettings,
+    DeviceSettings,
     InputSettings,
     OptimizerSettings,
     PolicySettings,
@@ -175,6 +177,7 @@ def _pgnm(ctx: ArmContext) -> NoisePolicyHandler:
         device=ctx.device,
         seed=ctx.seed,
         image_key=ctx.image_key,
+        compile=DeviceSettings.from_mapping(ctx.values).compile,
     )
 
 
@@ -249,7 +252,7 @@ ARMS: dict[str, Arm] = {
 #: every id :func:`build_arm_handler` reads.
 KNOWN_IDS = frozenset(
     name
-    for cls in (PolicySettings, InputSettings, OptimizerSettings, AugmentSettings)
+    for cls in (PolicySettings, InputSettings, OptimizerSettings, AugmentSettings, DeviceSettings)
     for name in cls.__dataclass_fields__
 ) | set(RUN_IDS)
 
@@ -299,7 +302,8 @@ def build_arm_handler(
         settings: bundle id -> value (e.g. the bundle's ``run_settings``): the ids of
             :class:`~pgnm_monai.settings.PolicySettings`, :class:`~pgnm_monai.settings.InputSettings`,
             :class:`~pgnm_monai.settings.OptimizerSettings` (``lr``: the policy's is ``lr * policy_lr_factor``),
-            :class:`~pgnm_monai.settings.AugmentSettings`, and ``epochs`` (the policy's cosine schedule), ``seed``;
+            :class:`~pgnm_monai.settings.AugmentSettings`, ``compile`` (of the policy), and ``epochs`` (the policy's
+            cosine schedule), ``seed``;
             other ids are ignored, missing ones default.
         device: where the policy / augmentation runs (the trainer's device).
         num_classes: the class count (``mixup``, ``cutmix``: required).

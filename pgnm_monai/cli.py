@@ -56,6 +56,22 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _whole_number(low: int) -> Callable[[str], int]:
+    """An option's type: a whole number >= ``low`` (argparse names the option in its error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {low}, got {text!r}")
+        return value
+
+    parse.__name__ = f"whole number >= {low}"
+    return parse
+
+
 def _json_object(text: str) -> dict:
     """``--dataset-options``: a JSON object (argparse reports the error with the option's name)."""
     try:
@@ -242,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output-dir", default=d["output_dir"], help="where masks.png and summary.json go")
     demo.add_argument("--image-size", type=int, default=d["image_size"], help="image side")
     demo.add_argument("--grid", type=int, default=d["grid"], help="mask cells per side")
-    demo.add_argument("--iterations", type=int, default=d["iterations"], help="REINFORCE steps")
+    demo.add_argument("--iterations", type=_whole_number(1), default=d["iterations"], help="REINFORCE steps (>= 1)")
     demo.add_argument("--seed", type=int, default=d["seed"], help="seed of everything random")
     demo.add_argument("--dataset-dir", default=None, help="your data (None: the embedded DICOM/NIfTI set)")
     demo.add_argument("--dataset-kind", default=None, choices=KINDS, help="kind of --dataset-dir (None: guessed)")

@@ -23,7 +23,7 @@ from pgnm_monai.atomic_files import atomic_save_figure, atomic_write_text
 from pgnm_monai.components import load_data
 from pgnm_monai.experiments.policy_figures import middle_slice
 from pgnm_monai.handlers import STATE_ATTRIBUTES
-from pgnm_monai.handlers.noise_policy import build_policy_handler
+from pgnm_monai.handlers.policy_factory import build_policy_handler
 from pgnm_monai.networks import build_classifier
 from pgnm_monai.settings import INPUT, OPTIMIZER, POLICY, default_network
 from pgnm_monai.transforms import PolicyNoiseMask, eval_transforms
@@ -98,6 +98,8 @@ def run_demo(
         dataset_options: loader options (e.g. ``{"slices": "none"}``: whole volumes).
         spatial_dims: 2 (images) or 3 (volumes: 3D classifier, policy and mask).
     """
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise ValueError(f"iterations must be a whole number >= 1 (REINFORCE steps), got {iterations!r}.")
     set_determinism(seed)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,8 @@ Every setting is an argument; the defaults are :data:`pgnm_monai.settings.POLICY
 
 from __future__ import annotations
 
+import functools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +19,10 @@ import torch.nn.functional as F
 from monai.networks.layers import separable_filtering
 
 __all__ = [
+    "SAMPLE_CHUNKS",
     "MaskSample",
+    "beta_entropy",
+    "beta_log_normalizer",
     "check_mask_params",
     "check_image",
     "gaussian_kernel1d",
@@ -38,18 +43,22 @@ class MaskSample:
         mask: the smooth mask ``(B, 1, *spatial)``, detached.
         cells: the clamped per-cell samples ``(B, K)``, detached (``K = G^spatial_dims``).
         log_prob: per-cell ``log Beta_pdf(cells)`` ``(B, K)``, differentiable w.r.t. the concentrations.
-        entropy: per-cell entropy ``(B, K)``, differentiable w.r.t. the concentrations.
         alpha: concentrations ``(B, K)`` (as given).
         beta: concentrations ``(B, K)`` (as given).
+        entropy: per-cell entropy ``(B, K)``, differentiable w.r.t. the concentrations; computed when first read
+            (an objective without an entropy bonus, and a step whose statistics are not read, never pay for it).
     """
 
     image: torch.Tensor
     mask: torch.Tensor
     cells: torch.Tensor
     log_prob: torch.Tensor
-    entropy: torch.Tensor
     alpha: torch.Tensor
     beta: torch.Tensor
+
+    @functools.cached_property
+    def entropy(self) -> torch.Tensor:
+        return beta_entropy(self.alpha, self.beta)
 
     def stats(self) -> dict[str, float]:
         """Scalar summaries for logging: mask mean/std, mean entropy and concentrations."""
@@ -118,28 +127,71 @@ def blur(mask: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tensor:
     return separable_filtering(mask, [kernel] * (mask.ndim - 2), mode="reflect")
 
 
-def sample_cells(
-    alpha: torch.Tensor, beta: torch.Tensor, eps: float, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sample every cell from ``Beta(alpha, beta)`` and return ``(cells, log_prob, entropy)``.
+#: the CPU draw is split into this many chunks of rows (each with its own generator seeded from the caller's), drawn
+#: on up to ``torch.get_num_threads()`` threads: PyTorch's Beta sampler runs on one core. Fixed, so the numbers do not
+#: depend on the thread count.
+SAMPLE_CHUNKS = 8
+#: fewer cells than this are drawn in one call (the threads would cost more than they save).
+_CHUNKED_FROM = 16_384
+_POOLS: dict[int, ThreadPoolExecutor] = {}
 
-    The draw uses ``torch._sample_dirichlet`` (what ``Beta.sample()`` calls) so an explicit
-    ``generator`` makes it reproducible; the sample is detached and clamped to ``[eps, 1 - eps]``.
-    """
-    with torch.no_grad():
-        concentration = torch.stack([alpha.detach(), beta.detach()], dim=-1).float()
-        cells = torch._sample_dirichlet(concentration, generator=generator)[..., 0]
-        cells = cells.clamp(eps, 1.0 - eps).to(alpha.dtype)
-    # closed forms of torch's Beta.log_prob / entropy sharing one log-Beta term (~2x cheaper, same values)
-    log_beta_fn = torch.lgamma(alpha) + torch.lgamma(beta) - torch.lgamma(alpha + beta)
-    log_prob = (alpha - 1.0) * torch.log(cells) + (beta - 1.0) * torch.log1p(-cells) - log_beta_fn
-    entropy = (
-        log_beta_fn
+
+def _sample_beta(concentration: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """``Beta`` draws of ``concentration[..., 0]``, ``[..., 1]`` (``torch._sample_dirichlet``, what
+    ``Beta.sample()`` calls, so an explicit ``generator`` makes them reproducible); on the CPU in
+    :data:`SAMPLE_CHUNKS` chunks over the intra-op threads."""
+    flat = concentration.reshape(-1, 2)
+    if flat.device.type != "cpu" or flat.shape[0] < _CHUNKED_FROM:
+        return torch._sample_dirichlet(flat, generator=generator)[:, 0].reshape(concentration.shape[:-1])
+    seeds = torch.randint(0, 2**62, (SAMPLE_CHUNKS,), generator=generator).tolist()
+    chunks = flat.chunk(SAMPLE_CHUNKS)
+
+    def draw(i: int) -> torch.Tensor:
+        return torch._sample_dirichlet(chunks[i], generator=torch.Generator().manual_seed(seeds[i]))[:, 0]
+
+    threads = min(torch.get_num_threads(), len(chunks))
+    if threads == 1:
+        parts = [draw(i) for i in range(len(chunks))]
+    else:
+        if threads not in _POOLS:
+            _POOLS[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pgnm-beta")
+        parts = list(_POOLS[threads].map(draw, range(len(chunks))))
+    return torch.cat(parts).reshape(concentration.shape[:-1])
+
+
+def beta_log_normalizer(alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """``log B(alpha, beta)``, the log-Beta function."""
+    return torch.lgamma(alpha) + torch.lgamma(beta) - torch.lgamma(alpha + beta)
+
+
+def beta_entropy(alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """The entropy of ``Beta(alpha, beta)``, elementwise (the closed form of torch's ``Beta.entropy``)."""
+    return (
+        beta_log_normalizer(alpha, beta)
         - (alpha - 1.0) * torch.digamma(alpha)
         - (beta - 1.0) * torch.digamma(beta)
         + (alpha + beta - 2.0) * torch.digamma(alpha + beta)
     )
-    return cells, log_prob, entropy
+
+
+def sample_cells(
+    alpha: torch.Tensor,
+    beta: torch.Tensor,
+    eps: float,
+    generator: torch.Generator | None = None,
+    with_entropy: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Sample every cell from ``Beta(alpha, beta)`` and return ``(cells, log_prob, entropy)``.
+
+    The sample is detached and clamped to ``[eps, 1 - eps]``; the same ``generator`` state gives the same
+    cells whatever the number of threads. ``log_prob`` (and ``entropy``, ``None`` unless ``with_entropy``) are
+    differentiable w.r.t. the concentrations: the closed forms of torch's ``Beta.log_prob`` / ``entropy``.
+    """
+    with torch.no_grad():
+        concentration = torch.stack([alpha.detach(), beta.detach()], dim=-1).float()
+        cells = _sample_beta(concentration, generator).clamp(eps, 1.0 - eps).to(alpha.dtype)
+    log_prob = (alpha - 1.0) * torch.log(cells) + (beta - 1.0) * torch.log1p(-cells) - beta_log_normalizer(alpha, beta)
+    return cells, log_prob, beta_entropy(alpha, beta) if with_entropy else None
 
 
 _OPERATORS: dict[tuple, torch.Tensor] = {}
@@ -220,7 +272,7 @@ def apply_noise_mask(
             f"alpha/beta must be (B, {cells_per_image}) for grid={grid} in {spatial_dims}D, "
             f"got {tuple(alpha.shape)} and {tuple(beta.shape)}."
         )
-    cells, log_prob, entropy = sample_cells(alpha, beta, eps, generator)
+    cells, log_prob, _ = sample_cells(alpha, beta, eps, generator, with_entropy=False)
     mask = cells_to_mask(cells, grid, tuple(image.shape[2:]), kernel_size, sigma).to(image.dtype)
     masked = image.detach() * mask
-    return MaskSample(masked, mask, cells, log_prob, entropy, alpha, beta)
+    return MaskSample(masked, mask, cells, log_prob, alpha, beta)

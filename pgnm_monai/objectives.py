@@ -172,15 +172,14 @@ class RewardBaseline(nn.Module):
 
     @torch.no_grad()
     def forward(self, batch_mean_reward: torch.Tensor) -> torch.Tensor:
-        """Return the baseline for this batch, then update it with ``batch_mean_reward``."""
+        """Return the baseline for this batch, then update it with ``batch_mean_reward`` (on the device, no host
+        read)."""
         batch_mean_reward = batch_mean_reward.detach().to(self.value)
-        if self.momentum == 0.0 or not bool(self.initialized):
-            current = batch_mean_reward.clone()
-        else:
-            current = self.value.clone()
-        if bool(self.initialized):
-            self.value.mul_(self.momentum).add_((1.0 - self.momentum) * batch_mean_reward)
-        else:
-            self.value.copy_(batch_mean_reward)
-            self.initialized.fill_(True)
+        first = ~self.initialized
+        current = batch_mean_reward.clone()
+        if self.momentum != 0.0:
+            current = torch.where(first, current, self.value)
+        updated = self.value * self.momentum + (1.0 - self.momentum) * batch_mean_reward
+        self.value.copy_(torch.where(first, batch_mean_reward, updated))
+        self.initialized.fill_(True)
         return current

@@ -3,7 +3,8 @@
 - :class:`PolicySettings`: the noise mask (grid, blur, clamp), the policy network (trunk, input size, memory
   format), its objective (``reinforce``/``paper``, advantage, reward sign, entropy weight) and its optimiser.
 - :class:`InputSettings`: the classifier and what it sees (network, image side, channels, normalisation).
-- :class:`OptimizerSettings`: the classifier's SGD; :class:`AugmentSettings`: the other arms' augmentations.
+- :class:`OptimizerSettings`: the classifier's SGD; :class:`AugmentSettings`: the other arms' augmentations;
+  :class:`DeviceSettings`: mixed precision, memory format and compilation.
 - :data:`PRESETS`: named policy settings (``paper``, ``fast``); :data:`NORMALIZATION`: the intensity mean and
   std each family of weights was trained with; :data:`TRUNKS`: the policy's trunk names.
 
@@ -28,8 +29,14 @@ from pgnm_monai.validation import check_choice, check_positive
 
 __all__ = [
     "ADVANTAGES",
+    "AMP_DTYPES",
+    "DEVICE",
+    "DeviceSettings",
     "AUGMENT",
+    "GPU_STATS_INTERVAL",
     "INPUT",
+    "MAX_IMAGE_PIXELS",
+    "MAX_IMAGE_PIXELS_ENV",
     "NORMALIZATION",
     "OBJECTIVES",
     "OPTIMIZER",
@@ -60,6 +67,14 @@ TRUNKS = ("resnet10t", "resnet18", "small")
 #: weights, as one grey value (the mean of ImageNet's three channel means and stds, timm's rule for a one-channel
 #: input; grey images are expanded to ``in_channels`` after normalising).
 NORMALIZATION: dict[str, tuple[float, float]] = {"paper": (0.3162, 0.3213), "imagenet": (0.449, 0.226)}
+
+#: the most pixels (voxels of a volume; frames x rows x columns of a multi-frame DICOM) one image may have: every
+#: reader checks the size its header states before decoding (a 250 KB PNG can state 16000 x 16000), and refuses a
+#: larger image naming the file (:func:`pgnm_monai.data.io.read_image`). 2**27: a 512**3 volume, an 11585**2 image.
+MAX_IMAGE_PIXELS = 2**27
+#: the environment variable that raises (or lowers) :data:`MAX_IMAGE_PIXELS` in every process of a run (the
+#: bundles, their data-loader workers, torchrun's ranks, ``pgnm``).
+MAX_IMAGE_PIXELS_ENV = "PGNM_MAX_IMAGE_PIXELS"
 
 
 def _check_int(name: str, value: Any, low: int, optional: bool = False) -> None:
@@ -126,6 +141,8 @@ class PolicySettings(_Settings):
         policy_weight_decay: SGD weight decay of the policy (paper: 1e-4).
         policy_fused_optimizer: PyTorch's fused SGD kernel for the policy (the same update).
         policy_num_threads: CPU threads of the policy's hooks; ``None``: as many as the classifier.
+        policy_stats_interval: iterations between two reads of the policy's statistics to the host (its only
+            synchronisations); ``None``: every iteration on the CPU, every :data:`GPU_STATS_INTERVAL` on a GPU.
     """
 
     grid: int = 16
@@ -147,6 +164,7 @@ class PolicySettings(_Settings):
     policy_weight_decay: float = 1e-4
     policy_fused_optimizer: bool = False
     policy_num_threads: int | None = None
+    policy_stats_interval: int | None = None
 
     def __post_init__(self) -> None:
         check_mask_params(kernel_size=self.kernel_size, sigma=self.sigma, eps=self.eps, grid=self.grid)
@@ -163,6 +181,7 @@ class PolicySettings(_Settings):
         for name in ("policy_channels_last", "scale_classifier_loss", "frozen", "policy_fused_optimizer"):
             _check_bool(name, getattr(self, name))
         _check_int("policy_num_threads", self.policy_num_threads, 1, optional=True)
+        _check_int("policy_stats_interval", self.policy_stats_interval, 1, optional=True)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> PolicySettings:
@@ -254,6 +273,43 @@ class AugmentSettings(_Settings):
         _check_int("dropout_holes", self.dropout_holes, 1)
 
 
+@dataclass(frozen=True)
+class DeviceSettings(_Settings):
+    """How the networks run on their device, as PyTorch's performance guide runs them on a GPU.
+
+    Attributes:
+        amp: mixed precision (MONAI's autocast) for training and evaluation; ``None``: on a CUDA GPU, off on the
+            CPU (``True`` on the CPU is ignored with a warning: MONAI's engines autocast on CUDA only).
+        amp_dtype: ``auto`` (bfloat16 where the GPU supports it, else float16 with MONAI's gradient scaler),
+            ``bfloat16`` or ``float16``.
+        channels_last: the classifier (and its input) in the channels-last memory format; ``None``: on a CUDA GPU
+            for 2D networks. The same values, up to float rounding.
+        compile: ``torch.compile`` the classifier and the policy (in place: the state dicts keep their keys);
+            ``True`` for PyTorch's default backend (inductor), or a backend's name (e.g. ``eager``: tracing only).
+    """
+
+    amp: bool | None = None
+    amp_dtype: str = "auto"
+    channels_last: bool | None = None
+    compile: bool | str = False
+
+    def __post_init__(self) -> None:
+        for name in ("amp", "channels_last"):
+            if getattr(self, name) is not None:
+                _check_bool(name, getattr(self, name))
+        check_choice("'amp_dtype'", self.amp_dtype, AMP_DTYPES)
+        if not isinstance(self.compile, bool):
+            import torch
+
+            check_choice("'compile'", self.compile, torch.compiler.list_backends(exclude_tags=()))
+
+
+#: ``amp_dtype`` choices (``auto``: bfloat16 where supported, else float16).
+AMP_DTYPES = ("auto", "bfloat16", "float16")
+
+#: iterations between two host reads of the policy's statistics on a GPU (``policy_stats_interval`` ``None``).
+GPU_STATS_INTERVAL = 50
+
 #: the paper's grid at its 224 px images (the default :attr:`PolicySettings.grid` keeps its cell size at 64 px).
 PAPER_GRID = 64
 
@@ -271,6 +327,7 @@ POLICY = PolicySettings()
 INPUT = InputSettings()
 OPTIMIZER = OptimizerSettings()
 AUGMENT = AugmentSettings()
+DEVICE = DeviceSettings()
 
 
 def default_network(spatial_dims: int) -> str:

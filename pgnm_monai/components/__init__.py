@@ -11,8 +11,11 @@
   weights to warm-start from (:func:`load_pretrained`);
 - :mod:`~pgnm_monai.components.run_settings`: the settings a run was trained with (:class:`RunSettings`), checked
   when made, compared on resume, evaluation and inference (:func:`check_trained_settings`);
+- :mod:`~pgnm_monai.components.run_record`: what a run trained on and with (:class:`RunRecord`: a fingerprint of
+  its splits, the package and bundle versions), compared on resume (:func:`check_resumed_run`);
 - :mod:`~pgnm_monai.components.wiring`: switches, folders and sizes (:func:`subfolder`, :func:`is_off`,
-  :func:`eval_resize`, :func:`policy_of`, :func:`probe_batch`, :func:`use_amp`, :func:`amp_kwargs`);
+  :func:`eval_resize`, :func:`policy_of`, :func:`probe_batch`, :func:`use_amp`, :func:`amp_kwargs`,
+  :func:`prepare_model`);
 - :mod:`~pgnm_monai.components.errors`: the project's message as an error's last line (:func:`root_error`,
   :func:`show_root_error_last`).
 
@@ -39,23 +42,25 @@ from pgnm_monai.components.data import (
 from pgnm_monai.components.errors import root_error, show_root_error_last
 from pgnm_monai.components.overrides import check_cli_overrides, check_override_ids
 from pgnm_monai.components.preflight import preflight
+from pgnm_monai.components.run_record import RunRecord, check_resumed_run
 from pgnm_monai.components.run_settings import RunSettings, check_trained_settings, write_run_settings
 from pgnm_monai.components.wiring import (
-    AMP_DTYPES,
     amp_kwargs,
     as_bool,
     eval_resize,
     is_off,
     policy_of,
+    prepare_model,
     probe_batch,
     subfolder,
     use_amp,
 )
 
 __all__ = [
+    "RunRecord",
     "RunSettings",
+    "check_resumed_run",
     "check_trained_settings",
-    "AMP_DTYPES",
     "amp_kwargs",
     "as_bool",
     "check_checkpoint",
@@ -75,6 +80,7 @@ __all__ = [
     "load_pretrained",
     "policy_of",
     "preflight",
+    "prepare_model",
     "probe_batch",
     "require_file",
     "root_error",

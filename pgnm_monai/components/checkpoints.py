@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pgnm_monai.components.checks import require_file
 from pgnm_monai.components.run_settings import RunSettings, compare_settings
 from pgnm_monai.components.wiring import as_bool
 from pgnm_monai.networks.weights import load_checkpoint_file, load_weights
@@ -48,6 +49,7 @@ def check_checkpoint(path: str | os.PathLike | None, config_id: str, keys: Seque
 
 def _load_checkpoint(path: str, config_id: str, keys: Sequence[str] = ()) -> Any:
     """:func:`~pgnm_monai.networks.weights.load_checkpoint_file`, then a check that ``keys`` are in it."""
+    require_file(path, config_id)
     ckpt = load_checkpoint_file(path, config_id)
     missing = [k for k in keys if not (isinstance(ckpt, Mapping) and k in ckpt)]
     if missing:
@@ -111,9 +113,10 @@ def load_pretrained(
     if path is None:
         warnings.warn("config id 'pretrained_ckpt' is null: fine-tuning starts from a random network.", stacklevel=2)
         return network
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"config id 'pretrained_ckpt' points to {path!r}, which does not exist; run the pretrain bundle "
-            "first, point it to a weight file, or set pretrained_ckpt to null to train from scratch."
-        )
+    require_file(
+        path,
+        "pretrained_ckpt",
+        "run the pretrain bundle first, point it to a weight file, or set pretrained_ckpt to null to train from "
+        "scratch.",
+    )
     return load_weights(network, path, network_name, reset_head=as_bool(reset_head))

@@ -61,14 +61,27 @@ def check_run_settings(settings: Mapping[str, Any]) -> None:
 
 
 #: integer ids of a run and their lower bound (``max_*``: ``None`` means no limit).
-_INTEGER_IDS = {"epochs": 1, "batch_size": 1, "val_batch_size": 1, "max_train_items": 1, "max_val_items": 1}
+_INTEGER_IDS = {
+    "epochs": 1,
+    "batch_size": 1,
+    "val_batch_size": 1,
+    "max_train_items": 1,
+    "max_val_items": 1,
+    "split_seed": 0,
+    "seed": 0,
+}
 
 
-def require_file(path: str, config_id: str) -> bool:
-    """``True`` when ``path`` is a file, else ``FileNotFoundError`` naming ``config_id``."""
-    if not os.path.isfile(str(path)):
-        raise FileNotFoundError(f"config id {config_id!r} points to {path!r}, which does not exist.")
-    return True
+def require_file(path: str | os.PathLike, config_id: str, hint: str = "") -> bool:
+    """``True`` when ``path`` is a file; else ``IsADirectoryError`` (a folder) or ``FileNotFoundError`` (nothing
+    there), naming ``config_id`` and the path, then ``hint`` (what to give instead)."""
+    text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else str(path)
+    if os.path.isfile(text):
+        return True
+    tail = f"; {hint}" if hint else "."
+    if os.path.isdir(text):
+        raise IsADirectoryError(f"config id {config_id!r} points to {text!r}, which is a folder, expected a file{tail}")
+    raise FileNotFoundError(f"config id {config_id!r} points to {text!r}, which does not exist{tail}")
 
 
 def check_output_dirs(**folders: str | os.PathLike | None) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 
 from pgnm_monai.data import KINDS, Datalist, few_shot_subset, load_datalist
@@ -75,17 +76,43 @@ def check_num_classes(num_classes: int, datalist: Datalist) -> int:
 
 
 def inference_items(files: Sequence[str], modality: str = "other") -> list[dict]:
-    """Unlabelled datalist items (label -1) for a list of image files."""
+    """Unlabelled datalist items (label -1) for a list of image files, each file once: a file listed again under
+    another spelling (relative or absolute, through ``..`` or a symbolic link) is dropped with a warning naming it.
+
+    Raises:
+        TypeError: ``input_files`` is a string (a list of files is expected).
+        FileNotFoundError / ValueError: a listed path does not exist, or is a folder.
+    """
     from pgnm_monai.data import make_item
 
-    items = []
+    if isinstance(files, (str, os.PathLike)):
+        raise TypeError(
+            f"config id 'input_files' is the string {os.fspath(files)!r}; give a list of image files, e.g. "
+            f"--input_files \"['{os.fspath(files)}']\"."
+        )
+    items, seen, repeats = [], {}, []
     for f in files:
+        if os.path.isdir(f):
+            raise IsADirectoryError(
+                f"config id 'input_files' lists {f!r}, which is a folder, expected a file; list the image files in it."
+            )
         if not os.path.isfile(f):
             raise FileNotFoundError(f"config id 'input_files' lists {f!r}, which does not exist.")
+        key = os.path.normcase(os.path.realpath(f))
+        if key in seen:
+            repeats.append(f"{f!r} (the file {seen[key]!r})")
+            continue
+        seen[key] = f
         it = make_item(os.fspath(f), 0, "unknown", modality, patient_id=os.path.basename(f))
         it["label"] = -1
         it[IMAGE_PATH] = os.fspath(f)
         items.append(it)
+    if repeats:
+        warnings.warn(
+            f"config id 'input_files' lists {len(repeats)} file(s) twice under another name, predicted once: "
+            + "; ".join(repeats[:5]),
+            stacklevel=2,
+        )
     if not items:
         raise ValueError("config id 'input_files' is an empty list: list the image files to predict.")
     return items

@@ -29,8 +29,9 @@ __all__ = [
 
 #: ids a resume may change, with a warning: ``epochs`` extends (or shortens) a run, the learning-rate schedules
 #: keeping the state they were saved with (a cosine schedule continues past its first length); ``val_batch_size``
-#: changes only how validation is batched.
-EXTENDABLE = ("epochs", "val_batch_size")
+#: changes only how validation is batched; the device settings (mixed precision, memory format, compilation) let a
+#: run move between machines.
+EXTENDABLE = ("epochs", "val_batch_size", "amp", "amp_dtype", "channels_last", "compile")
 #: the ids evaluation and inference must share with the trained run: what the network is and what it sees.
 INPUT_SETTINGS = ("network", "spatial_dims", "in_channels", "image_size", "spacing", "intensity_mean", "intensity_std")
 

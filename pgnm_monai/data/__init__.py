@@ -44,6 +44,7 @@ Few-shot subsets: :func:`few_shot_subset` (stratified, seeded, nested).
 from __future__ import annotations
 
 import inspect
+import numbers
 from collections.abc import Mapping
 from typing import Any
 
@@ -148,6 +149,8 @@ def load_datalist(
         if dataset_dir is not None:
             raise ValueError(f"kind must be given with dataset_dir={dataset_dir!r}; expected one of {KINDS}")
         kind = "embedded"
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"the split seed is {seed!r}; give a whole number >= 0 (the bundles' config id 'split_seed').")
     loader = get_loader(kind)
     check_keywords(f"dataset kind {kind!r}", options, loader_options(kind))
     root = inspect.signature(loader).parameters.get("dataset_dir")

@@ -77,21 +77,25 @@ def _dicom_header(path: str) -> tuple[dict, int]:
 
 
 def _unique_rows(csv_path: Path, rows: list[tuple[dict, int]]) -> list[tuple[dict, int]]:
-    """Rows with each file once: an exact repeat is dropped (warning), a contradicting one is an error."""
+    """Rows with each file once, whatever its spelling (relative or absolute, through ``..`` or a symbolic link: the
+    resolved paths are compared): an exact repeat is dropped (warning), a contradicting one is an error."""
     first: dict[str, tuple[dict, int]] = {}
     out, repeats = [], []
     for r, line in rows:
-        key = os.path.normcase(os.path.normpath(r["path"] if os.path.isabs(r["path"]) else csv_path.parent / r["path"]))
+        key = os.path.normcase(os.path.realpath(csv_path.parent / r["path"]))  # an absolute path replaces the parent
         if key in first:
             r0, line0 = first[key]
             diff = [c for c in ("label",) + OPTIONAL_COLUMNS if r0.get(c, "") != r.get(c, "")]
             if diff:
                 c = diff[0]
                 raise ValueError(
-                    f"clinical labels CSV {csv_path}: file {r['path']!r} is listed on line {line0} with {c}"
-                    f" {r0.get(c, '')!r} and on line {line} with {c} {r.get(c, '')!r}; give each file one row"
+                    f"clinical labels CSV {csv_path}: file {r0['path']!r} is listed on line {line0} with {c}"
+                    f" {r0.get(c, '')!r} and on line {line}"
+                    + (f" (as {r['path']!r})" if r["path"] != r0["path"] else "")
+                    + f" with {c} {r.get(c, '')!r}; give each file one row"
                 )
-            repeats.append(f"{r['path']} (lines {line0} and {line})")
+            spelt = r["path"] if r["path"] == r0["path"] else f"{r0['path']} and {r['path']}"
+            repeats.append(f"{spelt} (lines {line0} and {line})")
             continue
         first[key] = (r, line)
         out.append((r, line))

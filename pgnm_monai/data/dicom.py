@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pgnm_monai.data.utils import file_type_problem
+from pgnm_monai.data.utils import check_pixel_count, file_type_problem
 
 __all__ = ["check_one_series", "read_dicom"]
 
@@ -45,8 +45,11 @@ def _refuse_several_series(folder: str, uid_and_file: Sequence[tuple[object, str
         )
 
 
-def read_dicom(path: str) -> tuple[np.ndarray, dict]:
+def read_dicom(path: str, max_pixels: int | None = None) -> tuple[np.ndarray, dict]:
     """Read a DICOM file or series folder with MONAI's ``PydicomReader``.
+
+    A file or series of more than ``max_pixels`` pixels (frames x rows x columns of every file;
+    :func:`~pgnm_monai.data.utils.max_image_pixels` when ``None``) is refused by name before it is decoded.
 
     Returns:
         the array (2D ``(H, W)``, RGB ``(H, W, 3)``, multi-frame ``(F, H, W[, 3])`` or series ``(H, W, N)``)
@@ -73,6 +76,7 @@ def read_dicom(path: str) -> tuple[np.ndarray, dict]:
         raise ValueError(f"DICOM file {path} cannot be read: {type(e).__name__}: {e}") from e
     if isinstance(ds, list):  # a series folder: one series, checked on the datasets just read
         _refuse_several_series(path, [(d.get("SeriesInstanceUID", ""), d.filename) for d in ds])
+    _check_stated_size(path, ds if isinstance(ds, list) else [ds], max_pixels)
     affine = None
     try:
         with warnings.catch_warnings():
@@ -91,7 +95,7 @@ def read_dicom(path: str) -> tuple[np.ndarray, dict]:
                 if not isinstance(ds, list) and "RescaleSlope" not in first:
                     arr = _enhanced_rescale(first, arr)
     except Exception as e:  # pydicom raises many types for broken files
-        raise ValueError(f"DICOM file {path} cannot be read: {type(e).__name__}: {e}") from e
+        raise _pixel_error(path, e) from e
     if arr.size == 0:
         raise ValueError(f"DICOM file {path} has empty pixel data")
     header = {
@@ -108,6 +112,41 @@ def read_dicom(path: str) -> tuple[np.ndarray, dict]:
     if photometric == "MONOCHROME1":
         arr = arr.max() - arr.astype(np.float32) + arr.min()
     return arr, header
+
+
+def _pixel_error(path: str, error: Exception) -> ValueError:
+    """The error of a DICOM file whose pixels cannot be decoded, on one line: a missing decoder (pydicom lists its
+    plugins one per line) names the file, the compression and the packages to install."""
+    first, *plugins = str(error).splitlines()
+    needs = [line.split(" - requires ", 1)[1].strip() for line in plugins if " - requires " in line]
+    if "Unable to decompress" not in first or not needs:
+        return ValueError(f"DICOM file {path} cannot be read: {type(error).__name__}: {' '.join(str(error).split())}")
+    what = first.split("'")[1] if first.count("'") >= 2 else "its compression"
+    return ValueError(
+        f"DICOM file {path} is compressed with {what}, which no installed decoder reads; install one of: "
+        + "; ".join(needs)
+        + " (e.g. pip install pylibjpeg pylibjpeg-libjpeg)."
+    )
+
+
+def _frames_rows_columns(ds) -> tuple[int, int, int] | None:
+    """``(NumberOfFrames, Rows, Columns)`` a DICOM header states; ``None`` when malformed (the decoder reports it)."""
+    try:
+        return int(ds.get("NumberOfFrames", 1) or 1), int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    except (TypeError, ValueError):
+        return None
+
+
+def _check_stated_size(path: str, datasets: Sequence, limit: int | None) -> None:
+    """Refuse DICOM data whose headers (rows, columns, frames of each file) state more than ``limit`` pixels."""
+    sizes = [s for s in map(_frames_rows_columns, datasets) if s is not None]
+    if len(sizes) == 1:
+        frames, rows, columns = sizes[0]
+        check_pixel_count(f"DICOM file {path}", (rows, columns) if frames == 1 else sizes[0], limit)
+    elif sizes:
+        one_frame_each = all(s == (1, *sizes[0][1:]) for s in sizes)
+        shape = (len(sizes), *sizes[0][1:]) if one_frame_each else (sum(f * r * c for f, r, c in sizes),)
+        check_pixel_count(f"DICOM series folder {path}", shape, limit)
 
 
 def _enhanced_rescale(ds, arr: np.ndarray) -> np.ndarray:

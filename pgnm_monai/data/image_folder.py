@@ -209,8 +209,22 @@ def _assign(rows: list[Row], class_names, split_file, fractions, seed, whole: bo
     for i, s in zip(pool, new, strict=True):
         out[i] = (rows[i][0], rows[i][1], s)
     if sf is not None:
+        _check_utf8_names(sf, out)
         atomic_write_csv(sf, ["path", "label_name", "split"], out)
     return out
+
+
+def _check_utf8_names(sf: Path, rows: list[Row]) -> None:
+    """Refuse, naming the first such file, file names that are not valid UTF-8 (the split file is UTF-8 text)."""
+    for p, _, _ in rows:
+        try:
+            p.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(p).decode("utf-8", errors="backslashreplace")
+            raise ValueError(
+                f"split file {sf} cannot record the file {shown}: its name is not valid UTF-8; rename it (e.g. "
+                "with convmv), or leave split_file unset"
+            ) from None
 
 
 def _read_split_file(sf: Path, rows: list[Row], whole: bool) -> list[Row]:

@@ -23,6 +23,13 @@ Files: PNG/JPEG/BMP/TIFF/GIF (Pillow), DICOM files or series folders (MONAI ``Py
       ``.npy``/array integers wider than 8 bits): kept as they are when every value lies in [0, 1], else
       percentile-scaled (``percentiles``, default 0.5-99.5) and clipped to [0, 1].
 
+**The pixel limit.** Every reader checks the size the file's header states before it decodes the pixels (PNG and
+JPEG headers on TorchCodec's fast path, Pillow's header, the DICOM rows, columns and frames of every file of a
+series, the NIfTI and ``.npy`` shapes): an image of more than :func:`~pgnm_monai.data.utils.max_image_pixels`
+pixels (voxels) is refused with a ``ValueError`` naming the file, its size and the limit (a 250 KB PNG can state
+16000 x 16000). The default is :data:`pgnm_monai.settings.MAX_IMAGE_PIXELS`; the environment variable
+``PGNM_MAX_IMAGE_PIXELS`` changes it for every process of a run, and ``read_image(..., max_pixels=N)`` for one call.
+
 **Non-finite pixels** (NaN, +Inf, -Inf) are refused at load time: :func:`read_image` raises ``ValueError``
 naming the file and the number of such values; nothing is sanitised silently.
 
@@ -53,8 +60,8 @@ from monai.utils import optional_import
 
 from pgnm_monai.data.dicom import read_dicom
 from pgnm_monai.data.image_files import file_kind
-from pgnm_monai.data.utils import file_type_problem
-from pgnm_monai.settings import INPUT
+from pgnm_monai.data.utils import check_pixel_count, file_type_problem, max_image_pixels
+from pgnm_monai.settings import INPUT, MAX_IMAGE_PIXELS_ENV
 
 decode_jpeg, _has_codec = optional_import("torchcodec.decoders", name="decode_jpeg")
 decode_png, _ = optional_import("torchcodec.decoders", name="decode_png")
@@ -71,7 +78,34 @@ __all__ = [
 _TO_RGB = ("P", "PA", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
 
 
-def _decode_8bit(path: str) -> np.ndarray | None:
+def _header_size(raw: bytes | bytearray) -> tuple[int, int] | None:
+    """``(height, width)`` a PNG's IHDR or a JPEG's frame header states, read from the first bytes; ``None`` for
+    another format or a header not found."""
+    if raw.startswith(b"\x89PNG\r\n\x1a\n") and len(raw) >= 24 and raw[12:16] == b"IHDR":
+        return int.from_bytes(raw[20:24], "big"), int.from_bytes(raw[16:20], "big")
+    if not raw.startswith(b"\xff\xd8"):
+        return None
+    i = 2
+    while i + 9 <= len(raw) and raw[i] == 0xFF:
+        marker = raw[i + 1]
+        if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD8:  # fill byte, markers without a length
+            i += 1 if marker == 0xFF else 2
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start of frame
+            return int.from_bytes(raw[i + 5 : i + 7], "big"), int.from_bytes(raw[i + 7 : i + 9], "big")
+        i += 2 + int.from_bytes(raw[i + 2 : i + 4], "big")
+    return None
+
+
+def _check_image_header(path: str, limit: int) -> None:
+    """Refuse a PNG/JPEG whose header states more than ``limit`` pixels (reads the first 64 KiB at most)."""
+    with open(path, "rb") as f:
+        size = _header_size(f.read(65536))
+    if size is not None:
+        check_pixel_count(f"image file {path}", size, limit)
+
+
+def _decode_8bit(path: str, limit: int | None = None) -> np.ndarray | None:
     """Decode an 8-bit grey or RGB JPEG/PNG with TorchCodec (libjpeg-turbo/libpng, no Python parsing).
 
     The fast path of :func:`_read_pil`: two to three times as fast on small images, with the same pixels as
@@ -84,6 +118,10 @@ def _decode_8bit(path: str) -> np.ndarray | None:
         return None
     with open(path, "rb", buffering=0) as f:
         raw = bytearray(f.readall())  # writable: the codec takes it as a tensor without copying it again
+    size = _header_size(raw)
+    if size is None:
+        return None
+    check_pixel_count(f"image file {path}", size, limit)
     if raw.startswith(b"\xff\xd8\xff"):
         decode = decode_jpeg
     elif raw.startswith(b"\x89PNG\r\n\x1a\n") and len(raw) > 25 and raw[24] == 8 and raw[25] in (0, 2):
@@ -99,15 +137,35 @@ def _decode_8bit(path: str) -> np.ndarray | None:
     return img[0].numpy() if img.shape[0] == 1 else img.permute(1, 2, 0).numpy()
 
 
-def _read_pil(path: str) -> tuple[np.ndarray, str]:
-    """Pillow read with step 1 of the pixel rule (module docstring): ``(array, "natural")``."""
+def _read_pil(path: str, limit: int | None = None) -> tuple[np.ndarray, str]:
+    """Pillow read with step 1 of the pixel rule (module docstring): ``(array, "natural")``; an image of more than
+    ``limit`` pixels (:func:`~pgnm_monai.data.utils.max_image_pixels` when ``None``) is refused before decoding."""
+    import warnings
+
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    arr = _decode_8bit(path)
+    limit = max_image_pixels() if limit is None else int(limit)
+    arr = _decode_8bit(path, limit)
     if arr is not None:
         return arr, "natural"
+    _check_image_header(path, limit)
+    if Image.MAX_IMAGE_PIXELS is not None and limit > 2 * Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limit  # Pillow's own bomb check (its documented setting) never stricter than ours
+    unreadable = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked next, by name
+            im = Image.open(path)  # the header only
+    except Image.DecompressionBombError as e:
+        raise ValueError(
+            f"image file {path}: {e} Resize the file, or raise the limit with the environment variable "
+            f"{MAX_IMAGE_PIXELS_ENV}."
+        ) from e
+    except unreadable as e:
+        raise ValueError(f"image file {path} cannot be read as an image: {e}") from e
+    with im:
+        check_pixel_count(f"image file {path}", im.size[::-1], limit)
+        try:
             im.load()
             im = ImageOps.exif_transpose(im)  # the EXIF orientation, as TorchCodec applies it on the fast path
             if im.mode in ("P", "PA"):
@@ -117,24 +175,30 @@ def _read_pil(path: str) -> tuple[np.ndarray, str]:
             elif im.mode in ("LA", "La"):
                 im = im.convert("L")
             arr = np.asarray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"image file {path} cannot be read as an image: {e}") from e
+        except unreadable as e:
+            raise ValueError(f"image file {path} cannot be read as an image: {e}") from e
     return arr, "natural"
 
 
-def read_nifti(path: str) -> np.ndarray:
-    """Read a NIfTI/MGH volume with MONAI's ``NibabelReader`` (array as stored, no reorientation)."""
-    return _read_nifti(path)[0]
+def read_nifti(path: str, max_pixels: int | None = None) -> np.ndarray:
+    """Read a NIfTI/MGH volume with MONAI's ``NibabelReader`` (array as stored, no reorientation); one of more than
+    ``max_pixels`` voxels (:func:`~pgnm_monai.data.utils.max_image_pixels` when ``None``) is refused by name."""
+    return _read_nifti(path, max_pixels)[0]
 
 
-def _read_nifti(path: str) -> tuple[np.ndarray, np.ndarray]:
+def _read_nifti(path: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`read_nifti` and the reader's affine of the spatial axes."""
     from monai.data import NibabelReader
 
     _check_regular(path, "NIfTI file")
     try:
         reader = NibabelReader()
-        arr, meta = reader.get_data(reader.read(path))
+        image = reader.read(path)
+    except Exception as e:
+        raise ValueError(f"NIfTI file {path} cannot be read: {type(e).__name__}: {e}") from e
+    check_pixel_count(f"NIfTI file {path}", image.shape, limit)  # the header's shape: nothing decoded yet
+    try:
+        arr, meta = reader.get_data(image)
     except Exception as e:
         raise ValueError(f"NIfTI file {path} cannot be read: {type(e).__name__}: {e}") from e
     return np.asarray(arr), np.asarray(meta["affine"], dtype=np.float64)
@@ -271,17 +335,21 @@ def read_image(
     ct_window: tuple[float, float] = INPUT.ct_window,
     percentiles: tuple[float, float] = INPUT.percentiles,
     spacing: Sequence[float] | None = None,
+    max_pixels: int | None = None,
 ) -> np.ndarray:
     """Read a path or array into a float32 array in [0, 1], channel first (see the module docstring).
 
     ``spacing`` (volumes only): resample to that voxel spacing in mm (module docstring, "Voxel spacing").
+    ``max_pixels``: the pixel limit of a file (module docstring, "The pixel limit"; ``None``:
+    :func:`~pgnm_monai.data.utils.max_image_pixels`).
     """
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
     if spacing is not None and (spatial_dims != 3 or len(spacing) != 3):
         raise ValueError(f"spacing applies to volumes (spatial_dims=3) and needs 3 values, got {spacing}")
     if isinstance(image, (str, os.PathLike)):
-        arr, kind, affine = _read_file(os.fspath(image), slice_index, frame_index, spatial_dims)
+        limit = max_image_pixels() if max_pixels is None else int(max_pixels)
+        arr, kind, affine = _read_file(os.fspath(image), slice_index, frame_index, spatial_dims, limit)
         source = f"file {os.fspath(image)}"
     else:
         source, affine = "<array>", None
@@ -301,17 +369,17 @@ def read_image(
 
 
 def _read_file(
-    source: str, slice_index: int, frame_index: int, spatial_dims: int
+    source: str, slice_index: int, frame_index: int, spatial_dims: int, limit: int
 ) -> tuple[np.ndarray, str, np.ndarray | None]:
     """``(pixels, kind for the pixel rule, affine of a volume kept whole or None)`` of an image file or series."""
     if not os.path.isdir(source):  # a folder is a DICOM series (checked by read_dicom)
         _check_regular(source, "image file")
     kind = file_kind(source)
     if kind == "image":
-        arr, kind = _read_pil(source)
+        arr, kind = _read_pil(source, limit)
         return arr, kind, None
     if kind == "dicom":
-        arr, header = read_dicom(source)
+        arr, header = read_dicom(source, limit)
         if header["series"]:  # (H, W, N) volume
             arr = _pick(arr, slice_index, -1, spatial_dims, source, "slice_index", series=True)
             return arr, kind, header["affine"]
@@ -320,7 +388,7 @@ def _read_file(
             arr = _pick(arr, index, 0, spatial_dims, source, "frame_index")
         return arr, kind, None
     if kind == "nifti":
-        arr, affine = _read_nifti(source)
+        arr, affine = _read_nifti(source, limit)
         if arr.ndim == 4:
             if not 0 <= frame_index < arr.shape[-1]:
                 raise ValueError(
@@ -333,8 +401,18 @@ def _read_file(
         if arr.ndim == 3:
             arr = _pick(arr, slice_index, -1, spatial_dims, source, "slice_index", series=True)
         return arr, kind, affine
+    return _read_npy(source, limit), "array", None
+
+
+def _read_npy(source: str, limit: int) -> np.ndarray:
+    """A ``.npy`` array (no pickles), its header's shape checked against ``limit`` before the data is read."""
     try:
-        return np.load(source, allow_pickle=False), "array", None
+        shape = np.load(source, mmap_mode="r", allow_pickle=False).shape  # the header; no data read
+    except Exception as e:
+        raise ValueError(f"array file {source} cannot be read: {e}") from e
+    check_pixel_count(f"array file {source}", shape, limit)
+    try:
+        return np.load(source, allow_pickle=False)
     except Exception as e:
         raise ValueError(f"array file {source} cannot be read: {e}") from e
 

@@ -19,8 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from pgnm_monai.settings import MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS_ENV
+
 __all__ = [
+    "check_pixel_count",
     "file_type_problem",
+    "max_image_pixels",
     "read_csv",
     "pixel_hash",
     "split_by_group",
@@ -54,6 +58,41 @@ def file_type_problem(path: str | os.PathLike) -> str | None:
     what = next((name for test, name in kinds if test(mode)), "a special file")
     link = " (through a symbolic link)" if os.path.islink(path) else ""
     return f"is {what}{link}, not a regular file"
+
+
+def max_image_pixels() -> int:
+    """The most pixels one image may have: ``$PGNM_MAX_IMAGE_PIXELS`` when set, else
+    :data:`pgnm_monai.settings.MAX_IMAGE_PIXELS`.
+
+    Raises:
+        ValueError: the environment variable is not a whole number > 0, naming it.
+    """
+    text = os.environ.get(MAX_IMAGE_PIXELS_ENV, "").strip()
+    if not text:
+        return MAX_IMAGE_PIXELS
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(
+            f"environment variable {MAX_IMAGE_PIXELS_ENV} is {text!r}; give a whole number of pixels > 0 (the default"
+            f" is {MAX_IMAGE_PIXELS}), or unset it."
+        )
+    return value
+
+
+def check_pixel_count(source: str, shape: Sequence[int], limit: int | None = None) -> None:
+    """Refuse an image whose header states more than ``limit`` pixels (:func:`max_image_pixels` when ``None``),
+    before it is decoded: ``ValueError`` naming ``source``, its size, the limit and how to raise it."""
+    limit = max_image_pixels() if limit is None else int(limit)
+    count = int(np.prod([int(s) for s in shape], dtype=np.float64))
+    if count > limit:
+        raise ValueError(
+            f"{source} is {' x '.join(str(int(s)) for s in shape)} = {count:,} pixels, over the limit of {limit:,} "
+            "pixels per image (a decompression bomb, or an image too large to train on); resize the file, or raise "
+            f"the limit with the environment variable {MAX_IMAGE_PIXELS_ENV}={count}."
+        )
 
 
 def _decode_csv(raw: bytes) -> str:

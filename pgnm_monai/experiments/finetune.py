@@ -74,6 +74,8 @@ def finetune_from_weights(
         overrides: any other id of the fine-tune bundle.
     """
     pretrained = Path(pretrained)
+    if pretrained.is_dir():
+        raise IsADirectoryError(f"--pretrained {os.fspath(pretrained)!r} is a folder, expected a weight file in it.")
     if not pretrained.is_file():
         raise FileNotFoundError(f"--pretrained {os.fspath(pretrained)!r} does not exist.")
     if normalization is not None and normalization not in NORMALIZATION:

@@ -7,6 +7,12 @@ A stage is a list of config files merged in order, exactly as ``python -m monai.
 ``None`` here is not passed, so the bundle's own default applies (defaults are stated once, in the bundle).
 An override id that the stage's configs do not define is refused by name, with the closest ids.
 
+**Override values are data.** MONAI's parser reads a string that starts with ``$`` as Python, one that is
+``@id`` as a reference, one that starts with ``%`` as a macro, and turns every ``#`` in a string into ``::``.
+:func:`as_config_literal` passes each value given here (a path, a JSON option of ``--dataset-options``, any
+nested string) as the literal it is, so nothing a user types runs as code (``python -m monai.bundle run --id
+value`` still evaluates its values: that is MONAI's design, docs/reliability.md).
+
 Logs: inside :func:`quiet_logs` (:mod:`.stage_logs`, re-exported here; what ``pgnm run | finetune | benchmark`` use
 unless ``--verbose``) every log line of a stage goes to ``<bundle_root>/logs/<stage>.log`` instead of the console;
 outside it, the bundle's ``logging.conf`` applies, as under ``python -m monai.bundle run``.
@@ -21,6 +27,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -37,6 +44,7 @@ from pgnm_monai.experiments.stage_logs import (
 
 __all__ = [
     "STAGES",
+    "as_config_literal",
     "bundle_defaults",
     "bundles_dir",
     "evaluate",
@@ -110,8 +118,8 @@ def make_workflow(bundle: str, stage: str, **overrides: Any):
 
     files = [os.fspath(p) for p in stage_configs(bundle, stage)]
     configs = bundles_dir() / bundle / "configs"
-    overrides = {k: v for k, v in overrides.items() if v is not None}
     own = set(inspect.signature(ConfigWorkflow.__init__).parameters)  # tracking, run_id, ...: not config ids
+    overrides = {k: v if k in own else as_config_literal(v) for k, v in overrides.items() if v is not None}
     names = ", ".join(os.path.relpath(f, bundles_dir()) for f in files)
     check_override_ids(ConfigParser.load_config_files(files), [k for k in overrides if k not in own], names)
     workflows_logger, spurious = logging.getLogger("monai.bundle.workflows"), DropSpuriousConfigRootWarning()
@@ -126,6 +134,60 @@ def make_workflow(bundle: str, stage: str, **overrides: Any):
         )
     finally:
         workflows_logger.removeFilter(spurious)
+
+
+#: what MONAI's parser reads in a string: ``$`` expressions, ``@`` references, ``%`` macros, ``#`` id separators.
+_PARSED_CHARACTERS = ("$", "@", "%", "#")
+#: keys that make a dict a component to instantiate (``_target_``) or change how it is (``_disabled_``, ...).
+_COMPONENT_KEYS = ("_target_", "_disabled_", "_requires_", "_mode_", "_desc_")
+
+
+def _parsed_by_monai(value: Any) -> bool:
+    """Whether MONAI's parser would read ``value`` (or a string or key inside it) as more than data."""
+    if isinstance(value, str):
+        return any(c in value for c in _PARSED_CHARACTERS)
+    if isinstance(value, dict):
+        return any(k in _COMPONENT_KEYS or _parsed_by_monai(k) or _parsed_by_monai(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_parsed_by_monai(v) for v in value)
+    return False
+
+
+def _python_literal(value: Any) -> str:
+    """Python source of ``value`` (plain JSON-like data) in which no ``@`` or ``#`` appears (written ``\\x40``,
+    ``\\x23`` inside string literals), so that MONAI's parser finds no reference in it."""
+    if isinstance(value, str):
+        return repr(value).replace("@", "\\x40").replace("#", "\\x23")
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"float({str(value)!r})"
+    if value is None or isinstance(value, (bool, int, float)):
+        return repr(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_python_literal(k)}: {_python_literal(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        items = ", ".join(_python_literal(v) for v in value)
+        return f"[{items}]" if isinstance(value, list) else f"({items}{',' if len(value) == 1 else ''})"
+    raise TypeError(f"override value {value!r} of type {type(value).__name__} cannot be passed as a literal")
+
+
+def as_config_literal(value: Any) -> Any:
+    """``value`` as a config value that MONAI's ``ConfigParser`` resolves to ``value`` itself (user values are data).
+
+    A value MONAI would read as more than data (a string holding ``$``, ``@``, ``%`` or ``#``; a dict with a
+    ``_target_`` key; a list or dict holding either) becomes the expression ``"$<Python literal of value>"``, with
+    every ``@`` and ``#`` written as an escape (``\\x40``, ``\\x23``), which evaluates to ``value``; anything
+    else is returned as it is. MONAI has no escape of its own for a literal ``$`` or ``@``.
+    """
+    if not _parsed_by_monai(value):
+        return value
+    try:
+        return "$" + _python_literal(value)
+    except TypeError:  # an object inside (a path object, ...): keep the container, pass its parts as literals
+        if isinstance(value, dict) and not any(k in _COMPONENT_KEYS or _parsed_by_monai(k) for k in value):
+            return {k: as_config_literal(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [as_config_literal(v) for v in value]
+        raise
 
 
 def run_bundle(bundle: str, stage: str, **overrides: Any):

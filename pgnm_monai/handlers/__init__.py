@@ -17,17 +17,14 @@ from .batch_augmentation import BatchAugmentationHandler
 from .checkpoint import AtomicCheckpointSaver, ResumeCheckpointLoader, TrainingStateSaver
 from .checkpoint_average import CheckpointAverager
 from .finite_check import FiniteCheckHandler
+from .iteration import iteration_seed, per_sample_cross_entropy
 from .metrics_history import MetricsHistoryWriter
-from .noise_policy import (
-    STATE_ATTRIBUTES,
-    NoisePolicyHandler,
-    ThreadLimitedNoisePolicyHandler,
-    iteration_seed,
-    per_sample_cross_entropy,
-)
+from .noise_policy import STATE_ATTRIBUTES, NoisePolicyHandler
+from .policy_factory import build_policy_handler
 from .policy_statistics import PolicyStatisticsHandler
 from .prediction_writer import PredictionWriter
 from .random_states import RandomStates
+from .thread_limited import ThreadLimitedNoisePolicyHandler
 from .training_control import LossProgressBar, StopAtEpoch
 from .training_curves import TrainingCurveWriter
 
@@ -48,6 +45,7 @@ __all__ = [
     "ThreadLimitedNoisePolicyHandler",
     "TrainingCurveWriter",
     "TrainingStateSaver",
+    "build_policy_handler",
     "iteration_seed",
     "per_sample_cross_entropy",
 ]

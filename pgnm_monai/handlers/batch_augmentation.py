@@ -10,7 +10,7 @@ from monai.transforms import Randomizable
 from monai.utils import CommonKeys, IgniteInfo, min_version, optional_import
 
 from pgnm_monai import distributed
-from pgnm_monai.handlers.noise_policy import iteration_seed
+from pgnm_monai.handlers.iteration import iteration_seed
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:

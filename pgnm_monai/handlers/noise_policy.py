@@ -16,23 +16,22 @@ runs in eval mode under ``torch.no_grad()`` (batch-norm running statistics and b
 and there is no policy loss, backward, optimiser or scheduler step.
 
 Logged on ``engine.state`` (for ``StatsHandler(state_attributes=...)``, TensorBoard, MLflow):
-:data:`STATE_ATTRIBUTES`. :func:`build_policy_handler` makes the handler, its policy and optimiser from
-:class:`~pgnm_monai.settings.PolicySettings`.
+:data:`STATE_ATTRIBUTES`. :func:`~pgnm_monai.handlers.policy_factory.build_policy_handler` makes the handler, its
+policy and optimiser from :class:`~pgnm_monai.settings.PolicySettings`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys, IgniteInfo, min_version, optional_import
 
 from pgnm_monai import distributed
+from pgnm_monai.handlers.iteration import grad_norm, iteration_seed, per_sample_cross_entropy, stats_interval_for
 from pgnm_monai.networks.policy import NoisePolicy
 from pgnm_monai.objectives import (
     ADVANTAGES,
@@ -42,9 +41,12 @@ from pgnm_monai.objectives import (
     paper_objective,
     reinforce_objective,
 )
-from pgnm_monai.settings import INPUT, OPTIMIZER, POLICY, PolicySettings
+from pgnm_monai.settings import POLICY
 from pgnm_monai.transforms.noise_mask import PolicyNoiseMask
 from pgnm_monai.validation import check_choice
+
+if TYPE_CHECKING:
+    pass
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
@@ -54,12 +56,11 @@ else:
 
 __all__ = [
     "NoisePolicyHandler",
-    "build_policy_handler",
     "STATE_ATTRIBUTES",
-    "ThreadLimitedNoisePolicyHandler",
     "grad_norm",
     "iteration_seed",
     "per_sample_cross_entropy",
+    "stats_interval_for",
 ]
 
 STATE_ATTRIBUTES = (
@@ -73,7 +74,8 @@ STATE_ATTRIBUTES = (
     "policy_lr",
     "policy_grad_norm",
 )
-"""Statistics set on ``engine.state`` every iteration (NaN until the first one):
+"""Statistics set on ``engine.state`` when the handler reads them (every ``stats_interval`` iterations and at the end
+of each epoch; NaN until the first read):
 
 - ``policy_loss``: the policy's loss (0 when ``frozen``: there is none);
 - ``reward_mean``: the batch-mean reward (``-CE`` for ``paper``; ``reward_sign * CE`` for ``reinforce``,
@@ -87,31 +89,6 @@ STATE_ATTRIBUTES = (
 """
 
 _STEP_STATS = STATE_ATTRIBUTES[:7]  # the statistics computed from the forward pass
-
-
-def per_sample_cross_entropy(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` cross-entropy of raw logits against class indices ``(B,)``/``(B, 1)`` or one-hot ``(B, K)``."""
-    logits = logits.detach().float()
-    label = torch.as_tensor(label, device=logits.device)
-    if label.numel() == logits.shape[0]:
-        return F.cross_entropy(logits, label.reshape(-1).long(), reduction="none")
-    if label.shape == logits.shape:
-        return F.cross_entropy(logits, label.float(), reduction="none")
-    raise ValueError(
-        f"label must be class indices (B,) or one-hot (B, K) for logits {tuple(logits.shape)}, "
-        f"got {tuple(label.shape)}."
-    )
-
-
-def grad_norm(parameters: Sequence[torch.Tensor] | Any) -> float:
-    """The L2 norm of the gradients of ``parameters`` (those without a gradient count as 0)."""
-    grads = [p.grad.detach() for p in parameters if p.grad is not None]
-    return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
-
-
-def iteration_seed(seed: int, iteration: int, rank: int = 0) -> int:
-    """A per-iteration, per-rank seed: draws depend only on (seed, iteration, rank), so resume is exact."""
-    return (seed * 1_000_003 + rank * 7_919 + iteration) % (2**32)
 
 
 class NoisePolicyHandler:
@@ -145,8 +122,12 @@ class NoisePolicyHandler:
             ``scale_classifier_loss=False``).
         seed: seed of the mask draws; the draw of iteration ``i`` on rank ``r`` depends only on
             ``(seed, i, r)``.
-        check_finite: reject batches with NaN/Inf and stop with ``FloatingPointError`` when the policy's
-            loss or concentrations are not finite.
+        check_finite: stop with ``FloatingPointError`` when the policy's loss or concentrations are not finite
+            (checked on the device every iteration, raised when the statistics are read; with a read every
+            iteration a NaN/Inf batch is refused before the policy sees it).
+        stats_interval: iterations between two host reads of the statistics (:data:`STATE_ATTRIBUTES` hold the
+            last read values); ``None``: :func:`stats_interval_for` the policy's device. Nothing else in the
+            policy's step waits for the device.
         name: logger name.
     """
 
@@ -166,6 +147,7 @@ class NoisePolicyHandler:
         advantage: str = POLICY.advantage,
         scale_classifier_loss: bool = POLICY.scale_classifier_loss,
         frozen: bool = POLICY.frozen,
+        stats_interval: int | None = POLICY.policy_stats_interval,
     ) -> None:
         check_choice("objective", objective, OBJECTIVES)
         check_choice("reward_sign", reward_sign, REWARD_SIGNS)
@@ -181,11 +163,16 @@ class NoisePolicyHandler:
         self.advantage = advantage
         self.scales_classifier_loss = bool(scale_classifier_loss)
         self.frozen = bool(frozen)
-        self.baseline = RewardBaseline(baseline_momentum).to(next(policy.parameters()).device)
-        self.mask = PolicyNoiseMask(policy, check_finite=check_finite)
+        device = next(policy.parameters()).device
+        self.baseline = RewardBaseline(baseline_momentum).to(device)
+        self.stats_interval = stats_interval_for(device, stats_interval)
+        # a read-every-iteration run (the CPU's default) also refuses a non-finite batch before the policy sees it
+        self.mask = PolicyNoiseMask(policy, check_finite=check_finite and self.stats_interval == 1)
+        self.check_finite = check_finite
         self.logger = logging.getLogger(name or __name__)
         self._policy_loss: torch.Tensor | None = None
         self._classifier_scale: torch.Tensor | None = None
+        self._first_bad: torch.Tensor | None = None  # on the device: the first iteration with a non-finite value
 
     def attach(self, engine: Engine) -> None:
         """Register the four iteration hooks (and the epoch-level scheduler step) on ``engine``."""
@@ -220,8 +207,15 @@ class NoisePolicyHandler:
         self.policy.train()
         batch[self.image_key] = self.mask(batch[self.image_key])
 
+    def reads_statistics(self, engine: Engine) -> bool:
+        """Whether this iteration reads the statistics to the host: every :attr:`stats_interval` iterations and at
+        the end of each epoch (the only host synchronisations of the policy's step)."""
+        iteration, length = engine.state.iteration, engine.state.epoch_length
+        return iteration % self.stats_interval == 0 or (length is not None and iteration % length == 0)
+
     def compute_policy_loss(self, engine: Engine) -> None:
-        """``FORWARD_COMPLETED``: per-sample CE from the raw logits -> policy loss and logged statistics."""
+        """``FORWARD_COMPLETED``: per-sample CE from the raw logits -> the policy loss; the statistics stay on the
+        device, and are read (and checked) when :meth:`reads_statistics`."""
         output = engine.state.output
         sample = self.mask.last_sample
         ce = per_sample_cross_entropy(output[CommonKeys.PRED], output[CommonKeys.LABEL])
@@ -236,6 +230,19 @@ class NoisePolicyHandler:
             policy_loss = torch.zeros((), device=ce.device)
         else:
             self._policy_loss = policy_loss
+        if not self.check_finite and not self.reads_statistics(engine):
+            return
+        with torch.no_grad():
+            checked = [policy_loss.detach().float(), reward_mean.float(), sample.alpha.sum(), sample.beta.sum()]
+            finite = torch.isfinite(torch.stack(checked)).all() & self.policy.head_finite
+            bad = self._first_bad if self._first_bad is not None else torch.full((), -1, device=ce.device)
+            self._first_bad = torch.where((bad < 0) & ~finite, engine.state.iteration, bad)
+        if self.reads_statistics(engine):
+            self._read_statistics(engine, policy_loss, reward_mean, sample)
+
+    def _read_statistics(self, engine: Engine, policy_loss: torch.Tensor, reward_mean: torch.Tensor, sample) -> None:
+        """One host read: the step's statistics onto ``engine.state``; ``FloatingPointError`` naming the first
+        iteration since the last read that had a non-finite value."""
         with torch.no_grad():
             values = torch.stack(
                 [
@@ -246,14 +253,20 @@ class NoisePolicyHandler:
                     sample.mask.std().float(),
                     sample.alpha.detach().mean().float(),
                     sample.beta.detach().mean().float(),
+                    self._first_bad.float(),
                 ]
             ).tolist()
+        first_bad, values = int(values[-1]), values[:-1]
+        self._first_bad = None
         stats = dict(zip(_STEP_STATS, values, strict=True))
-        if not all(map(math.isfinite, values)):
+        if first_bad >= 0 or not all(map(math.isfinite, values)):
+            now = engine.state.iteration
+            iteration = first_bad if first_bad >= 0 else now
+            seen = ", ".join(f"{k}={v:.4g}" for k, v in stats.items())
+            seen = seen if iteration == now else f"read at iteration {now}"
             raise FloatingPointError(
-                f"the noise policy produced a non-finite value at iteration {engine.state.iteration}: "
-                + ", ".join(f"{k}={v:.4g}" for k, v in stats.items())
-                + ". Lower the policy learning rate or check the input images."
+                f"the noise policy produced a non-finite value at iteration {iteration}: {seen}. Lower the policy "
+                "learning rate or check the input images."
             )
         for attr, value in stats.items():
             setattr(engine.state, attr, value)
@@ -297,7 +310,8 @@ class NoisePolicyHandler:
         self.optimizer.zero_grad(set_to_none=True)
         self._policy_loss.backward()
         distributed.average_gradients(self.policy)
-        engine.state.policy_grad_norm = grad_norm(self.policy.parameters())
+        if self.reads_statistics(engine):
+            engine.state.policy_grad_norm = grad_norm(self.policy.parameters())
         self.optimizer.step()
         # batch-norm running statistics differ per rank's data: keep rank 0's, as DDP does
         distributed.broadcast_module(self.policy, buffers_only=True)
@@ -324,119 +338,3 @@ class NoisePolicyHandler:
         self.baseline.load_state_dict(state["baseline"])
         if self.lr_scheduler is not None and "lr_scheduler" in state:
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
-
-
-class ThreadLimitedNoisePolicyHandler(NoisePolicyHandler):
-    """A :class:`NoisePolicyHandler` whose CPU work runs with ``num_threads`` intra-op threads.
-
-    The policy's step is hundreds of small operations; on a CPU shared with other processes each one
-    pays an OpenMP barrier, which one thread avoids. The classifier keeps all
-    threads: the limit is set at the start of each hook and restored at its end. No effect on the
-    maths; on CUDA only the host-side work is affected.
-
-    Args:
-        num_threads: intra-op threads of the policy hooks (``torch.set_num_threads``).
-        args: passed to :class:`NoisePolicyHandler`.
-        kwargs: passed to :class:`NoisePolicyHandler`.
-    """
-
-    def __init__(self, *args, num_threads: int = 1, **kwargs) -> None:
-        if num_threads < 1:
-            raise ValueError(f"num_threads must be >= 1, got {num_threads!r}.")
-        super().__init__(*args, **kwargs)
-        self.num_threads = int(num_threads)
-
-    def _limited(self, hook, engine):
-        threads = torch.get_num_threads()
-        if threads == self.num_threads:
-            return hook(engine)
-        torch.set_num_threads(self.num_threads)
-        try:
-            return hook(engine)
-        finally:
-            torch.set_num_threads(threads)
-
-    def __call__(self, engine) -> None:
-        self._limited(super().__call__, engine)
-
-    def compute_policy_loss(self, engine) -> None:
-        self._limited(super().compute_policy_loss, engine)
-
-    def step_policy(self, engine) -> None:
-        self._limited(super().step_policy, engine)
-
-
-def build_policy_handler(
-    settings: PolicySettings | Mapping[str, Any] | None = None,
-    *,
-    lr: float = OPTIMIZER.lr,
-    epochs: int | None = None,
-    in_channels: int = INPUT.in_channels,
-    spatial_dims: int = 2,
-    device: str | torch.device = "cpu",
-    seed: int = 0,
-    image_key: str = CommonKeys.IMAGE,
-    **overrides: Any,
-) -> NoisePolicyHandler:
-    """A :class:`NoisePolicyHandler`, its :class:`~pgnm_monai.networks.NoisePolicy` and the paper's optimiser.
-
-    The policy is initialised from ``seed`` without touching the global RNG, so building it does not change the
-    classifier's initialisation. Optimiser: SGD (``lr * policy_lr_factor``, ``policy_momentum``,
-    ``policy_weight_decay``; PyTorch's fused kernel with ``policy_fused_optimizer``); with ``epochs`` a cosine
-    annealing of its learning rate to 0 over the epochs (the paper). ``policy_num_threads`` runs the policy's
-    hooks on that many CPU threads (:class:`ThreadLimitedNoisePolicyHandler`).
-
-    Args:
-        settings: a :class:`~pgnm_monai.settings.PolicySettings`, or any mapping of its ids (other ids are
-            ignored); ``None``: the defaults.
-        lr: the classifier's learning rate.
-        epochs: the length of the cosine schedule; ``None``: a constant learning rate.
-        in_channels: image channels the policy sees.
-        spatial_dims: 2 or 3.
-        device: where the policy runs (the trainer's device).
-        seed: seed of the policy's initialisation and of every mask draw.
-        image_key: key of the image in the batch dict.
-        overrides: policy ids that replace those of ``settings`` (e.g. ``grid=8``).
-    """
-    given = settings.asdict() if isinstance(settings, PolicySettings) else settings
-    s = PolicySettings.from_mapping(given, **overrides)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        policy = NoisePolicy(
-            grid=s.grid,
-            in_channels=in_channels,
-            spatial_dims=spatial_dims,
-            trunk=s.policy_trunk,
-            kernel_size=s.kernel_size,
-            sigma=s.sigma,
-            eps=s.eps,
-            input_size=s.policy_input_size,
-            channels_last=s.policy_channels_last,
-        )
-    policy = policy.to(device)
-    optimizer = torch.optim.SGD(
-        policy.parameters(),
-        lr=lr * s.policy_lr_factor,
-        momentum=s.policy_momentum,
-        weight_decay=s.policy_weight_decay,
-        **({"fused": True} if s.policy_fused_optimizer else {}),
-    )
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=0.0) if epochs else None
-    handler_cls, extra = NoisePolicyHandler, {}
-    if s.policy_num_threads is not None:
-        handler_cls, extra = ThreadLimitedNoisePolicyHandler, {"num_threads": s.policy_num_threads}
-    return handler_cls(
-        policy,
-        optimizer,
-        objective=s.objective,
-        lr_scheduler=scheduler,
-        image_key=image_key,
-        entropy_weight=s.entropy_weight,
-        reward_sign=s.reward_sign,
-        baseline_momentum=s.baseline_momentum,
-        seed=seed,
-        advantage=s.advantage,
-        scale_classifier_loss=s.scale_classifier_loss,
-        frozen=s.frozen,
-        **extra,
-    )

@@ -148,6 +148,8 @@ class NoisePolicy(nn.Module):
         # uniform-random start, as the official code (torch.rand); seeded by the caller's torch seed.
         self.register_buffer("base_alpha", torch.rand(1, cells))
         self.register_buffer("base_beta", torch.rand(1, cells))
+        #: whether the last training forward's head outputs were finite (a device tensor; read by the handler)
+        self.head_finite = torch.tensor(True)
 
     def policy_input(self, image: torch.Tensor) -> torch.Tensor:
         """The image as the trunk sees it: resized to ``input_size`` when that is set."""
@@ -189,17 +191,16 @@ class NoisePolicy(nn.Module):
 
     @torch.no_grad()
     def _update_base(self, head_alpha: torch.Tensor, head_beta: torch.Tensor) -> None:
+        """Fold the batch means of the heads into the base vectors, on the device (no host read): a non-finite
+        mean leaves them unchanged and sets :attr:`head_finite` ``False``, which the handler reports."""
         means = torch.stack([head_alpha.mean(0), head_beta.mean(0)]).detach()
-        if not torch.isfinite(means).all():
-            raise FloatingPointError(
-                "the noise policy produced a non-finite (NaN/Inf) head output; base vectors left unchanged. "
-                "Lower the policy learning rate or check the input images."
-            )
         if self.sync_base:
             means = distributed.all_reduce_mean(means)
+        finite = torch.isfinite(means).all()
         m = self.base_momentum
-        self.base_alpha.mul_(m).add_((1.0 - m) * means[0:1])
-        self.base_beta.mul_(m).add_((1.0 - m) * means[1:2])
+        self.base_alpha.copy_(torch.where(finite, m * self.base_alpha + (1.0 - m) * means[0:1], self.base_alpha))
+        self.base_beta.copy_(torch.where(finite, m * self.base_beta + (1.0 - m) * means[1:2], self.base_beta))
+        self.head_finite = finite
 
     def extra_repr(self) -> str:
         return (

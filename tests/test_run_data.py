@@ -1,0 +1,292 @@
+"""Inputs are data, runs know their data (issue 33), through the entry points a user runs (``pgnm``, ``run_bundle``,
+``load_datalist``, ``LoadMedicalImage``).
+
+Kinds (test names): a ``$`` expression in ``--dataset-options`` of ``pgnm finetune`` and ``pgnm run`` and a data
+path starting with ``@`` (or holding ``#``) arrive as the literal strings; an image over the pixel limit (PNG, JPEG,
+NIfTI, DICOM, ``.npy``) is refused naming the file and the limit; a resume on added, removed or changed files is
+refused naming them (and allowed by ``allow_data_change``), under another package version it warns; one file
+listed by two spellings is one item.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from bundle_settings import QUIET
+
+from pgnm_monai.experiments.runner import as_config_literal, make_workflow, run_bundle
+
+TINY = {**QUIET, "epochs": 1}
+
+
+def _touch_expression(marker: Path) -> str:
+    """A ``$`` expression that would create ``marker`` if it were evaluated."""
+    return f"$__import__('pathlib').Path({os.fspath(marker)!r}).touch()"
+
+
+# user values are data ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["@lr", "$1 + 1", "%lr", "data#1/x@y.png", ["@lr", {"k": "#a"}], {"_target_": "os.getcwd"}, {"x": "$1", "y": 2.5}],
+    ids=["reference", "expression", "macro", "hash_and_at", "nested", "component", "options"],
+)
+def test_an_override_value_arrives_as_the_literal(value):
+    wf = make_workflow("pgnm_pretrain", "train", dataset_options=value, bundle_root="unused")
+    wf.parser.parse()
+    assert wf.parser.get_parsed_content("dataset_options") == value
+
+
+def test_plain_values_are_passed_unchanged():
+    assert as_config_literal("runs/main") == "runs/main"
+    assert as_config_literal({"slices": "none", "every_k": 2}) == {"slices": "none", "every_k": 2}
+
+
+def test_a_data_path_starting_with_at_is_a_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"config id 'dataset_dir' points to '@lr', which does not exist"):
+        run_bundle("pgnm_pretrain", "train", bundle_root=os.fspath(tmp_path), dataset_kind="image_folder",
+                   dataset_dir="@lr", **TINY)  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["finetune", "run"])
+def test_a_dollar_in_dataset_options_of_pgnm_is_not_run(tmp_path, command):
+    """``--dataset-options '{"x": "$<code>"}'``: the code does not run; the option is named as an unknown one."""
+    from pgnm_monai.cli import main
+
+    marker = tmp_path / "MARKER"
+    options = '{"x": "%s"}' % _touch_expression(marker).replace("'", "\\u0027")
+    args = [command, "--output-dir", os.fspath(tmp_path / "out"), "--dataset-options", options]
+    if command == "finetune":
+        weights = tmp_path / "weights.pt"
+        weights.write_bytes(b"not used: the data is refused first")
+        args += ["--pretrained", os.fspath(weights)]
+    with pytest.raises(TypeError, match="dataset kind .* has no option 'x'"):
+        main(args)
+    assert not marker.exists(), "a $ expression given as a value was evaluated"
+
+
+# the pixel limit ---------------------------------------------------------------------------------------------------
+
+
+def _png_bomb(path: Path, side: int = 16000) -> Path:
+    """A valid grey PNG of ``side`` x ``side`` zeros: about 250 KB on disk for 16000 (256 million pixels)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    packer, row = zlib.compressobj(9), b"\x00" * (side + 1)  # filter byte 0, then the row
+    idat = b"".join([*(packer.compress(row) for _ in range(side)), packer.flush()])
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_png_bomb_is_refused_by_name_before_decoding(tmp_path, monkeypatch):
+    """A 250 KB PNG stating 16000 x 16000 in an image folder: listed, then refused by the loader at the default limit
+    (both decoders: TorchCodec's fast path and Pillow's), naming the file, the limit and how to raise it."""
+    from PIL import Image
+
+    import pgnm_monai.data.io as image_io
+    from pgnm_monai.data import load_datalist
+    from pgnm_monai.settings import MAX_IMAGE_PIXELS
+    from pgnm_monai.transforms import LoadMedicalImaged
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for k in range(3):
+            Image.new("L", (8, 8), 40 * k).save(tmp_path / name / f"{k}.png")
+    bomb = _png_bomb(tmp_path / "a" / "bomb.png")
+    assert bomb.stat().st_size < 400_000
+    items = load_datalist("image_folder", os.fspath(tmp_path), split="all")
+    (item,) = [it for it in items if it["image"].endswith("bomb.png")]
+    message = (
+        rf"image file \S*bomb\.png is 16000 x 16000 = 256,000,000 pixels, over the limit of {MAX_IMAGE_PIXELS:,} "
+        r"pixels per image .* raise the limit with the environment variable PGNM_MAX_IMAGE_PIXELS=256000000\.$"
+    )
+    with pytest.raises(ValueError, match=message):
+        LoadMedicalImaged("image")(item)
+    monkeypatch.setattr(image_io, "_decode_8bit", lambda path, limit=None: None)  # Pillow's path (no TorchCodec)
+    with pytest.raises(ValueError, match=message):
+        LoadMedicalImaged("image")(item)
+
+
+def _over_limit_files(folder: Path) -> dict[str, Path]:
+    """One file per reader, each of more than 10,000 pixels (or voxels)."""
+    import numpy as np
+    import pydicom.data
+    from nibabel.testing import data_path
+    from PIL import Image
+
+    files = {"dicom": Path(pydicom.data.get_testdata_file("CT_small.dcm")),  # 128 x 128
+             "nifti": Path(data_path) / "anatomical.nii"}  # fmt: skip
+    for suffix in ("jpg", "bmp", "gif", "tif", "png"):
+        files[suffix] = folder / f"big.{suffix}"
+        Image.new("RGB" if suffix == "jpg" else "L", (200, 100), 7).save(files[suffix])
+    files["npy"] = folder / "big.npy"
+    np.save(files["npy"], np.zeros((120, 120), np.float32))
+    return files
+
+
+def test_every_reader_honours_the_pixel_limit(tmp_path, monkeypatch):
+    from pgnm_monai.data.io import read_image
+
+    monkeypatch.setenv("PGNM_MAX_IMAGE_PIXELS", "10000")
+    for kind, path in _over_limit_files(tmp_path).items():
+        with pytest.raises(ValueError, match=rf"{path.name} is [\d x]+ = [\d,]+ pixels, over the limit of 10,000 "
+                                             r"pixels per image .*PGNM_MAX_IMAGE_PIXELS="):  # fmt: skip
+            read_image(os.fspath(path), "CT", slice_index=0)
+        assert read_image(os.fspath(path), "CT", slice_index=0, max_pixels=10**7).ndim == 3, kind
+    monkeypatch.setenv("PGNM_MAX_IMAGE_PIXELS", "many")
+    with pytest.raises(ValueError, match="environment variable PGNM_MAX_IMAGE_PIXELS is 'many'; give a whole number"):
+        read_image(os.fspath(tmp_path / "big.png"))
+
+
+# a run knows its data and its code ---------------------------------------------------------------------------------
+
+
+def _image_folder(root: Path, per_class: int = 8) -> Path:
+    from PIL import Image
+
+    for c, name in enumerate(("a", "b")):
+        (root / name).mkdir(parents=True)
+        for k in range(per_class):
+            Image.new("L", (16, 16), 20 * k + 100 * c).save(root / name / f"{name}{k}.png")
+    return root
+
+
+def _stopped_run(tmp_path: Path) -> tuple[Path, dict]:
+    """A tiny pretrain run on an image folder, stopped after epoch 1 of 2; the arguments to resume it."""
+    data = _image_folder(tmp_path / "data")
+    args = {**TINY, "arm": "none", "epochs": 2, "dataset_kind": "image_folder", "dataset_dir": os.fspath(data)}
+    root = tmp_path / "run"
+    run_bundle("pgnm_pretrain", "train", bundle_root=os.fspath(root), stop_epoch=1, **args)
+    return root, {**args, "bundle_root": os.fspath(root), "resume": True}
+
+
+def _recorded(root: Path) -> dict:
+    import torch
+
+    return torch.load(root / "models" / "checkpoint_epoch=1.pt", weights_only=True)["record"]
+
+
+def test_the_training_state_records_its_data_and_versions(tmp_path):
+    import pgnm_monai
+    from pgnm_monai.experiments.runner import read_json
+
+    root, _ = _stopped_run(tmp_path)
+    record = _recorded(root)
+    version = read_json(Path(__file__).resolve().parents[1] / "bundles/pgnm_pretrain/configs/metadata.json")["version"]
+    assert record["package_version"] == pgnm_monai.__version__ and record["bundle_version"] == version
+    assert set(record["data"]) == {"train", "val"} and len(record["data"]["train"]) >= 8
+    (path, (size, mtime_ns, _)), *_ = record["data"]["train"].items()
+    assert size == os.stat(path).st_size and mtime_ns == os.stat(path).st_mtime_ns
+
+
+def test_a_resume_on_other_data_is_refused_naming_the_files(tmp_path):
+    """A training file removed and another rewritten: refused, naming both; nothing written. With
+    ``allow_data_change`` the run goes on, with a warning naming them."""
+    from PIL import Image
+
+    root, args = _stopped_run(tmp_path)
+    changed, removed = sorted(_recorded(root)["data"]["train"])[:2]
+    before = sorted(p.name for p in (root / "models").iterdir())
+    Image.new("L", (20, 20), 3).save(changed)
+    with pytest.raises(ValueError, match=rf"the data differs from the data of the training state \S+checkpoint_epoch="
+                                         rf"1\.pt: train split: 1 changed \({re.escape(changed)}\)\. Resume on the data .*give "
+                                         r"--allow_data_change True to go on"):  # fmt: skip
+        run_bundle("pgnm_pretrain", "train", **args)
+    os.remove(removed)  # the split is drawn again: other files may move between train and val
+    with pytest.raises(ValueError, match=rf"train split: .*removed \([^)]*{re.escape(removed)}"):
+        run_bundle("pgnm_pretrain", "train", **args)
+    assert sorted(p.name for p in (root / "models").iterdir()) == before
+    with pytest.warns(UserWarning, match=r"the data differs .*removed .*allow_data_change is true"):
+        run_bundle("pgnm_pretrain", "train", allow_data_change=True, **args)
+    assert (root / "models" / "checkpoint_epoch=2.pt").is_file()
+
+
+def test_a_file_added_to_the_dataset_is_named(tmp_path):
+    from PIL import Image
+
+    root, args = _stopped_run(tmp_path)
+    for k in range(4):  # some land in train or val, whatever the re-drawn split
+        Image.new("L", (16, 16), 7 + k).save(tmp_path / "data" / "a" / f"new{k}.png")
+    with pytest.raises(ValueError, match=r"the data differs .* split: \d+ added \([^)]*new\d\.png"):
+        run_bundle("pgnm_pretrain", "train", **args)
+
+
+def test_a_resume_under_another_version_warns(tmp_path, monkeypatch):
+    import pgnm_monai
+
+    root, args = _stopped_run(tmp_path)
+    monkeypatch.setattr(pgnm_monai, "__version__", "99.0")
+    with pytest.warns(UserWarning, match=rf"written by pgnm-monai {_recorded(root)['package_version']} .*this run is "
+                                         r"pgnm-monai 99\.0"):  # fmt: skip
+        run_bundle("pgnm_pretrain", "train", **args)
+
+
+# one file, one item ------------------------------------------------------------------------------------------------
+
+
+def test_one_file_under_several_spellings_is_one_item(tmp_path):
+    """A CSV listing one file relatively, absolutely, through ``..`` and through a symbolic link: one item, with a
+    warning naming the spellings; a contradicting label under another spelling is refused naming both."""
+    import shutil
+
+    import pydicom.data
+
+    from pgnm_monai.data import load_datalist
+
+    (tmp_path / "sub").mkdir()
+    shutil.copy(pydicom.data.get_testdata_file("MR_small.dcm"), tmp_path / "mr.dcm")
+    shutil.copy(pydicom.data.get_testdata_file("CT_small.dcm"), tmp_path / "ct.dcm")
+    os.symlink(tmp_path / "mr.dcm", tmp_path / "link.dcm")
+    rows = ["path,label,patient_id", "mr.dcm,a,P1", f"{tmp_path / 'mr.dcm'},a,P1", "sub/../mr.dcm,a,P1",
+            "link.dcm,a,P1", "ct.dcm,b,P2"]  # fmt: skip
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    with pytest.warns(UserWarning, match=r"3 repeated row\(s\) used once: .*mr\.dcm and \S*mr\.dcm \(lines 2 and 3\)"
+                                         r".*mr\.dcm and link\.dcm \(lines 2 and 5\)"):  # fmt: skip
+        items = load_datalist("clinical", os.fspath(tmp_path / "labels.csv"), split="all")
+    assert sorted(os.path.basename(it["image"]) for it in items) == ["ct.dcm", "mr.dcm"]
+    (tmp_path / "labels.csv").write_text("\n".join([*rows[:2], "link.dcm,b,P1", rows[-1]]) + "\n")
+    with pytest.raises(ValueError, match=r"file 'mr\.dcm' is listed on line 2 with label 'a' and on line 3 \(as "
+                                         r"'link\.dcm'\) with label 'b'; give each file one row"):  # fmt: skip
+        load_datalist("clinical", os.fspath(tmp_path / "labels.csv"), split="all")
+
+
+def test_inference_inputs_are_each_file_once(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from pgnm_monai.components import inference_items
+
+    Image.new("L", (8, 8), 9).save(tmp_path / "x.png")
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match=r"'input_files' lists 1 file\(s\) twice .*'\S+x\.png' \(the file 'x\.png'\)"):
+        items = inference_items(["x.png", os.fspath(tmp_path / "x.png")])
+    assert [it["image"] for it in items] == ["x.png"]
+    with pytest.raises(TypeError, match=r"config id 'input_files' is the string 'x\.png'; give a list of image files"):
+        inference_items("x.png")
+    with pytest.raises(IsADirectoryError, match=r"'input_files' lists '\S+', which is a folder, expected a file; list"):
+        inference_items([os.fspath(tmp_path)])
+
+
+# every refusal names the culprit -----------------------------------------------------------------------------------
+
+
+def test_a_folder_where_a_file_is_expected_is_named_as_a_folder(tmp_path):
+    from pgnm_monai.cli import main
+
+    with pytest.raises(IsADirectoryError, match=r"--pretrained '\S+' is a folder, expected a weight file"):
+        main(["finetune", "--pretrained", os.fspath(tmp_path), "--output-dir", os.fspath(tmp_path / "out")])
+    with pytest.raises(IsADirectoryError, match=r"config id 'pretrained_ckpt' points to '\S+', which is a folder, "
+                                                r"expected a file; run the pretrain bundle first"):  # fmt: skip
+        run_bundle("pgnm_finetune", "train", bundle_root=os.fspath(tmp_path / "ft"), pretrained_ckpt=os.fspath(tmp_path),
+                   **TINY)  # fmt: skip
+    (tmp_path / "models").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"config id 'resume' points to '\S+', which is a folder, expected"):
+        run_bundle("pgnm_pretrain", "train", bundle_root=os.fspath(tmp_path / "pre"), resume=os.fspath(tmp_path), **TINY)
