@@ -6,6 +6,10 @@ when the holding process ends in any way (SIGKILL included), so a lock left by a
 next one; only a live process blocks. Beside it, ``.pgnm_run.json`` says who holds it (pid, host, start time,
 command line), for the error the next run gets; it is removed when the lock is released.
 
+A second lock, named by the folder's resolved path, lives outside it (``<temp dir>/pgnm-run-locks-<uid>/``): it
+survives the deletion of the folder, so a run on a folder deleted and created again while a live run holds it
+stops with the same error (the holder's description is kept there too).
+
 The lock belongs to the process: runs in one process on one folder (the main job, a notebook, the tests)
 share it. Under ``torch.distributed`` only the global rank 0 takes it, so the single-process config needs
 no rank logic. Limits: the OS lock is advisory and local; on a network file system that lacks ``flock``
@@ -14,6 +18,7 @@ no rank logic. Limits: the OS lock is advisory and local; on a network file syst
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -46,6 +51,7 @@ class _FolderLock:
         self.folder = Path(folder)
         self.config_id = config_id
         self._lock: FileLock | None = None
+        self._outside: FileLock | None = None  # the lock outside the folder, which survives its deletion
 
     @property
     def lock_path(self) -> Path:
@@ -73,10 +79,18 @@ class _FolderLock:
         except OSError as e:
             folder = str(self.folder)
             raise PermissionError(f"config id {self.config_id!r}: cannot create {folder!r} ({e}).") from e
+        outside = _outside_lock(self.folder)
         lock = FileLock(self.lock_path, timeout=0, is_singleton=True, thread_local=False)
         first = not lock.is_locked  # not yet held by this process
         try:
-            lock.acquire()
+            if outside is not None:
+                outside.acquire()
+            try:
+                lock.acquire()
+            except BaseException:
+                if outside is not None:
+                    outside.release()
+                raise
         except Timeout:
             raise BundleRootInUseError(
                 f"{self.config_id} {str(self.folder)!r} is in use by another run ({self._holder()}); wait for "
@@ -88,7 +102,7 @@ class _FolderLock:
                 f"(its run lock {LOCK_NAME} cannot be written: {e.strerror or e}); choose another {self.config_id} "
                 "or bundle_root, or fix its permissions."
             ) from e
-        self._lock = lock
+        self._lock, self._outside = lock, outside
         if first:
             self._write_info()
         return True
@@ -96,12 +110,16 @@ class _FolderLock:
     def release(self) -> None:
         """Release the lock if this object holds it (nothing otherwise); the last holder removes the info file."""
         lock, self._lock = self._lock, None
+        outside, self._outside = self._outside, None
         if lock is None:
             return
         if lock.lock_counter == 1:
-            with suppress(OSError):
-                self.info_path.unlink()
+            for info in (self.info_path, _outside_info(self.folder)):
+                with suppress(OSError):
+                    info.unlink()
         lock.release()
+        if outside is not None:
+            outside.release()
 
     @property
     def is_held(self) -> bool:
@@ -126,17 +144,24 @@ class _FolderLock:
             "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
             "command": shlex.join([sys.executable, *sys.argv]),
         }
-        fd, tmp = tempfile.mkstemp(prefix=INFO_NAME, dir=self.folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(info, f, indent=1)
-        os.replace(tmp, self.info_path)
+        for path in (self.info_path, _outside_info(self.folder)):
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=INFO_NAME, dir=path.parent)
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    json.dump({**info, "folder": str(self.folder)}, f, indent=1)
+                os.replace(tmp, path)
+            except OSError:
+                if path == self.info_path:
+                    raise
 
     def _holder(self) -> str:
-        try:
-            info = json.loads(self.info_path.read_text(encoding="utf-8"))
-            return f"pid {info['pid']} on host {info['host']}, started {info['started']}: {info['command']}"
-        except (OSError, ValueError, KeyError, TypeError):
-            return f"holder unknown: {str(self.info_path)!r} is missing or unreadable"
+        for path in (self.info_path, _outside_info(self.folder)):  # the second survives the folder's deletion
+            try:
+                info = json.loads(path.read_text(encoding="utf-8"))
+                return f"pid {info['pid']} on host {info['host']}, started {info['started']}: {info['command']}"
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return f"holder unknown: {str(self.info_path)!r} is missing or unreadable"
 
 
 class BundleRunLock:
@@ -213,6 +238,29 @@ class BundleRunLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+def _outside_path(folder: Path, suffix: str) -> Path:
+    """``<temp dir>/pgnm-run-locks-<uid>/<hash of the folder's resolved path><suffix>`` (its folder created)."""
+    root = Path(tempfile.gettempdir()) / f"pgnm-run-locks-{getattr(os, 'getuid', lambda: 'user')()}"
+    with suppress(OSError):  # where it cannot be made, the lock and description are left out (their callers' rule)
+        root.mkdir(mode=0o700, exist_ok=True)
+    key = hashlib.sha256(os.fsencode(os.path.realpath(folder))).hexdigest()[:32]
+    return root / (key + suffix)
+
+
+def _outside_lock(folder: Path) -> FileLock | None:
+    """The lock of ``folder`` kept outside it, which survives the folder's deletion (a process-wide singleton);
+    ``None`` where the temporary folder cannot hold it (the lock inside the folder still applies)."""
+    try:
+        return FileLock(_outside_path(folder, ".lock"), timeout=0, is_singleton=True, thread_local=False)
+    except OSError:
+        return None
+
+
+def _outside_info(folder: Path) -> Path:
+    """The holder's description beside :func:`_outside_lock`."""
+    return _outside_path(folder, ".json")
 
 
 def _global_rank() -> int:

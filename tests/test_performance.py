@@ -6,6 +6,8 @@ Timings are not tested here (they depend on the machine); they come from
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -187,6 +189,40 @@ def test_step_time_harness_runs_one_real_iteration_per_step():
     assert any(not torch.equal(a, b) for a, b in zip(weights, net.parameters(), strict=True))
     assert any(not torch.equal(a, b) for a, b in zip(policy, trainer.arm_handler.policy.parameters(), strict=True))
     assert torch.equal(batch["image"], image_before)  # the masked image replaced the loader's copy only
+
+
+def test_plain_loop_is_the_same_step_without_the_trainer():
+    """``step_time``'s ``plain`` variant: the same network, optimiser and batch in a hand-written loop, so its
+    arithmetic equals the baseline trainer's (FLOP floor 1) and one step moves the same weights the same way."""
+    from pgnm_monai.benchmarks.step_time import PLAIN, PlainLoop, build_trainer, run_step, step_flops
+    from pgnm_monai.networks import build_classifier
+
+    batch = {"image": torch.rand(4, 1, 32, 32), "label": torch.tensor([0, 1, 0, 1])}
+    torch.manual_seed(0)
+    net = build_classifier("small", 1, 2)
+    plain = build_trainer(PLAIN, copy.deepcopy(net), torch.device("cpu"), 1, "reinforce", False, 0, 2, 8, batch)
+    base = build_trainer("baseline", copy.deepcopy(net), torch.device("cpu"), 1, "reinforce", False, 0, 2, 8, batch)
+    assert isinstance(plain, PlainLoop) and step_flops(plain) == step_flops(base)
+    for a, b in zip(plain.net.parameters(), base.network.parameters(), strict=True):
+        torch.testing.assert_close(a, b)  # one step of each: the same update
+    assert run_step(plain) > 0 and len(plain.times) == 2
+
+
+def test_gpu_checks_compute_their_verdicts_and_need_a_gpu():
+    from pgnm_monai.benchmarks import gpu_checks
+
+    def table(base, plain, fast, paper, floor):
+        med = {"baseline": base, "plain": plain, "pgnm[fast]": fast, "pgnm[paper]": paper}
+        floors = {"pgnm[paper]": floor}
+        return {v: {"median_s": m, "ratio": m / base, "floor": floors.get(v, 1.0)} for v, m in med.items()}
+
+    good = gpu_checks.verdicts({"resnet50-224-b128-bf16": table(1.0, 0.97, 1.04, 1.40, 1.272)})
+    assert [v["met"] for v in good] == [True, True, False] and good[2]["ratio"] == pytest.approx(1.40 / 1.272)
+    slow = gpu_checks.verdicts({"resnet50-224-b128-bf16": table(1.48, 1.0, 1.8, 2.1, 1.272)})
+    assert [v["met"] for v in slow] == [False, True, True]
+    assert gpu_checks.verdicts({}) == []
+    if not torch.cuda.is_available():
+        assert gpu_checks.main(["--output-dir", "unused"]) == 2
 
 
 @pytest.mark.parametrize("name,spatial_dims", [("resnet10t", 2), ("resnet18", 3), ("densenet121", 2), ("small", 2)])

@@ -290,3 +290,100 @@ def test_a_folder_where_a_file_is_expected_is_named_as_a_folder(tmp_path):
     (tmp_path / "models").mkdir()
     with pytest.raises(IsADirectoryError, match=r"config id 'resume' points to '\S+', which is a folder, expected"):
         run_bundle("pgnm_pretrain", "train", bundle_root=os.fspath(tmp_path / "pre"), resume=os.fspath(tmp_path), **TINY)
+
+
+def test_a_split_file_refuses_a_file_name_that_is_not_utf8(tmp_path):
+    from PIL import Image
+
+    from pgnm_monai.data import load_datalist
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for k in range(3):
+            Image.new("L", (8, 8), 30 * k).save(tmp_path / name / f"{k}.png")
+    odd = os.path.join(os.fsencode(tmp_path / "a"), b"caf\xe9.png")  # Latin-1, not UTF-8
+    try:
+        Image.new("L", (8, 8), 5).save(os.fsdecode(odd))
+    except (OSError, UnicodeError):
+        pytest.skip("this file system does not take a file name that is not UTF-8")
+    split_file = tmp_path / "split.csv"
+    with pytest.raises(ValueError, match=r"split file \S+split\.csv cannot record the file \S+caf\\xe9\.png: its name "
+                                         r"is not valid UTF-8; rename it"):  # fmt: skip
+        load_datalist("image_folder", os.fspath(tmp_path), split="all", split_file=os.fspath(split_file))
+    assert not split_file.exists() and not list(tmp_path.glob(".split.csv.*"))
+
+
+def test_a_negative_split_seed_is_refused_by_id(tmp_path):
+    from pgnm_monai.data import load_datalist
+
+    with pytest.raises(ValueError, match=r"the split seed is -1; give a whole number >= 0 \(the bundles' config id "
+                                         r"'split_seed'\)"):  # fmt: skip
+        load_datalist("embedded", split="train", seed=-1)
+    with pytest.raises(ValueError, match=r"config id 'split_seed' must be an integer >= 0, got -1"):
+        run_bundle("pgnm_pretrain", "train", bundle_root=os.fspath(tmp_path), split_seed=-1, **TINY)
+    assert not (tmp_path / "models").exists() or not list((tmp_path / "models").iterdir())
+
+
+def test_pgnm_demo_refuses_zero_iterations(tmp_path, capsys):
+    from pgnm_monai.cli import main
+    from pgnm_monai.demo import run_demo
+
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--iterations", "0", "--output-dir", os.fspath(tmp_path)])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "argument --iterations: expected a whole number >= 1, got '0'"
+    )
+    with pytest.raises(ValueError, match=r"iterations must be a whole number >= 1 \(REINFORCE steps\), got 0"):
+        run_demo(output_dir=os.fspath(tmp_path), iterations=0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_dicom_without_its_decoder_names_the_package_on_one_line():
+    import pydicom.data
+
+    from pgnm_monai.data.io import read_image
+
+    path = pydicom.data.get_testdata_file("JPEGLSNearLossless_16.dcm")
+    try:
+        read_image(path, "CT")
+    except ValueError as e:
+        message = str(e)
+    else:
+        pytest.skip("a JPEG-LS decoder is installed")
+    assert "\n" not in message, message
+    assert re.fullmatch(r"DICOM file \S+JPEGLSNearLossless_16\.dcm is compressed with JPEG-LS .*, which no installed "
+                        r"decoder reads; install one of: .*pylibjpeg.* \(e\.g\. pip install .*\)\.", message)  # fmt: skip
+
+
+# the run lock survives the deletion of its folder ------------------------------------------------------------------
+
+
+def test_the_run_lock_survives_the_deletion_of_its_folder(tmp_path):
+    """A live run holds ``bundle_root``; the folder is deleted and made again: a second run is still refused, naming
+    the holder."""
+    import shutil
+    import subprocess
+    import sys
+
+    from pgnm_monai.run_lock import BundleRootInUseError, BundleRunLock
+
+    root = tmp_path / "root"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pgnm_monai.run_lock import BundleRunLock; "
+         f"BundleRunLock({os.fspath(root)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        shutil.rmtree(root)
+        root.mkdir()
+        with pytest.raises(BundleRootInUseError, match=rf"bundle_root '\S+root' is in use by another run \(pid "
+                                                       rf"{holder.pid} on host"):  # fmt: skip
+            BundleRunLock(root).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    lock = BundleRunLock(root)  # the holder's death frees both locks
+    assert lock.acquire()
+    lock.release()

@@ -18,7 +18,12 @@ events fall outside it. Variants (same classifier initialisation, optimiser, bat
 - ``pgnm[fast]``: arm ``pgnm``, preset ``fast`` (the trunk sees the image resized to 16 x 16, fused SGD);
 - ``pgnm[fast,1-thread]``: the same with the policy's hooks on one CPU thread (for shared CPUs);
 - ``pgnm[paper,contiguous]``: the paper preset with the policy trunk in the default memory format (what
-  channels-last saves, side by side).
+  channels-last saves, side by side);
+- ``plain``: what a user would write instead: the same network, SGD, batch, memory format and autocast in a
+  hand-written PyTorch loop (:class:`PlainLoop`, no trainer); the table states the baseline's ratio to it.
+
+``--channels-last``, ``--amp`` / ``--amp-dtype`` and ``--compile`` set the classifier as the bundles' device ids do
+(:class:`~pgnm_monai.settings.DeviceSettings`; defaults: channels-last and mixed precision on a CUDA GPU only).
 
 The classifier is :func:`pgnm_monai.networks.build_classifier`: in 2D timm's network of that name, the one the
 paper trains. Each variant's *FLOP floor* is its step's FLOPs over the baseline's (one step of each trainer under
@@ -50,12 +55,16 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from pgnm_monai.arms import PRESETS, build_arm_handler
+from pgnm_monai.components.wiring import amp_kwargs, prepare_model, use_amp
 from pgnm_monai.networks import CLASSIFIERS, build_classifier
-from pgnm_monai.settings import OBJECTIVES, OPTIMIZER, PAPER_GRID, POLICY
+from pgnm_monai.settings import AMP_DTYPES, DEVICE, OBJECTIVES, OPTIMIZER, PAPER_GRID, POLICY
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
-__all__ = ["VARIANTS", "StepTimer", "build_trainer", "run_step", "step_flops", "measure", "main"]
+__all__ = ["PLAIN", "VARIANTS", "PlainLoop", "StepTimer", "build_trainer", "run_step", "step_flops", "measure", "main"]
+
+#: the hand-written loop's label.
+PLAIN = "plain"
 
 #: variant label -> keyword arguments of :func:`~pgnm_monai.arms.build_arm_handler`: the baseline, then the
 #: ``pgnm`` arm with each preset of :data:`~pgnm_monai.settings.PRESETS`.
@@ -118,22 +127,77 @@ class _OneBatch:
         return 1
 
 
+class PlainLoop:
+    """What a user writes instead of the trainer: ``classifier`` on ``batch`` with the same SGD, memory format and
+    autocast (float16 with a gradient scaler) in a hand-written loop; :meth:`step` runs and times one iteration."""
+
+    def __init__(
+        self,
+        classifier: nn.Module,
+        device: torch.device,
+        batch: dict[str, torch.Tensor],
+        amp: bool | None = None,
+        amp_dtype: str = DEVICE.amp_dtype,
+        channels_last: bool | None = DEVICE.channels_last,
+        compile: bool | str = DEVICE.compile,
+        spatial_dims: int = 2,
+    ) -> None:
+        self.device = device
+        self.net = prepare_model(classifier, device, channels_last, compile, spatial_dims)
+        self.optimizer = _optimizer(self.net)
+        self.amp = use_amp(amp, device)
+        self.dtype = amp_kwargs(amp_dtype, device)["dtype"]
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp and self.dtype == torch.float16)
+        weight = next((p for p in self.net.parameters() if p.ndim == 4), None)
+        last = weight is not None and weight.is_contiguous(memory_format=torch.channels_last)
+        self.image = batch["image"].contiguous(memory_format=torch.channels_last) if last else batch["image"]
+        self.label = batch["label"]
+        self.times: list[float] = []
+
+    def step(self) -> float:
+        """One training iteration; its time (s), after the device's queued work."""
+        _synchronise(self.device)
+        start = time.perf_counter()
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.amp):
+            loss = nn.functional.cross_entropy(self.net(self.image), self.label)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        _synchronise(self.device)
+        self.times.append(time.perf_counter() - start)
+        return self.times[-1]
+
+
+def _optimizer(network: nn.Module) -> torch.optim.SGD:
+    """The bundles' classifier optimiser: fused SGD with :data:`~pgnm_monai.settings.OPTIMIZER`'s settings."""
+    o = OPTIMIZER
+    return torch.optim.SGD(network.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, fused=True)
+
+
 def build_trainer(
     variant: str,
     classifier: nn.Module,
     device: torch.device,
     in_channels: int,
     objective: str,
-    amp: bool,
+    amp: bool | None,
     seed: int,
     spatial_dims: int = 2,
     grid: int = PAPER_GRID,
     batch: dict[str, torch.Tensor] | None = None,
-) -> SupervisedTrainer:
+    amp_dtype: str = DEVICE.amp_dtype,
+    channels_last: bool | None = DEVICE.channels_last,
+    compile: bool | str = DEVICE.compile,
+) -> SupervisedTrainer | PlainLoop:
     """A ``SupervisedTrainer`` of ``classifier`` with the variant's handler, set up as the bundles' trainer (fused
     SGD with :data:`~pgnm_monai.settings.OPTIMIZER`'s settings, the policy's learning rate the bundles' fraction
-    of it; gradients set to ``None`` between steps), training on ``batch`` (one iteration per epoch) and timing
-    each iteration (``trainer.step_timer``; the arm's handler is ``trainer.arm_handler``)."""
+    of it; gradients set to ``None`` between steps; the classifier as the bundles' device ids set it), training on
+    ``batch`` (one iteration per epoch) and timing each iteration (``trainer.step_timer``; the arm's handler is
+    ``trainer.arm_handler``); :data:`PLAIN`: the :class:`PlainLoop`."""
+    if variant == PLAIN:
+        return PlainLoop(classifier, device, batch or {}, amp, amp_dtype, channels_last, compile, spatial_dims)
+    classifier = prepare_model(classifier, device, channels_last, compile, spatial_dims)
     handler = build_arm_handler(
         device=device,
         in_channels=in_channels,
@@ -141,15 +205,10 @@ def build_trainer(
         seed=seed,
         objective=objective,
         grid=grid,
+        compile=compile,
         **VARIANTS[variant],
     )
-    optimizer = torch.optim.SGD(
-        classifier.parameters(),
-        lr=OPTIMIZER.lr,
-        momentum=OPTIMIZER.momentum,
-        weight_decay=OPTIMIZER.weight_decay,
-        fused=True,
-    )
+    optimizer = _optimizer(classifier)
     timer = StepTimer(device)
     first, last = timer.handlers()
     trainer = SupervisedTrainer(
@@ -161,14 +220,18 @@ def build_trainer(
         optim_set_to_none=True,
         loss_function=nn.CrossEntropyLoss(),
         train_handlers=[first, handler, last],
-        amp=amp,
+        amp=use_amp(amp, device),
+        amp_kwargs=amp_kwargs(amp_dtype, device),
     )
     trainer.step_timer, trainer.arm_handler = timer, handler
     return trainer
 
 
-def run_step(trainer: SupervisedTrainer) -> float:
-    """One training iteration through the trainer's public ``run()`` (one more one-iteration epoch); its time (s)."""
+def run_step(trainer: SupervisedTrainer | PlainLoop) -> float:
+    """One training iteration through the trainer's public ``run()`` (one more one-iteration epoch; the plain loop:
+    its :meth:`PlainLoop.step`); its time (s)."""
+    if isinstance(trainer, PlainLoop):
+        return trainer.step()
     trainer.state.max_epochs = trainer.state.epoch + 1
     trainer.run()
     return trainer.step_timer.times[-1]
@@ -228,12 +291,15 @@ def measure(
     classes: int = 6,
     objective: str = POLICY.objective,
     device: str = "auto",
-    amp: bool = False,
+    amp: bool | None = DEVICE.amp,
     seed: int = 0,
     memory: bool = True,
-    variants: tuple[str, ...] = tuple(VARIANTS),
+    variants: tuple[str, ...] = (*VARIANTS, PLAIN),
     spatial_dims: int = 2,
     grid: int = PAPER_GRID,
+    amp_dtype: str = DEVICE.amp_dtype,
+    channels_last: bool | None = DEVICE.channels_last,
+    compile: bool | str = DEVICE.compile,
 ) -> dict[str, dict[str, float]]:
     """Time the variants interleaved; returns ``{variant: {median_s, q1_s, q3_s, ratio, gflops, floor,
     peak_mib}}`` (``floor``: the variant's FLOPs over the first variant's, the baseline)."""
@@ -247,8 +313,9 @@ def measure(
     }
     trainers = {
         v: build_trainer(
-            v, copy.deepcopy(template).to(dev), dev, channels, objective, amp, seed, spatial_dims, grid, batch
-        )
+            v, copy.deepcopy(template).to(dev), dev, channels, objective, amp, seed, spatial_dims, grid, batch,
+            amp_dtype, channels_last, compile,
+        )  # fmt: skip
         for v in variants
     }
     flops = {v: step_flops(trainers[v]) for v in variants}  # also the first warm-up step of each
@@ -287,6 +354,8 @@ def format_table(results: dict[str, dict[str, float]], title: str) -> str:
             f"| {v} | {r['median_s']:.3f} | {r['q1_s']:.3f}-{r['q3_s']:.3f} | {r['ratio']:.3f} | {r['gflops']:.1f} "
             f"| {r['floor']:.3f} | {r['ratio'] / r['floor']:.3f} | {peak} |"
         )
+    if PLAIN in results and "baseline" in results:
+        lines += ["", f"baseline / plain: {results['baseline']['median_s'] / results[PLAIN]['median_s']:.3f}"]
     lines += [
         "",
         "FLOP floor: the variant's FLOPs per step over the baseline's (torch.utils.flop_counter), the ratio a "
@@ -309,10 +378,22 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
     parser.add_argument("--classes", type=int, default=6)
     parser.add_argument("--objective", default=POLICY.objective, choices=OBJECTIVES)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--amp", action="store_true", help="classifier autocast (CUDA only, SupervisedTrainer amp)")
+    parser.add_argument(
+        "--amp", action=argparse.BooleanOptionalAction, default=DEVICE.amp,
+        help="classifier autocast (CUDA only; default: on a CUDA GPU)",
+    )  # fmt: skip
+    parser.add_argument("--amp-dtype", default=DEVICE.amp_dtype, choices=AMP_DTYPES)
+    parser.add_argument(
+        "--channels-last", action=argparse.BooleanOptionalAction, default=DEVICE.channels_last,
+        help="the classifier in channels-last memory format (default: on a CUDA GPU)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--compile", nargs="?", const=True, default=DEVICE.compile,
+        help="torch.compile the classifier and the policy (a backend's name, or none: the default backend)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=[*VARIANTS, PLAIN], choices=[*VARIANTS, PLAIN])
     parser.add_argument("--spatial-dims", type=int, default=2, choices=[2, 3], help="3: volumes of image-size^3")
     parser.add_argument("--grid", type=int, default=PAPER_GRID, help="mask cells per side (default: the paper's)")
     args = parser.parse_args(argv)
@@ -320,7 +401,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
     print(
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, device "
         f"{'cuda' if args.device != 'cpu' and torch.cuda.is_available() else 'cpu'}, batch {args.batch_size}, "
-        f"{args.steps} timed rounds after {args.warmup} warm-up, objective {args.objective}, seed {args.seed}",
+        f"{args.steps} timed rounds after {args.warmup} warm-up, objective {args.objective}, seed {args.seed}, "
+        f"amp {args.amp} ({args.amp_dtype}), channels_last {args.channels_last}, compile {args.compile}",
         flush=True,
     )
     out = {}
@@ -329,7 +411,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
             results = measure(
                 model, size, args.batch_size, args.steps, args.warmup, args.channels, args.classes,
                 args.objective, args.device, args.amp, args.seed, not args.no_memory, variants, args.spatial_dims,
-                args.grid,
+                args.grid, args.amp_dtype, args.channels_last, args.compile,
             )  # fmt: skip
             shape = "x".join([str(size)] * args.spatial_dims)
             title = f"{model}, {shape}, batch {args.batch_size}"

@@ -122,10 +122,11 @@ def _pixel_error(path: str, error: Exception) -> ValueError:
     if "Unable to decompress" not in first or not needs:
         return ValueError(f"DICOM file {path} cannot be read: {type(error).__name__}: {' '.join(str(error).split())}")
     what = first.split("'")[1] if first.count("'") >= 2 else "its compression"
+    example = next((n for n in needs if "pylibjpeg" in n), next((n for n in needs if "gdcm" not in n), needs[0]))
+    command = " ".join(repr(p.strip()) for p in example.replace(" and ", ",").split(",") if p.strip() != "numpy")
     return ValueError(
         f"DICOM file {path} is compressed with {what}, which no installed decoder reads; install one of: "
-        + "; ".join(needs)
-        + " (e.g. pip install pylibjpeg pylibjpeg-libjpeg)."
+        f"{'; '.join(needs)} (e.g. pip install {command})."
     )
 
 
