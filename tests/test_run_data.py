@@ -371,7 +371,7 @@ def test_the_run_lock_survives_the_deletion_of_its_folder(tmp_path):
     root = tmp_path / "root"
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pgnm_monai.run_lock import BundleRunLock; "
-         f"BundleRunLock({os.fspath(root)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
+         f"lock = BundleRunLock({os.fspath(root)!r}); lock.acquire(); print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
