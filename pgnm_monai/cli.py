@@ -18,12 +18,15 @@ MONAI's "Failed to evaluate ..." wrapper, see :func:`pgnm_monai.components.root_
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import logging
 import shlex
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pgnm_monai.arms import ARMS
@@ -45,8 +48,32 @@ def _call(fn: Callable, args: argparse.Namespace) -> Any:
 def _run(args: argparse.Namespace) -> int:
     from pgnm_monai.experiments.pipeline import run_pipeline
 
-    _call(run_pipeline, args)
+    with _sigterm_as_exit():
+        _call(run_pipeline, args)
     return 0
+
+
+class _Terminated(SystemExit):
+    """SIGTERM, raised as an exception so that the stage it stops is named and the run lock released (exit 143)."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """Within the block (main thread only), SIGTERM raises :class:`_Terminated` instead of ending the process."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:  # noqa: ARG001 - signal's handler signature
+        stop = _Terminated(128 + signum)
+        stop.signal_name = signal.Signals(signum).name  # what pipeline's stage line names
+        raise stop
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _finetune(args: argparse.Namespace) -> int:

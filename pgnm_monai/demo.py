@@ -112,7 +112,10 @@ def run_demo(
 
     network = default_network(spatial_dims)
     classifier = build_classifier(network, INPUT.in_channels, datalist.num_classes, spatial_dims).to(dev)
-    handler = build_policy_handler(POLICY, grid=grid, spatial_dims=spatial_dims, device=dev, seed=seed)
+    # statistics read every iteration: the summary reports the first and the last
+    handler = build_policy_handler(
+        POLICY, grid=grid, spatial_dims=spatial_dims, device=dev, seed=seed, policy_stats_interval=1
+    )
     probe = PolicyNoiseMask(handler.policy)
 
     def draw() -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -33,7 +33,6 @@ __all__ = [
     "DEVICE",
     "DeviceSettings",
     "AUGMENT",
-    "GPU_STATS_INTERVAL",
     "INPUT",
     "MAX_IMAGE_PIXELS",
     "MAX_IMAGE_PIXELS_ENV",
@@ -141,8 +140,8 @@ class PolicySettings(_Settings):
         policy_weight_decay: SGD weight decay of the policy (paper: 1e-4).
         policy_fused_optimizer: PyTorch's fused SGD kernel for the policy (the same update).
         policy_num_threads: CPU threads of the policy's hooks; ``None``: as many as the classifier.
-        policy_stats_interval: iterations between two reads of the policy's statistics to the host (its only
-            synchronisations); ``None``: every iteration on the CPU, every :data:`GPU_STATS_INTERVAL` on a GPU.
+        policy_stats_interval: iterations between two reads of the policy's statistics to the host (also at the
+            end of each epoch): its only synchronisations, and the only steps that compute the logged statistics.
     """
 
     grid: int = 16
@@ -164,7 +163,7 @@ class PolicySettings(_Settings):
     policy_weight_decay: float = 1e-4
     policy_fused_optimizer: bool = False
     policy_num_threads: int | None = None
-    policy_stats_interval: int | None = None
+    policy_stats_interval: int = 10
 
     def __post_init__(self) -> None:
         check_mask_params(kernel_size=self.kernel_size, sigma=self.sigma, eps=self.eps, grid=self.grid)
@@ -181,7 +180,7 @@ class PolicySettings(_Settings):
         for name in ("policy_channels_last", "scale_classifier_loss", "frozen", "policy_fused_optimizer"):
             _check_bool(name, getattr(self, name))
         _check_int("policy_num_threads", self.policy_num_threads, 1, optional=True)
-        _check_int("policy_stats_interval", self.policy_stats_interval, 1, optional=True)
+        _check_int("policy_stats_interval", self.policy_stats_interval, 1)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> PolicySettings:
@@ -306,9 +305,6 @@ class DeviceSettings(_Settings):
 
 #: ``amp_dtype`` choices (``auto``: bfloat16 where supported, else float16).
 AMP_DTYPES = ("auto", "bfloat16", "float16")
-
-#: iterations between two host reads of the policy's statistics on a GPU (``policy_stats_interval`` ``None``).
-GPU_STATS_INTERVAL = 50
 
 #: the paper's grid at its 224 px images (the default :attr:`PolicySettings.grid` keeps its cell size at 64 px).
 PAPER_GRID = 64

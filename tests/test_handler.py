@@ -123,8 +123,15 @@ def test_nan_guard_stops_training(mednist_small):
     trainer, _ = make_trainer(x[:32], y[:32], [handler])
     with pytest.raises(FloatingPointError, match="noise policy produced a non-finite"):
         trainer.run()
-    # a non-finite reward (here: a classifier that outputs NaN) stops training with the handler's guard
+    # a non-finite reward (here: a classifier that outputs NaN) stops training with the handler's guard, at the
+    # iteration when the statistics are read every iteration, else at the next read (the epoch's end here)
     handler = build_arm_handler("pgnm", **ARM_KWARGS)
+    trainer, net = make_trainer(x[:32], y[:32], [handler])
+    with torch.no_grad():
+        net[-1].bias.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="non-finite value at iteration 1: read at iteration 2"):
+        trainer.run()
+    handler = build_arm_handler("pgnm", policy_stats_interval=1, **ARM_KWARGS)
     trainer, net = make_trainer(x[:32], y[:32], [handler])
     with torch.no_grad():
         net[-1].bias.fill_(float("nan"))

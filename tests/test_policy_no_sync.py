@@ -93,8 +93,13 @@ def test_a_non_finite_value_is_reported_at_the_next_read_naming_its_iteration():
         trainer.run()
 
 
-def test_the_default_reads_every_iteration_on_the_cpu():
-    assert build_arm_handler("pgnm", POLICY).stats_interval == 1
+def test_one_read_every_iteration_refuses_a_non_finite_batch_before_the_policy_sees_it():
+    handler = build_arm_handler("pgnm", POLICY, policy_stats_interval=1)
+    assert handler.mask.check_finite and not build_arm_handler("pgnm", POLICY).mask.check_finite
+    trainer = _trainer(handler, "cpu", nan_at=2)
+    with pytest.raises(ValueError, match="image contains NaN"):
+        trainer.run()
+    assert trainer.state.iteration == 2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="set_sync_debug_mode needs a CUDA GPU (none here)")

@@ -10,6 +10,7 @@ listed by two spellings is one item.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -58,7 +59,7 @@ def test_a_dollar_in_dataset_options_of_pgnm_is_not_run(tmp_path, command):
     from pgnm_monai.cli import main
 
     marker = tmp_path / "MARKER"
-    options = '{"x": "%s"}' % _touch_expression(marker).replace("'", "\\u0027")
+    options = json.dumps({"x": _touch_expression(marker)})
     args = [command, "--output-dir", os.fspath(tmp_path / "out"), "--dataset-options", options]
     if command == "finetune":
         weights = tmp_path / "weights.pt"
@@ -197,9 +198,11 @@ def test_a_resume_on_other_data_is_refused_naming_the_files(tmp_path):
     changed, removed = sorted(_recorded(root)["data"]["train"])[:2]
     before = sorted(p.name for p in (root / "models").iterdir())
     Image.new("L", (20, 20), 3).save(changed)
-    with pytest.raises(ValueError, match=rf"the data differs from the data of the training state \S+checkpoint_epoch="
-                                         rf"1\.pt: train split: 1 changed \({re.escape(changed)}\)\. Resume on the data .*give "
-                                         r"--allow_data_change True to go on"):  # fmt: skip
+    message = (
+        rf"the data differs from the data of the training state \S+checkpoint_epoch=1\.pt: train split: 1 changed "
+        rf"\({re.escape(changed)}\)\. Resume on the data .*give --allow_data_change True to go on"
+    )
+    with pytest.raises(ValueError, match=message):
         run_bundle("pgnm_pretrain", "train", **args)
     os.remove(removed)  # the split is drawn again: other files may move between train and val
     with pytest.raises(ValueError, match=rf"train split: .*removed \([^)]*{re.escape(removed)}"):
@@ -285,11 +288,10 @@ def test_a_folder_where_a_file_is_expected_is_named_as_a_folder(tmp_path):
         main(["finetune", "--pretrained", os.fspath(tmp_path), "--output-dir", os.fspath(tmp_path / "out")])
     with pytest.raises(IsADirectoryError, match=r"config id 'pretrained_ckpt' points to '\S+', which is a folder, "
                                                 r"expected a file; run the pretrain bundle first"):  # fmt: skip
-        run_bundle("pgnm_finetune", "train", bundle_root=os.fspath(tmp_path / "ft"), pretrained_ckpt=os.fspath(tmp_path),
-                   **TINY)  # fmt: skip
+        run_bundle("pgnm_finetune", "train", bundle_root=os.fspath(tmp_path / "ft"), pretrained_ckpt=tmp_path, **TINY)
     (tmp_path / "models").mkdir()
     with pytest.raises(IsADirectoryError, match=r"config id 'resume' points to '\S+', which is a folder, expected"):
-        run_bundle("pgnm_pretrain", "train", bundle_root=os.fspath(tmp_path / "pre"), resume=os.fspath(tmp_path), **TINY)
+        run_bundle("pgnm_pretrain", "train", bundle_root=os.fspath(tmp_path / "p"), resume=os.fspath(tmp_path), **TINY)
 
 
 def test_a_split_file_refuses_a_file_name_that_is_not_utf8(tmp_path):
@@ -352,8 +354,11 @@ def test_a_dicom_without_its_decoder_names_the_package_on_one_line():
     else:
         pytest.skip("a JPEG-LS decoder is installed")
     assert "\n" not in message, message
-    assert re.fullmatch(r"DICOM file \S+JPEGLSNearLossless_16\.dcm is compressed with JPEG-LS .*, which no installed "
-                        r"decoder reads; install one of: .*pylibjpeg.* \(e\.g\. pip install .*\)\.", message)  # fmt: skip
+    expected = (
+        r"DICOM file \S+JPEGLSNearLossless_16\.dcm is compressed with JPEG-LS .*, which no installed decoder reads; "
+        r"install one of: .*pylibjpeg.* \(e\.g\. pip install .*\)\."
+    )
+    assert re.fullmatch(expected, message), message
 
 
 # the run lock survives the deletion of its folder ------------------------------------------------------------------
@@ -387,3 +392,32 @@ def test_the_run_lock_survives_the_deletion_of_its_folder(tmp_path):
     lock = BundleRunLock(root)  # the holder's death frees both locks
     assert lock.acquire()
     lock.release()
+
+
+# an interrupted pgnm run -------------------------------------------------------------------------------------------
+
+
+def test_an_interrupted_pgnm_run_names_its_stage_and_leaves_no_earlier_comparison(tmp_path, capsys, monkeypatch):
+    """SIGTERM during the pretrain stage of ``pgnm run`` in a folder holding an earlier run's comparison: the stage
+    is named, the exit status is 143, and no comparison is left beside the new outputs."""
+    import signal
+
+    from pgnm_monai.cli import main
+    from pgnm_monai.experiments import runner
+    from pgnm_monai.experiments.pipeline import COMPARISON_FILES
+
+    for name in COMPARISON_FILES:
+        (tmp_path / name).write_text("an earlier run's\n")
+
+    def terminated(root, **overrides):
+        (Path(root) / "models").mkdir(parents=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(runner, "pretrain", terminated)
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--output-dir", os.fspath(tmp_path), "--arms", "none"])
+    assert info.value.code == 128 + signal.SIGTERM
+    assert re.search(r"\[none\] pretrain: interrupted after [\d.]+ s \(\S+pretrain_none\): SIGTERM; no comparison",
+                     capsys.readouterr().out)  # fmt: skip
+    assert not [name for name in COMPARISON_FILES if (tmp_path / name).exists()]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored

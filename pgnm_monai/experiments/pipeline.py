@@ -12,6 +12,10 @@ defaults (stated once, in ``configs/train.json``). Output layout under ``output_
     finetune_<arm>/eval/metrics.json    test metrics overall / per modality / per anatomy
     comparison.csv, comparison.md, comparison.json
 
+An earlier run's ``comparison.*`` in ``output_dir`` is removed when the job starts, so the comparison beside the
+stage folders is always this run's (or none, when it stops early). A stage that is stopped (an error, Ctrl-C,
+SIGTERM under ``pgnm run``) prints which one, with its folder, before the error goes on.
+
 On the embedded default (a few dozen DICOM/NIfTI images) this is a smoke test of the whole method that runs in
 about a minute on 2 CPU cores; its figures come from 9 test images and say nothing about the method's merit.
 """
@@ -32,18 +36,34 @@ from pgnm_monai.experiments import runner
 from pgnm_monai.experiments.tables import format_table
 from pgnm_monai.settings import default_network
 
-__all__ = ["COLUMNS", "run_pipeline"]
+__all__ = ["COLUMNS", "COMPARISON_FILES", "run_pipeline"]
 
 logger = logging.getLogger(__name__)
 
 COLUMNS = ("arm", "objective", "pretrain_val_macro_f1", "macro_f1", "balanced_accuracy", "auroc", "n_test", "seconds")
 
 
+#: the files the job writes last; an earlier run's are removed when the job starts.
+COMPARISON_FILES = ("comparison.csv", "comparison.md", "comparison.json")
+
+
 @contextlib.contextmanager
 def _stage(arm: str, stage: str, root: Path) -> Iterator[Callable[[str], None]]:
-    """One progress line per stage: ``[arm] stage: <result>, N s (folder)``, printed when the stage is done."""
+    """One progress line per stage: ``[arm] stage: <result>, N s (folder)``, printed when the stage is done, or
+    ``[arm] stage: stopped ...`` when it ends with an error or an interruption (which goes on)."""
     start, result = time.perf_counter(), []
-    yield result.append
+    try:
+        yield result.append
+    except BaseException as e:
+        why = "interrupted" if isinstance(e, (KeyboardInterrupt, SystemExit)) else "failed"
+        print(
+            f"[{arm}] {stage}: {why} after {time.perf_counter() - start:.1f} s ({root}): "
+            + getattr(e, "signal_name", type(e).__name__)
+            + (f": {str(e).splitlines()[0]}" if str(e) and not isinstance(e, SystemExit) else "")
+            + "; no comparison was written.",
+            flush=True,
+        )
+        raise
     detail = ", ".join([*filter(None, result), f"{time.perf_counter() - start:.1f} s"])
     print(f"[{arm}] {stage}: {detail} ({root})", flush=True)
 
@@ -100,6 +120,10 @@ def run_pipeline(
     """
     out = Path(output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    for name in COMPARISON_FILES:  # an earlier run's: never beside this run's stage folders
+        if (out / name).is_file():
+            logger.info(f"removing the earlier run's {out / name}")
+            (out / name).unlink()
     if finetune_dataset_dir is None:
         finetune_dataset_dir, finetune_dataset_kind = dataset_dir, dataset_kind
     if network is None and spatial_dims == 3:

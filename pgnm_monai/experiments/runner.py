@@ -218,7 +218,7 @@ def _run_workflow(wf: Any, initialized: Callable[[], None] | None = None) -> Any
         if initialized is not None:
             initialized()
         wf.run()
-    except Exception as e:
+    except BaseException as e:  # an interruption (Ctrl-C, SIGTERM under pgnm run) releases the lock too
         error = root_error(e)
         _release_run_lock(wf)
         set_track_meta(True)  # what finalize restores: the bundles switch MONAI's metadata tracking off

@@ -1,4 +1,4 @@
-"""Per-iteration helpers of the training handlers: seeds, the per-sample loss, gradient norms, how often to read."""
+"""Per-iteration helpers of the training handlers: seeds, the per-sample loss, gradient norms."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pgnm_monai.settings import GPU_STATS_INTERVAL
-
-__all__ = ["grad_norm", "iteration_seed", "per_sample_cross_entropy", "stats_interval_for"]
+__all__ = ["grad_norm", "iteration_seed", "per_sample_cross_entropy"]
 
 
 def per_sample_cross_entropy(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -31,16 +29,6 @@ def grad_norm(parameters: Sequence[torch.Tensor] | Any) -> float:
     """The L2 norm of the gradients of ``parameters`` (those without a gradient count as 0)."""
     grads = [p.grad.detach() for p in parameters if p.grad is not None]
     return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
-
-
-def stats_interval_for(device: torch.device, interval: int | None = None) -> int:
-    """Iterations between two host reads of the policy's statistics: ``interval``, or ``None``: every iteration on
-    the CPU (a read costs nothing there), every :data:`~pgnm_monai.settings.GPU_STATS_INTERVAL` on a GPU."""
-    if interval is not None:
-        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-            raise ValueError(f"stats_interval must be an integer >= 1 or None, got {interval!r}.")
-        return interval
-    return 1 if torch.device(device).type == "cpu" else GPU_STATS_INTERVAL
 
 
 def iteration_seed(seed: int, iteration: int, rank: int = 0) -> int:

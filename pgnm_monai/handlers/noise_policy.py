@@ -31,7 +31,7 @@ from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys, IgniteInfo, min_version, optional_import
 
 from pgnm_monai import distributed
-from pgnm_monai.handlers.iteration import grad_norm, iteration_seed, per_sample_cross_entropy, stats_interval_for
+from pgnm_monai.handlers.iteration import grad_norm, iteration_seed, per_sample_cross_entropy
 from pgnm_monai.networks.policy import NoisePolicy
 from pgnm_monai.objectives import (
     ADVANTAGES,
@@ -60,7 +60,6 @@ __all__ = [
     "grad_norm",
     "iteration_seed",
     "per_sample_cross_entropy",
-    "stats_interval_for",
 ]
 
 STATE_ATTRIBUTES = (
@@ -125,9 +124,9 @@ class NoisePolicyHandler:
         check_finite: stop with ``FloatingPointError`` when the policy's loss or concentrations are not finite
             (checked on the device every iteration, raised when the statistics are read; with a read every
             iteration a NaN/Inf batch is refused before the policy sees it).
-        stats_interval: iterations between two host reads of the statistics (:data:`STATE_ATTRIBUTES` hold the
-            last read values); ``None``: :func:`stats_interval_for` the policy's device. Nothing else in the
-            policy's step waits for the device.
+        stats_interval: iterations between two host reads of the statistics, and at the end of each epoch
+            (:data:`STATE_ATTRIBUTES` hold the last read values); nothing else in the policy's step waits for the
+            device or computes them.
         name: logger name.
     """
 
@@ -147,7 +146,7 @@ class NoisePolicyHandler:
         advantage: str = POLICY.advantage,
         scale_classifier_loss: bool = POLICY.scale_classifier_loss,
         frozen: bool = POLICY.frozen,
-        stats_interval: int | None = POLICY.policy_stats_interval,
+        stats_interval: int = POLICY.policy_stats_interval,
     ) -> None:
         check_choice("objective", objective, OBJECTIVES)
         check_choice("reward_sign", reward_sign, REWARD_SIGNS)
@@ -165,7 +164,9 @@ class NoisePolicyHandler:
         self.frozen = bool(frozen)
         device = next(policy.parameters()).device
         self.baseline = RewardBaseline(baseline_momentum).to(device)
-        self.stats_interval = stats_interval_for(device, stats_interval)
+        if isinstance(stats_interval, bool) or not isinstance(stats_interval, int) or stats_interval < 1:
+            raise ValueError(f"stats_interval must be an integer >= 1, got {stats_interval!r}.")
+        self.stats_interval = stats_interval
         # a read-every-iteration run (the CPU's default) also refuses a non-finite batch before the policy sees it
         self.mask = PolicyNoiseMask(policy, check_finite=check_finite and self.stats_interval == 1)
         self.check_finite = check_finite
