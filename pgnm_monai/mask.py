@@ -11,7 +11,6 @@ Every setting is an argument; the defaults are :data:`pgnm_monai.settings.POLICY
 from __future__ import annotations
 
 import functools
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +18,6 @@ import torch.nn.functional as F
 from monai.networks.layers import separable_filtering
 
 __all__ = [
-    "SAMPLE_CHUNKS",
     "MaskSample",
     "beta_entropy",
     "beta_log_normalizer",
@@ -127,38 +125,6 @@ def blur(mask: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tensor:
     return separable_filtering(mask, [kernel] * (mask.ndim - 2), mode="reflect")
 
 
-#: the CPU draw is split into this many chunks of rows (each with its own generator seeded from the caller's), drawn
-#: on up to ``torch.get_num_threads()`` threads: PyTorch's Beta sampler runs on one core. Fixed, so the numbers do not
-#: depend on the thread count.
-SAMPLE_CHUNKS = 8
-#: fewer cells than this are drawn in one call (the threads would cost more than they save).
-_CHUNKED_FROM = 16_384
-_POOLS: dict[int, ThreadPoolExecutor] = {}
-
-
-def _sample_beta(concentration: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """``Beta`` draws of ``concentration[..., 0]``, ``[..., 1]`` (``torch._sample_dirichlet``, what
-    ``Beta.sample()`` calls, so an explicit ``generator`` makes them reproducible); on the CPU in
-    :data:`SAMPLE_CHUNKS` chunks over the intra-op threads."""
-    flat = concentration.reshape(-1, 2)
-    if flat.device.type != "cpu" or flat.shape[0] < _CHUNKED_FROM:
-        return torch._sample_dirichlet(flat, generator=generator)[:, 0].reshape(concentration.shape[:-1])
-    seeds = torch.randint(0, 2**62, (SAMPLE_CHUNKS,), generator=generator).tolist()
-    chunks = flat.chunk(SAMPLE_CHUNKS)
-
-    def draw(i: int) -> torch.Tensor:
-        return torch._sample_dirichlet(chunks[i], generator=torch.Generator().manual_seed(seeds[i]))[:, 0]
-
-    threads = min(torch.get_num_threads(), len(chunks))
-    if threads == 1:
-        parts = [draw(i) for i in range(len(chunks))]
-    else:
-        if threads not in _POOLS:
-            _POOLS[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pgnm-beta")
-        parts = list(_POOLS[threads].map(draw, range(len(chunks))))
-    return torch.cat(parts).reshape(concentration.shape[:-1])
-
-
 def beta_log_normalizer(alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     """``log B(alpha, beta)``, the log-Beta function."""
     return torch.lgamma(alpha) + torch.lgamma(beta) - torch.lgamma(alpha + beta)
@@ -183,13 +149,14 @@ def sample_cells(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Sample every cell from ``Beta(alpha, beta)`` and return ``(cells, log_prob, entropy)``.
 
-    The sample is detached and clamped to ``[eps, 1 - eps]``; the same ``generator`` state gives the same
-    cells whatever the number of threads. ``log_prob`` (and ``entropy``, ``None`` unless ``with_entropy``) are
+    The sample is detached and clamped to ``[eps, 1 - eps]``; an explicit ``generator`` makes it reproducible.
+    ``log_prob`` (and ``entropy``, ``None`` unless ``with_entropy``) are
     differentiable w.r.t. the concentrations: the closed forms of torch's ``Beta.log_prob`` / ``entropy``.
     """
-    with torch.no_grad():
+    with torch.no_grad():  # torch._sample_dirichlet: what Beta.sample() calls, with an explicit generator
         concentration = torch.stack([alpha.detach(), beta.detach()], dim=-1).float()
-        cells = _sample_beta(concentration, generator).clamp(eps, 1.0 - eps).to(alpha.dtype)
+        cells = torch._sample_dirichlet(concentration, generator=generator)[..., 0]
+        cells = cells.clamp(eps, 1.0 - eps).to(alpha.dtype)
     log_prob = (alpha - 1.0) * torch.log(cells) + (beta - 1.0) * torch.log1p(-cells) - beta_log_normalizer(alpha, beta)
     return cells, log_prob, beta_entropy(alpha, beta) if with_entropy else None
 
