@@ -119,7 +119,7 @@ def test_rejects_bad_probe():
 
 
 def test_csv_and_metrics_inside_supervised_trainer(tmp_path, monkeypatch):
-    handler = policy_handler(lr=0.5)  # the policy's: lr * policy_lr_factor
+    handler = policy_handler(lr=0.5, policy_stats_interval=1)  # the policy's lr: lr * policy_lr_factor; read every step
     path = tmp_path / "eval" / "policy_stats.csv"
     stats_handler = PolicyStatisticsHandler(handler.policy, probe(), csv_path=path)
     trainer = make_trainer([handler, stats_handler])

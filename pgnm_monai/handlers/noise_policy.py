@@ -188,6 +188,7 @@ class NoisePolicyHandler:
             engine.add_event_handler(Events.EPOCH_COMPLETED, lambda _: self.lr_scheduler.step())
         for attr in STATE_ATTRIBUTES:
             setattr(engine.state, attr, float("nan"))
+        engine.state.policy_stats_iteration = 0
 
     def synchronise(self, engine: Engine | None = None) -> None:
         """Start every rank from rank 0's policy (parameters and buffers, base vectors included)."""
@@ -271,6 +272,7 @@ class NoisePolicyHandler:
             )
         for attr, value in stats.items():
             setattr(engine.state, attr, value)
+        engine.state.policy_stats_iteration = engine.state.iteration  # when the values above were read
         engine.state.policy_lr = self.optimizer.param_groups[0]["lr"]
         if self.frozen:
             engine.state.policy_grad_norm = 0.0

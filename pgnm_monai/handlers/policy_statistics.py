@@ -23,8 +23,8 @@ name                           meaning (``a``, ``b``: per-image, per-cell concen
 ``mask_between_std``           std over images of ``m``, averaged over cells (how image-specific the policy is)
 ``sample_std``                 the Beta sampling std ``sqrt(ab / ((a + b)^2 (a + b + 1)))``, averaged
 ``kl_to_init``                 ``KL(Beta(a, b) || Beta(a0, b0))`` to the policy at initialisation, averaged
-``reward_mean``                mean over the epoch's iterations of ``engine.state.reward_mean``
-``policy_grad_norm``           mean over the epoch's iterations of ``engine.state.policy_grad_norm``
+``reward_mean``                mean of ``engine.state.reward_mean`` over the epoch's iterations that read it
+``policy_grad_norm``           mean of ``engine.state.policy_grad_norm`` over the same iterations
 =============================  ==================================================================================
 
 The last two come from the trainer (non-finite values, e.g. before the first iteration or when no handler sets
@@ -146,7 +146,12 @@ class PolicyStatisticsHandler:
         self._counts = dict.fromkeys(EPOCH_STATISTICS, 0)
 
     def accumulate(self, engine: Engine) -> None:
-        """``ITERATION_COMPLETED``: add ``engine.state.reward_mean`` and ``policy_grad_norm`` (finite ones)."""
+        """``ITERATION_COMPLETED``: add ``engine.state.reward_mean`` and ``policy_grad_norm`` (finite ones) of an
+        iteration whose statistics the noise policy's handler read (``engine.state.policy_stats_iteration``; every
+        iteration when no handler says)."""
+        read_at = getattr(engine.state, "policy_stats_iteration", None)
+        if read_at is not None and read_at != engine.state.iteration:
+            return
         for key in EPOCH_STATISTICS:
             value = getattr(engine.state, key, float("nan"))
             try:
