@@ -139,8 +139,20 @@ def distributed_sampler(dataset: Any, shuffle: bool, seed: int = 0) -> Any:
 
 
 def needs_drop_last(n_items: int, batch_size: int) -> bool:
-    """Drop the last batch only when it would hold a single item per rank (batch norm fails on it)."""
+    """Drop the last batch only when it would hold a single item per rank (batch norm fails on it).
+
+    Raises:
+        ValueError: the training split gives a rank fewer than 2 images (no batch of 2 can be drawn), naming the
+            bundle ids that give more.
+    """
     per_rank = -(-int(n_items) // world_size())
+    if per_rank < 2:
+        ranks = f" ({per_rank} per rank over {world_size()} ranks)" if world_size() > 1 else ""
+        raise ValueError(
+            f"the training split holds {int(n_items)} image(s){ranks}: too few for a training batch of >= 2 images "
+            "(batch norm needs 2); give a dataset with more training images (config ids 'dataset_kind', "
+            "'dataset_dir', 'dataset_options'), or raise config id 'max_train_items' (or 'few_shot' of fine-tuning)."
+        )
     return per_rank > batch_size and per_rank % int(batch_size) == 1
 
 

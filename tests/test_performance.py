@@ -109,7 +109,7 @@ def test_short_pretrain_with_fast_preset_moves_the_policy(mednist_small):
     x, y, _ = mednist_small
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     data = [{"image": i, "label": int(t)} for i, t in zip(_upsampled(x[order], 64), y[order], strict=True)]
-    handler = build_arm_handler("pgnm", in_channels=1, preset="fast", lr=0.1, epochs=3, seed=0)
+    handler = build_arm_handler("pgnm", in_channels=1, preset="fast", lr=0.1, epochs=3, seed=0, policy_stats_interval=1)
     before = [p.detach().clone() for p in handler.policy.parameters()]
     base_before = handler.policy.base_alpha.clone()
     net = _classifier()

@@ -15,9 +15,10 @@ from torch import nn
 from pgnm_monai.components.checks import require_file
 from pgnm_monai.components.run_settings import RunSettings, compare_settings
 from pgnm_monai.components.wiring import as_bool
-from pgnm_monai.networks.weights import load_checkpoint_file, load_weights
+from pgnm_monai.networks.classifiers import HEAD_PREFIXES
+from pgnm_monai.networks.weights import load_checkpoint_file, load_weights, unwrap_state_dict
 
-__all__ = ["check_checkpoint", "find_checkpoint", "load_pretrained"]
+__all__ = ["check_checkpoint", "check_model_classes", "find_checkpoint", "head_outputs", "load_pretrained"]
 
 _CKPT_RE = re.compile(r"epoch=(\d+)\.pt$")
 
@@ -59,6 +60,65 @@ def _load_checkpoint(path: str, config_id: str, keys: Sequence[str] = ()) -> Any
             "expected a training-state checkpoint_epoch=N.pt."
         )
     return ckpt
+
+
+def head_outputs(path: str | os.PathLike, network: str, config_id: str = "ckpt_path") -> int | None:
+    """The output count of the classification head of the weights in ``path`` for network ``network`` (its head's
+    keys: :data:`~pgnm_monai.networks.HEAD_PREFIXES`); ``None`` when the file holds no such head."""
+    path = os.fspath(path)
+    state = unwrap_state_dict(load_checkpoint_file(path, config_id), f"config id {config_id!r} file {path!r}")
+    for prefix in HEAD_PREFIXES.get(str(network), ()):
+        for suffix in ("weight", "bias"):
+            tensor = state.get(f"{prefix}{suffix}")
+            if isinstance(tensor, torch.Tensor) and tensor.ndim >= 1:
+                return int(tensor.shape[0])
+    return None
+
+
+def check_model_classes(
+    path: str | os.PathLike,
+    class_map: str | os.PathLike,
+    network: str,
+    num_classes: int | None = None,
+    config_id: str = "ckpt_path",
+) -> bool:
+    """Check, before the model is loaded, that the head of the weights in ``path`` has one output per class of
+    ``class_map`` (the run's ``class_map.json``), or of ``num_classes`` (the data's) when there is no class map.
+
+    Args:
+        path: the model to evaluate or to predict with (config id ``config_id``).
+        class_map: the class map JSON beside it (:func:`pgnm_monai.data.save_class_map`); may be absent.
+        network: the network's name (config id ``network``), to find its head.
+        num_classes: the class count of the data, compared when ``class_map`` is absent (``None``: not checked).
+        config_id: the config id of ``path`` (named in the error).
+
+    Raises:
+        ValueError: naming the class map (or the data's class count), the checkpoint and its head's output count.
+    """
+    from pgnm_monai.data import load_class_map
+
+    path, class_map = os.fspath(path), os.fspath(class_map)
+    outputs = head_outputs(path, network, config_id)
+    if outputs is None:
+        return True  # not a head this network has: the loader names the keys that do not fit
+    if os.path.isfile(class_map):
+        names = load_class_map(class_map)
+        if len(names) != outputs:
+            shown = names if len(names) <= 8 else [*names[:8], "..."]
+            raise ValueError(
+                f"{class_map} lists {len(names)} classes {shown} but the model {path} (config id {config_id!r}) has "
+                f"a head of {outputs} outputs: the class map is not the model's. Put the class_map.json of the run "
+                f"that trained {os.path.basename(path)} beside it, or point config id {config_id!r} (or "
+                "'bundle_root') to that run."
+            )
+    elif num_classes is not None and int(num_classes) != outputs:
+        raise ValueError(
+            f"the data has {int(num_classes)} classes but the model {path} (config id {config_id!r}) has a head of "
+            f"{outputs} outputs, and there is no {class_map} to name its classes; evaluate on the dataset the model "
+            "was trained on (config ids 'dataset_kind', 'dataset_dir'), or point config id "
+            f"{config_id!r} to a model trained on this one."
+        )
+    return True
 
 
 def find_checkpoint(ckpt_dir: str, resume: bool | str | None, settings: RunSettings | None = None) -> str | None:

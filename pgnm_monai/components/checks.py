@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Mapping
 from typing import Any
 
-from pgnm_monai.arms import MASK_ARMS, arm_spec
+from pgnm_monai.arms import MASK_ARMS, arm_spec, learned_policy_arms
 from pgnm_monai.networks.classifiers import CLASSIFIERS, check_classifier
 from pgnm_monai.settings import InputSettings, OptimizerSettings, PolicySettings
 from pgnm_monai.validation import check_choice
@@ -41,6 +41,11 @@ def check_run_settings(settings: Mapping[str, Any]) -> None:
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"config id {name!r} must be an integer >= {low}, got {value!r}.")
+    if settings.get("batch_size") == 1 and learned_policy_arms([spec.name]):
+        raise ValueError(
+            f"config id 'batch_size' is 1 but arm {spec.name!r} trains a noise policy, whose heads use batch norm "
+            "and need batches of >= 2 images; give batch_size >= 2 (or arm 'none')."
+        )
     flip_prob = settings.get("flip_prob", 0)
     if isinstance(flip_prob, bool) or not isinstance(flip_prob, (int, float)) or not 0 <= flip_prob <= 1:
         raise ValueError(

@@ -6,7 +6,8 @@ MONAI's ``PydicomReader``), a NIfTI/MGH volume (MONAI's ``NibabelReader``) or a 
 items: every slice (``slices="all"``), the middle one (``"middle"``) or every k-th (``"every_k"``, with
 ``every_k``); multi-frame DICOM the same over frames. ``slices="none"`` keeps each volume whole (a 3D item for
 ``spatial_dims: 3``; every listed path must then be a NIfTI volume or a DICOM series folder or multi-frame
-file, else an error names the CSV line). Missing ``patient_id`` falls back to the DICOM
+file, else an error names the CSV line). A single-slice volume (a NIfTI of shape ``(H, W, 1)``, a series of one
+file) is a 2D image. Missing ``patient_id`` falls back to the DICOM
 ``PatientID``, then to the path (each file its own patient); missing ``modality`` to the DICOM
 ``Modality`` (CR/DX/RF/MG/XA -> ``X-ray``, PT -> ``PET``), then to the ``modality`` option. Intensities are
 windowed by the transform chain per modality (CT HU window, MR/US percentile scaling). With ``validate``
@@ -281,8 +282,10 @@ def _row_items(
     if slices == "none":
         if n <= 1:
             raise ValueError(
-                f"clinical labels CSV {csv_path}, line {line}: {path} is not a volume; slices='none' keeps"
-                " volumes whole and needs a NIfTI volume or a DICOM series folder / multi-frame file"
+                f"clinical labels CSV {csv_path}, line {line}: {path} is not a volume (one slice); slices='none' keeps"
+                " volumes whole and needs a NIfTI volume or a DICOM series folder / multi-frame file. For 2D images"
+                " give the dataset option slices 'middle' (the default) and spatial_dims 2 (the bundles' config id"
+                " 'spatial_dims')"
             )
         if validate:
             read_image(path, mod, frame_index=frame, spatial_dims=3)

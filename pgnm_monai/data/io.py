@@ -40,7 +40,9 @@ too. (Listing a folder skips such files with a warning: :mod:`pgnm_monai.data.im
 comes from its suffix (:func:`pgnm_monai.data.image_files.file_kind`).
 
 Volumes: ``slice_index`` picks a slice along the last spatial axis of a NIfTI / DICOM series volume
-(axis 0 of a 3D array, as MedMNIST stores (D, H, W)); ``frame_index`` a frame of a multi-frame DICOM
+(axis 0 of a 3D array, as MedMNIST stores (D, H, W)); a volume of one slice (a NIfTI ``(H, W, 1)``) is read in
+2D as that slice, without a ``slice_index``. An in-memory ``(H, W, 3|4)`` array is a 2D image with channels, refused
+for ``spatial_dims=3``; ``frame_index`` a frame of a multi-frame DICOM
 (or the time point of a 4-D NIfTI, which must be given: a 4-D file without one is refused by name). A DICOM
 series folder must hold one series (``SeriesInstanceUID``): a folder of two is refused by name.
 
@@ -361,7 +363,10 @@ def read_image(
         return np.ascontiguousarray(_channel_first_2d(arr, source), dtype=np.float32)
     if spatial_dims == 3:
         if arr.ndim != 3:
-            raise ValueError(f"image {source}: expected a 3D volume for spatial_dims=3, got {arr.shape}")
+            raise ValueError(
+                f"image {source} has shape {tuple(arr.shape)}, expected a 3D volume for spatial_dims=3; give "
+                "spatial_dims 2 (the bundles' config id 'spatial_dims') for 2D images"
+            )
         if spacing is not None:
             return resample_to_spacing(arr[None], affine, spacing, source)
         return np.ascontiguousarray(arr[None], dtype=np.float32)
@@ -409,6 +414,11 @@ def _read_npy(source: str, limit: int) -> np.ndarray:
     try:
         shape = np.load(source, mmap_mode="r", allow_pickle=False).shape  # the header; no data read
     except Exception as e:
+        if "Python objects" in str(e) or "allow_pickle" in str(e):
+            raise ValueError(
+                f"array file {source} holds Python objects (dtype object), which are never read (loading them would "
+                "unpickle, which can run code); expected a numeric array, e.g. np.save(path, image.astype(np.float32))"
+            ) from None
         raise ValueError(f"array file {source} cannot be read: {e}") from e
     check_pixel_count(f"array file {source}", shape, limit)
     try:
@@ -421,6 +431,12 @@ def _read_array(image, slice_index: int, spatial_dims: int, source: str) -> tupl
     """``(pixels, kind for the pixel rule)`` of an in-memory image or volume (a slice of it in 2D)."""
     arr = np.asarray(image)
     kind = "natural" if arr.dtype == np.uint8 else "array"
+    if spatial_dims == 3 and arr.ndim == 3 and arr.shape[-1] in (3, 4) and min(arr.shape[:2]) > 4:
+        raise ValueError(
+            f"image {source} of shape {tuple(arr.shape)} is a 2D image with {arr.shape[-1]} channels (channels last), "
+            "not a volume; give spatial_dims 2 (the bundles' config id 'spatial_dims'), or, for a MedMNIST file of "
+            "volumes, the dataset option 'layout': 'volumes'"
+        )
     if arr.ndim == 3 and arr.shape[-1] not in (3, 4) or arr.ndim == 4:
         if arr.ndim == 4 and arr.shape[0] in (1, 3):  # (C, D, H, W)
             arr = np.moveaxis(arr, 0, -1)
@@ -435,10 +451,13 @@ def _pick(arr, index, axis, spatial_dims, source, field, series=False):  # noqa:
     if spatial_dims == 3:
         return arr
     n = arr.shape[axis]
+    if index < 0 and n == 1:  # a single-slice volume (H, W, 1) is a 2D image
+        return np.take(arr, 0, axis=axis)
     if index < 0:
         raise ValueError(
-            f"image {source} is a volume of shape {tuple(arr.shape)}; set the item's '{field}' (0..{n - 1})"
-            " to take a 2D slice, or use spatial_dims=3"
+            f"image {source} is a volume of shape {tuple(arr.shape)}; set the item's '{field}' (0..{n - 1}) to take a"
+            " 2D slice (the dataset option 'slices' of clinical CSVs and MedMNIST files: 'middle' or 'all'), or give "
+            "spatial_dims 3 (the bundles' config id 'spatial_dims') to read whole volumes"
         )
     if index >= n:
         raise ValueError(f"image {source}: item field '{field}' is {index}, expected 0..{n - 1}")

@@ -5,6 +5,13 @@ are in :data:`MEDMNIST_CLASSES` (others get ``"0"``, ``"1"``, ...). 3D volumes (
 3D items (``slices="none"``) or cut into 2D items: the middle slice (``"middle"``) or every slice
 (``"all"``) along D, the item's ``slice_index`` telling which.
 
+Channels. An image array ``(N, H, W, C)`` whose last axis holds 1, 3 or 4 values (as BloodMNIST ships its
+``(N, 28, 28, 3)`` ``uint8`` images) is read as 2D images with ``C`` channels, channels last (grey, RGB, RGB with
+an alpha that is dropped), never as volumes of width ``C``. Where either reading fits (``H`` or ``W`` of 4 or
+less too), the file is refused naming the array and both readings; the option ``layout`` picks one:
+``"channels_last"`` (2D images ``(H, W, C)``) or ``"volumes"`` (3D volumes ``(D, H, W)``). Arrays of Python
+objects are refused by name: ``allow_pickle`` is never used (a pickle can run code).
+
 One label map for the file, whatever split is asked for: labels are whole numbers ``0..K-1`` (``1.0`` counts as
 1; ``1.5``, NaN or a negative label is an error naming the file, the split's key, the row and the value). ``K``
 is the official class count for the known MedMNIST names (:data:`MEDMNIST_NUM_CLASSES`); for any other name it
@@ -29,7 +36,7 @@ import numpy as np
 from pgnm_monai.data.registry import register_kind
 from pgnm_monai.data.schema import Datalist, make_item
 
-__all__ = ["ARRAY_CACHE_BYTES", "MEDMNIST_INFO", "MEDMNIST_CLASSES", "MEDMNIST_NUM_CLASSES", "load_medmnist"]
+__all__ = ["ARRAY_CACHE_BYTES", "LAYOUTS", "MEDMNIST_INFO", "MEDMNIST_CLASSES", "MEDMNIST_NUM_CLASSES", "load_medmnist"]
 
 #: bytes of decompressed arrays kept in this process (least recently used files dropped first)
 ARRAY_CACHE_BYTES = 1 << 30
@@ -84,6 +91,10 @@ MEDMNIST_NUM_CLASSES: dict[str, int] = {
     "synapsemnist3d": 2,
 }
 _SPLITS = ("train", "val", "test")
+#: the values of the ``layout`` option (module docstring, "Channels").
+LAYOUTS = ("auto", "channels_last", "volumes")
+_CHANNELS = (1, 3, 4)
+_EXAMPLE = {"images": "np.stack(images).astype(np.uint8)", "labels": "np.asarray(labels, dtype=np.int64)"}
 
 
 def _resolve(dataset_dir: str | os.PathLike, name: str | None) -> tuple[Path, str]:
@@ -117,7 +128,16 @@ class _NpzArrays:
         array = self._arrays.get(key)
         if array is None:
             with np.load(self.path, allow_pickle=False) as npz:
-                array = npz[key]
+                try:
+                    array = npz[key]
+                except ValueError as e:
+                    if "allow_pickle" not in str(e):
+                        raise ValueError(f"MedMNIST file {self.path}: array {key!r} cannot be read: {e}") from e
+                    raise ValueError(
+                        f"MedMNIST file {self.path}: array {key!r} holds Python objects (dtype object), which are never"
+                        " read (loading them would unpickle, which can run code); expected a numeric array, e.g."
+                        f" np.savez(..., {key}={_EXAMPLE['labels' if key.endswith('labels') else 'images']})."
+                    ) from None
             array.flags.writeable = False
             self._arrays[key] = array
             while _npz_cache and sum(a.nbytes for _, arrays in _npz_cache.values() for a in arrays.values()) > (
@@ -134,6 +154,7 @@ def load_medmnist(
     seed: int = 0,
     name: str | None = None,
     slices: str = "none",
+    layout: str = "auto",
 ) -> Datalist:
     """Load one split of a MedMNIST ``.npz`` file (``dataset_dir`` is the file, or its folder plus ``name``).
 
@@ -141,6 +162,8 @@ def load_medmnist(
         split: ``"train"``, ``"val"``, ``"test"`` or ``"all"`` (the official splits; ``seed`` is unused).
         name: dataset name (e.g. ``"breastmnist"``); defaults to the file name.
         slices: for 3D sets: ``"none"`` (3D items), ``"middle"`` or ``"all"`` (2D items).
+        layout: how an ``(N, A, B, C)`` image array is read (module docstring, "Channels"): ``"auto"``,
+            ``"channels_last"`` (2D images with ``C`` channels) or ``"volumes"`` (3D volumes).
     """
     del seed  # the official split is used
     path, name = _resolve(dataset_dir, name)
@@ -148,6 +171,8 @@ def load_medmnist(
         raise ValueError(f"split must be one of train/val/test/all, got {split!r}")
     if slices not in ("none", "middle", "all"):
         raise ValueError(f"slices must be 'none', 'middle' or 'all', got {slices!r}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"MedMNIST option 'layout' must be one of {LAYOUTS}, got {layout!r}")
     modality, anatomy = MEDMNIST_INFO.get(name, ("other", "unknown"))
     npz = _NpzArrays(path)
     wanted = _SPLITS if split == "all" else (split,)
@@ -168,7 +193,7 @@ def load_medmnist(
                 f"MedMNIST file {path}: {s}_images row {row} (split {s!r}) has NaN or infinite pixel values;"
                 " images with non-finite pixels are refused"
             )
-        is3d = x.ndim == 4 and x.shape[-1] not in (3,)
+        is3d = _is_volumes(path, f"{s}_images", x, layout)
         for i in range(len(x)):
             pid = f"{name}-{s}-{i}"
             lab = int(y[i])
@@ -176,10 +201,48 @@ def load_medmnist(
                 idx = [x.shape[1] // 2] if slices == "middle" else range(x.shape[1])
                 for k in idx:
                     items.append(make_item(x[i], lab, class_names[lab], modality, anatomy, pid, slice_index=k))
+            elif is3d:  # (D, H, W); (1, D, H, W) where the last axis could be read as channels
+                volume = x[i][None] if x.shape[-1] in _CHANNELS else x[i]
+                items.append(make_item(volume, lab, class_names[lab], modality, anatomy, pid))
             else:
-                items.append(make_item(x[i], lab, class_names[lab], modality, anatomy, pid))
-    report = {"file": os.fspath(path), "name": name, "is_3d": bool(arrays[wanted[0]][0].ndim == 4)}
+                image = x[i][..., 0] if x.ndim == 4 and x.shape[-1] == 1 else x[i]  # (H, W) or (H, W, 3|4)
+                items.append(make_item(image, lab, class_names[lab], modality, anatomy, pid))
+    report = {
+        "file": os.fspath(path),
+        "name": name,
+        "is_3d": _is_volumes(path, f"{wanted[0]}_images", arrays[wanted[0]][0], layout),
+    }
     return Datalist(items, class_names, kind="medmnist", split=split, report=report)
+
+
+def _is_volumes(path: Path, key: str, x: np.ndarray, layout: str) -> bool:
+    """Whether the image array ``key`` holds 3D volumes ``(N, D, H, W)`` rather than 2D images ``(N, H, W)`` or
+    ``(N, H, W, C)`` (module docstring, "Channels"); an ambiguous array is refused, naming both readings."""
+    if x.ndim == 3:
+        return False
+    if x.ndim != 4:
+        raise ValueError(
+            f"MedMNIST file {path}: array {key!r} has shape {tuple(x.shape)}; expected 2D images (N, H, W), 2D images "
+            "with channels (N, H, W, C) or 3D volumes (N, D, H, W)"
+        )
+    channels_last = x.shape[-1] in _CHANNELS
+    if layout == "channels_last" and not channels_last:
+        raise ValueError(
+            f"MedMNIST file {path}: array {key!r} has shape {tuple(x.shape)}, whose last axis is not 1, 3 or 4 "
+            "channels; layout 'channels_last' reads (N, H, W, C) images with C in (1, 3, 4): give layout 'volumes'"
+            " or 'auto'"
+        )
+    if layout != "auto":
+        return layout == "volumes"
+    if channels_last and min(x.shape[1:3]) <= max(_CHANNELS):
+        n, a, b, c = x.shape
+        raise ValueError(
+            f"MedMNIST file {path}: array {key!r} of shape {tuple(x.shape)} reads two ways: {n} 2D images of {a} x {b}"
+            f" with {c} channel(s) (channels last), or {n} volumes of {a} x {b} x {c} voxels; pick one with the "
+            "dataset option 'layout': 'channels_last' or 'volumes' (e.g. dataset_options={'layout': 'channels_last'}"
+            ' in a bundle, --dataset-options \'{"layout": "channels_last"}\' of pgnm).'
+        )
+    return not channels_last
 
 
 def _labels(path: Path, s: str, y: np.ndarray) -> np.ndarray:
