@@ -6,10 +6,13 @@
   weights, a ``model.pt`` of this project) on a dataset and evaluate it
   (:func:`pgnm_monai.experiments.finetune.finetune_from_weights`).
 - ``benchmark``: the few-shot unseen-concept protocol (:func:`pgnm_monai.experiments.protocol.run_protocol`).
+- ``predict``: predict with a trained run on new images (files, folders, CSVs), and evaluate them when a CSV labels
+  them (:func:`pgnm_monai.experiments.predict.predict`).
 - ``demo``: masks before/after a few REINFORCE steps on the embedded images (:func:`pgnm_monai.demo.run_demo`).
 
 Defaults come from the signatures of those functions (and, where they leave a setting to the bundles, from
-the bundles' ``configs/train.json``); choices come from the modules that own them.
+the bundles' ``configs/train.json``); choices come from the modules that own them. Only the options of the command
+being run are built (:func:`build_parser`), so ``pgnm --help`` and ``pgnm --version`` import neither torch nor MONAI.
 
 An error ends the command with its traceback, whose last line is the project's message (the one under
 MONAI's "Failed to evaluate ..." wrapper, see :func:`pgnm_monai.components.root_error`); exit status 1.
@@ -26,14 +29,12 @@ import shlex
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
-from pgnm_monai.arms import ARMS
-from pgnm_monai.networks.classifiers import CLASSIFIERS
-from pgnm_monai.objectives import OBJECTIVES
+from pgnm_monai import __version__
 
-__all__ = ["build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "main"]
 
 
 def _defaults(fn: Callable) -> dict[str, Any]:
@@ -80,6 +81,13 @@ def _finetune(args: argparse.Namespace) -> int:
     from pgnm_monai.experiments.finetune import finetune_from_weights
 
     _call(finetune_from_weights, args)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from pgnm_monai.experiments.predict import predict
+
+    _call(predict, args)
     return 0
 
 
@@ -155,31 +163,66 @@ def _bundle(defaults: dict[str, Any], key: str, what: str = "") -> str:
     return f"{what} (default: the bundle's, {defaults.get(key)!r})".strip()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from pgnm_monai.data import KINDS
-    from pgnm_monai.demo import run_demo
-    from pgnm_monai.experiments.finetune import finetune_from_weights
-    from pgnm_monai.experiments.pipeline import run_pipeline
-    from pgnm_monai.experiments.profiles import PROFILES
-    from pgnm_monai.experiments.protocol import run_protocol
-    from pgnm_monai.experiments.runner import bundle_defaults
-    from pgnm_monai.networks.weights import NORMALIZATION
+#: command -> (one-line help, description) of each subcommand (its options: :data:`_OPTIONS`).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": (
+        "the main job: pretrain (pgnm, none) -> fine-tune -> evaluate -> comparison",
+        "Pretrain each arm with the pretrain bundle, fine-tune every heated model, evaluate on the test split, write "
+        "comparison.{md,csv,json}. Without --dataset-dir: the embedded DICOM/NIfTI set (a smoke test).",
+    ),
+    "finetune": (
+        "fine-tune published or own weights on a dataset -> models/model.pt, eval/predictions.csv, metrics",
+        "Fine-tune a weight file (the authors' released heated model, torchvision or timm ImageNet weights, a "
+        "model.pt of this project) on a dataset through the fine-tune bundle, then evaluate it on the test split "
+        "(eval/metrics.json, and per class eval/per_class_metrics.csv, confusion_matrix.png, roc.png). Nothing is "
+        "downloaded: point --pretrained at a file you have.",
+    ),
+    "predict": (
+        "predict with a trained run on new images -> a CSV of classes and probabilities (and the evaluation)",
+        "Predict with the model of RUN_DIR (its network, preprocessing and class map, through the inference "
+        "bundle) on image or volume files, folders (searched recursively) or CSVs with a 'path' column. Writes "
+        "path, prediction, prob_<class> per input. A CSV with a 'label' column (class names) is also evaluated: "
+        "<output>_eval/ holds per_class_metrics.csv, confusion_matrix.png, roc.png, roc_points.csv.",
+    ),
+    "benchmark": (
+        "the few-shot unseen-concept protocol -> runs.csv, report.md, plots",
+        "Pretrain every arm of a profile with several seeds, probe and fine-tune every heated model on unseen-concept "
+        "tasks, write the report. Resumable: run it again with the same --output-dir.",
+    ),
+    "demo": (
+        "sample masks (embedded DICOM/NIfTI images by default), a few REINFORCE steps",
+        "Draw one training image per class with masks sampled before and after a few REINFORCE steps.",
+    ),
+}
 
-    formatter = _HelpFormatter
+_VERBOSE = "stream the bundles' log lines to the console (otherwise: <run folder>/logs/<stage>.log)"
+_JSON_HELP = 'loader options as JSON, e.g. \'{"slices": "none"}\' for whole volumes (None: the loader\'s defaults)'
+_POSITIVE = "the positive class of a two-class task, by name or index, for the evaluation (None: the class of index 1)"
+
+
+def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The ``pgnm`` parser: every subcommand of :data:`COMMANDS`, with the options of those in ``commands`` (``None``:
+    all). The options need the vocabularies (arms, networks, data kinds) and the bundles' defaults, which import torch
+    and MONAI; :func:`main` builds only the command it runs."""
     parser = argparse.ArgumentParser(prog="pgnm", description="pgnm-monai: the Policy Gradient-Driven Noise Mask")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    b = bundle_defaults()
-    f = bundle_defaults("pgnm_finetune")
-    verbose = "stream the bundles' log lines to the console (otherwise: <run folder>/logs/<stage>.log)"
-    json_help = 'loader options as JSON, e.g. \'{"slices": "none"}\' for whole volumes (None: the loader\'s defaults)'
+    for name, (help_text, description) in COMMANDS.items():
+        command = sub.add_parser(name, formatter_class=_HelpFormatter, help=help_text, description=description)
+        if commands is None or name in commands:
+            _OPTIONS[name](command)
+    return parser
 
-    d = _defaults(run_pipeline)
-    run = sub.add_parser(
-        "run", formatter_class=formatter,
-        help="the main job: pretrain (pgnm, none) -> fine-tune -> evaluate -> comparison",
-        description="Pretrain each arm with the pretrain bundle, fine-tune every heated model, evaluate on the test "
-        "split, write comparison.{md,csv,json}. Without --dataset-dir: the embedded DICOM/NIfTI set (a smoke test).",
-    )  # fmt: skip
+
+def _run_options(run: argparse.ArgumentParser) -> None:
+    from pgnm_monai.arms import ARMS
+    from pgnm_monai.data import KINDS
+    from pgnm_monai.experiments.pipeline import run_pipeline
+    from pgnm_monai.experiments.runner import bundle_defaults
+    from pgnm_monai.networks.classifiers import CLASSIFIERS
+    from pgnm_monai.objectives import OBJECTIVES
+
+    b, d = bundle_defaults(), _defaults(run_pipeline)
     run.add_argument("--output-dir", default=d["output_dir"], help="where every stage writes")
     run.add_argument("--arms", nargs="+", default=list(d["arms"]), choices=list(ARMS), help="pretraining arms")
     run.add_argument("--objective", default=None, choices=OBJECTIVES, help=_bundle(b, "objective", "of arm pgnm"))
@@ -191,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=None, help=_bundle(b, "seed"))
     run.add_argument("--dataset-dir", default=None, help="your data (None: the embedded DICOM/NIfTI set)")
     run.add_argument("--dataset-kind", default=None, choices=KINDS, help="kind of --dataset-dir (None: guessed)")
-    run.add_argument("--dataset-options", type=_json_object, default=None, help=json_help)
+    run.add_argument("--dataset-options", type=_json_object, default=None, help=_JSON_HELP)
     run.add_argument(
         "--spatial-dims", type=int, choices=(2, 3), default=None, help=_bundle(b, "spatial_dims", "3: volumes")
     )
@@ -203,17 +246,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="volumes: resample to this spacing in mm (None: as stored)",
     )
-    run.add_argument("--verbose", action="store_true", help=verbose)
+    run.add_argument("--verbose", action="store_true", help=_VERBOSE)
     run.set_defaults(func=_run)
 
-    d = _defaults(finetune_from_weights)
-    ft = sub.add_parser(
-        "finetune", formatter_class=formatter,
-        help="fine-tune published or own weights on a dataset -> models/model.pt, eval/predictions.csv, metrics",
-        description="Fine-tune a weight file (the authors' released heated model, torchvision or timm ImageNet "
-        "weights, a model.pt of this project) on a dataset through the fine-tune bundle, then evaluate it on the "
-        "test split. Nothing is downloaded: point --pretrained at a file you have.",
-    )  # fmt: skip
+
+def _finetune_options(ft: argparse.ArgumentParser) -> None:
+    from pgnm_monai.data import KINDS
+    from pgnm_monai.experiments.finetune import finetune_from_weights
+    from pgnm_monai.experiments.runner import bundle_defaults
+    from pgnm_monai.networks.classifiers import CLASSIFIERS
+    from pgnm_monai.networks.weights import NORMALIZATION
+
+    b, f, d = bundle_defaults(), bundle_defaults("pgnm_finetune"), _defaults(finetune_from_weights)
     ft.add_argument("--pretrained", required=True, help="the weight file to start from (.pt, .pth, .bin, .safetensors)")
     ft.add_argument("--output-dir", default=d["output_dir"], help="the run's folder")
     ft.add_argument(
@@ -221,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ft.add_argument("--dataset-dir", default=None, help="your data: folder, CSV, npz, DICOM/NIfTI (None: embedded)")
     ft.add_argument("--dataset-kind", default=None, choices=KINDS, help="kind of --dataset-dir (None: guessed)")
-    ft.add_argument("--dataset-options", type=_json_object, default=None, help=json_help)
+    ft.add_argument("--dataset-options", type=_json_object, default=None, help=_JSON_HELP)
     ft.add_argument("--few-shot", type=int, default=None, help="fine-tune on N training images (None: all)")
     ft.add_argument(
         "--few-shot-seed", type=int, default=None, help=_bundle(f, "few_shot_seed", "seed of the few-shot subset")
@@ -241,16 +285,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--spatial-dims", type=int, choices=(2, 3), default=None, help=_bundle(b, "spatial_dims", "3: volumes")
     )
     ft.add_argument("--seed", type=int, default=None, help=_bundle(b, "seed"))
-    ft.add_argument("--verbose", action="store_true", help=verbose)
+    ft.add_argument("--positive-class", default=None, help=_POSITIVE)
+    ft.add_argument("--verbose", action="store_true", help=_VERBOSE)
     ft.set_defaults(func=_finetune)
 
-    d = _defaults(run_protocol)
-    bench = sub.add_parser(
-        "benchmark", formatter_class=formatter,
-        help="the few-shot unseen-concept protocol -> runs.csv, report.md, plots",
-        description="Pretrain every arm of a profile with several seeds, probe and fine-tune every heated model on "
-        "unseen-concept tasks, write the report. Resumable: run it again with the same --output-dir.",
+
+def _predict_options(pr: argparse.ArgumentParser) -> None:
+    pr.add_argument("run_dir", help="a trained run's folder (pgnm finetune --output-dir, a bundle's bundle_root)")
+    pr.add_argument(
+        "paths", nargs="+", metavar="PATH",
+        help="image or volume files, folders (searched recursively), CSVs with a 'path' and optional 'label' column",
     )  # fmt: skip
+    pr.add_argument(
+        "--output", default=None,
+        help="the CSV to write, refused if it exists (None: RUN_DIR/predictions/<date>-<time>.csv, a new name each "
+        "time)",
+    )  # fmt: skip
+    pr.add_argument("--positive-class", default=None, help=_POSITIVE)
+    pr.add_argument("--batch-size", type=int, default=None, help="images per batch (None: the inference bundle's)")
+    pr.add_argument("--verbose", action="store_true", help=_VERBOSE)
+    pr.set_defaults(func=_predict)
+
+
+def _benchmark_options(bench: argparse.ArgumentParser) -> None:
+    from pgnm_monai.arms import ARMS
+    from pgnm_monai.data import KINDS
+    from pgnm_monai.experiments.profiles import PROFILES
+    from pgnm_monai.experiments.protocol import run_protocol
+
+    d = _defaults(run_protocol)
     bench.add_argument("--profile", default=d["profile"], choices=sorted(PROFILES), help="named settings")
     bench.add_argument("--output-dir", default=d["output_dir"], help="the run's folder")
     bench.add_argument(
@@ -273,15 +336,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="another run's folder (e.g. results/standard): the report also says which verdicts differ from its own "
         "(None: no comparison)",
     )  # fmt: skip
-    bench.add_argument("--verbose", action="store_true", help=verbose)
+    bench.add_argument("--verbose", action="store_true", help=_VERBOSE)
     bench.set_defaults(func=_benchmark)
 
+
+def _demo_options(demo: argparse.ArgumentParser) -> None:
+    from pgnm_monai.data import KINDS
+    from pgnm_monai.demo import run_demo
+
     d = _defaults(run_demo)
-    demo = sub.add_parser(
-        "demo", formatter_class=formatter,
-        help="sample masks (embedded DICOM/NIfTI images by default), a few REINFORCE steps",
-        description="Draw one training image per class with masks sampled before and after a few REINFORCE steps.",
-    )  # fmt: skip
     demo.add_argument("--output-dir", default=d["output_dir"], help="where masks.png and summary.json go")
     demo.add_argument("--image-size", type=int, default=d["image_size"], help="image side")
     demo.add_argument("--grid", type=int, default=d["grid"], help="mask cells per side")
@@ -289,22 +352,32 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=d["seed"], help="seed of everything random")
     demo.add_argument("--dataset-dir", default=None, help="your data (None: the embedded DICOM/NIfTI set)")
     demo.add_argument("--dataset-kind", default=None, choices=KINDS, help="kind of --dataset-dir (None: guessed)")
-    demo.add_argument("--dataset-options", type=_json_object, default=None, help=json_help)
+    demo.add_argument("--dataset-options", type=_json_object, default=None, help=_JSON_HELP)
     demo.add_argument("--spatial-dims", type=int, choices=(2, 3), default=d["spatial_dims"], help="3: volumes")
     demo.set_defaults(func=_demo)
-    return parser
+
+
+#: command -> the function that adds its options (and its ``func``)
+_OPTIONS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "run": _run_options,
+    "finetune": _finetune_options,
+    "predict": _predict_options,
+    "benchmark": _benchmark_options,
+    "demo": _demo_options,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pgnm_monai.components import show_root_error_last
-
+    """Parse ``argv`` (``None``: ``sys.argv[1:]``) and run its command; return the exit status."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    show_root_error_last()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)  # the top level has no option with a value
+    args = build_parser([command] if command in COMMANDS else ()).parse_args(argv)
     args.argv = argv
+    from pgnm_monai.components import show_root_error_last
     from pgnm_monai.experiments.runner import quiet_logs
 
+    show_root_error_last()
     with quiet_logs(not getattr(args, "verbose", False)):
         return args.func(args)
 

@@ -7,9 +7,20 @@ import warnings
 from collections.abc import Sequence
 
 from pgnm_monai.data import KINDS, Datalist, few_shot_subset, load_datalist
+from pgnm_monai.data.image_files import DICOM_SUFFIXES, IMAGE_SUFFIXES, NIFTI_SUFFIXES, usable_image_files
 from pgnm_monai.data.schema import IMAGE_PATH
+from pgnm_monai.data.utils import read_csv
 
-__all__ = ["check_num_classes", "class_names", "inference_data", "inference_items", "label_map", "load_data"]
+__all__ = [
+    "INPUT_SUFFIXES",
+    "check_num_classes",
+    "class_names",
+    "inference_data",
+    "inference_items",
+    "input_files_list",
+    "label_map",
+    "load_data",
+]
 
 
 def load_data(
@@ -75,37 +86,122 @@ def check_num_classes(num_classes: int, datalist: Datalist) -> int:
     return int(num_classes)
 
 
-def inference_items(files: Sequence[str], modality: str = "other") -> list[dict]:
-    """Unlabelled datalist items (label -1) for a list of image files, each file once: a file listed again under
-    another spelling (relative or absolute, through ``..`` or a symbolic link) is dropped with a warning naming it.
+#: the files a folder given to ``input_files`` is searched for (recursively): the kinds ``load_datalist`` reads.
+INPUT_SUFFIXES = (*IMAGE_SUFFIXES, *DICOM_SUFFIXES, *NIFTI_SUFFIXES, ".npy")
+
+
+def _folder_files(folder: str) -> list[str]:
+    """The image and volume files under ``folder`` (recursively, hidden entries skipped), sorted; a file with an
+    image suffix that is not an image is skipped with a warning (:func:`~pgnm_monai.data.image_files.
+    usable_image_files`)."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [
+            os.path.join(root, f) for f in sorted(files) if not f.startswith(".") and f.lower().endswith(INPUT_SUFFIXES)
+        ]
+    images = set(usable_image_files([f for f in found if f.lower().endswith(IMAGE_SUFFIXES)], f"input folder {folder}"))
+    found = [f for f in found if f in images or not f.lower().endswith(IMAGE_SUFFIXES)]
+    if not found:
+        raise ValueError(
+            f"config id 'input_files' names the folder {folder!r}, which holds no image or volume file "
+            f"({', '.join(INPUT_SUFFIXES)})."
+        )
+    return found
+
+
+def _csv_rows(path: str) -> list[tuple[str, str | None]]:
+    """``(file, label or None)`` of each row of a CSV with a ``path`` column (relative paths: from the CSV's
+    folder) and an optional ``label`` column."""
+    header, rows = read_csv(path, "input CSV")
+    if "path" not in header:
+        raise ValueError(f"input CSV {path} has no 'path' column (and optionally 'label'); its columns: {header}.")
+    if not rows:
+        raise ValueError(f"input CSV {path} has no data row.")
+    out = []
+    for line, r in rows:
+        if not r["path"]:
+            raise ValueError(f"input CSV {path}, line {line}: the 'path' field is empty.")
+        file = r["path"] if os.path.isabs(r["path"]) else os.path.join(os.path.dirname(path), r["path"])
+        if not os.path.exists(file):
+            raise FileNotFoundError(f"input CSV {path}, line {line}: file {file!r} does not exist.")
+        out.append((file, r.get("label") or None))
+    return out
+
+
+def input_files_list(input_files: str | os.PathLike | Sequence[str | os.PathLike]) -> list[tuple[str, str | None, str]]:
+    """The files an ``input_files`` value names, in order: ``(file, label or None, where it was listed)``.
+
+    ``input_files`` is a path or a list of paths; each is an image or volume file, a folder (searched recursively
+    for the files of :data:`INPUT_SUFFIXES`), or a ``.csv`` file with a ``path`` column and an optional ``label``
+    column (a class name).
 
     Raises:
-        TypeError: ``input_files`` is a string (a list of files is expected).
-        FileNotFoundError / ValueError: a listed path does not exist, or is a folder.
+        FileNotFoundError: a path does not exist. ValueError: a CSV without a ``path`` column, a folder without
+            images, an empty list.
+    """
+    paths = [input_files] if isinstance(input_files, (str, os.PathLike)) else list(input_files)
+    if not paths:
+        raise ValueError("config id 'input_files' is an empty list: list the image files to predict.")
+    out = []
+    for p in paths:
+        p = os.path.expanduser(os.fspath(p))
+        if os.path.isdir(p):
+            out += [(f, None, f"folder {p}") for f in _folder_files(p)]
+        elif p.lower().endswith(".csv") and os.path.isfile(p):
+            out += [(f, label, f"input CSV {p}") for f, label in _csv_rows(p)]
+        elif os.path.isfile(p):
+            out.append((p, None, "input_files"))
+        else:
+            raise FileNotFoundError(f"config id 'input_files' lists {p!r}, which does not exist.")
+    return out
+
+
+def _label_index(label: str | None, class_names: Sequence[str] | None, source: str, file: str) -> int:
+    """The class index of a CSV's ``label`` value (a class name, or an index), -1 without one."""
+    if label is None or class_names is None:
+        return -1
+    names = [str(c) for c in class_names]
+    if label in names:
+        return names.index(label)
+    if label.lstrip("-").isdigit() and 0 <= int(label) < len(names):
+        return int(label)
+    raise ValueError(f"{source}: the label {label!r} of {file!r} is not a class of the model; its classes: {names}.")
+
+
+def inference_items(
+    files: str | os.PathLike | Sequence[str | os.PathLike],
+    modality: str = "other",
+    class_names: Sequence[str] | None = None,
+) -> list[dict]:
+    """Datalist items for the files that ``files`` names (:func:`input_files_list`: files, folders, CSVs), each
+    file once: a file listed again under another spelling (relative or absolute, through ``..`` or a symbolic link)
+    is dropped with a warning naming it.
+
+    Args:
+        files: a path or a list of paths (image or volume files, folders, CSVs with a ``path`` column).
+        modality: the items' modality.
+        class_names: the model's classes: a CSV's ``label`` column (class names) gives the items' labels, so the
+            predictions are also evaluated. Without it, or without a label, an item's label is -1.
+
+    Raises:
+        FileNotFoundError / ValueError: a listed path does not exist, a CSV lacks its ``path`` column or names an
+            unknown label, a folder holds no image, or nothing is listed.
     """
     from pgnm_monai.data import make_item
 
-    if isinstance(files, (str, os.PathLike)):
-        raise TypeError(
-            f"config id 'input_files' is the string {os.fspath(files)!r}; give a list of image files, e.g. "
-            f"--input_files \"['{os.fspath(files)}']\"."
-        )
     items, seen, repeats = [], {}, []
-    for f in files:
-        if os.path.isdir(f):
-            raise IsADirectoryError(
-                f"config id 'input_files' lists {f!r}, which is a folder, expected a file; list the image files in it."
-            )
-        if not os.path.isfile(f):
-            raise FileNotFoundError(f"config id 'input_files' lists {f!r}, which does not exist.")
+    for f, label, source in input_files_list(files):
         key = os.path.normcase(os.path.realpath(f))
         if key in seen:
             repeats.append(f"{f!r} (the file {seen[key]!r})")
             continue
         seen[key] = f
-        it = make_item(os.fspath(f), 0, "unknown", modality, patient_id=os.path.basename(f))
-        it["label"] = -1
-        it[IMAGE_PATH] = os.fspath(f)
+        index = _label_index(label, class_names, source, f)
+        name = str(class_names[index]) if index >= 0 else "unknown"
+        it = make_item(f, max(index, 0), name, modality, patient_id=os.path.basename(f))
+        it["label"] = index
+        it[IMAGE_PATH] = f
         items.append(it)
     if repeats:
         warnings.warn(
@@ -113,13 +209,11 @@ def inference_items(files: Sequence[str], modality: str = "other") -> list[dict]
             + "; ".join(repeats[:5]),
             stacklevel=2,
         )
-    if not items:
-        raise ValueError("config id 'input_files' is an empty list: list the image files to predict.")
     return items
 
 
 def inference_data(
-    input_files: Sequence[str] | None,
+    input_files: str | os.PathLike | Sequence[str | os.PathLike] | None,
     input_modality: str,
     kind: str | None,
     dataset_dir: str | None,
@@ -127,16 +221,18 @@ def inference_data(
     seed: int = 0,
     max_items: int | None = None,
     options: dict | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> list[dict]:
-    """The items to predict, named explicitly: ``input_files`` (unlabelled, :func:`inference_items`), or the
-    ``split`` of the dataset ``kind``/``dataset_dir`` (:func:`load_data`; ``kind`` ``"embedded"`` for the embedded
-    set). With neither there is nothing to predict: no default set is read in their place.
+    """The items to predict, named explicitly: ``input_files`` (files, folders or CSVs: :func:`inference_items`;
+    labelled by a CSV's ``label`` column when ``class_names`` is given), or the ``split`` of the dataset
+    ``kind``/``dataset_dir`` (:func:`load_data`; ``kind`` ``"embedded"`` for the embedded set). With neither there
+    is nothing to predict: no default set is read in their place.
 
     Raises:
         ValueError: ``input_files`` is an empty list, or neither inputs nor a dataset are given.
     """
     if input_files is not None:
-        return inference_items(input_files, input_modality)
+        return inference_items(input_files, input_modality, class_names)
     if kind is None and dataset_dir is None:
         raise ValueError(
             "nothing to predict: give config id 'input_files' (a list of image files) or a dataset "

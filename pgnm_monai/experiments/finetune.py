@@ -9,6 +9,9 @@ under ``output_dir``::
     eval/predictions.csv       per-item test predictions (modality, anatomy, probabilities)
     eval/metrics.json          test metrics overall, per modality and per anatomy
     eval/metrics_by_modality.md  the same per modality, as a table
+    eval/per_class_metrics.csv, confusion_matrix.png, roc.png, roc_points.csv
+                               per class sensitivity, specificity, PPV, NPV, F1 with bootstrap intervals; the
+                               figures (:mod:`pgnm_monai.clinical_metrics`)
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from pgnm_monai.atomic_files import atomic_write_text
+from pgnm_monai.clinical_metrics import read_predictions, write_clinical_report
 from pgnm_monai.experiments import runner
+from pgnm_monai.experiments.predict import clinical_table
 from pgnm_monai.experiments.tables import format_table
 from pgnm_monai.networks.weights import NORMALIZATION
 
@@ -54,6 +59,7 @@ def finetune_from_weights(
     spatial_dims: int | None = None,
     seed: int | None = None,
     progress_bar: bool = False,
+    positive_class: str | None = None,
     **overrides: Any,
 ) -> dict:
     """Fine-tune ``pretrained`` on a dataset, evaluate it on the test split; return ``eval/metrics.json``.
@@ -71,6 +77,7 @@ def finetune_from_weights(
             intensity mean and std the weights were trained with (``None``: the bundle's).
         epochs, lr, batch_size, image_size, in_channels, spatial_dims, seed: bundle ids (``None``: the bundle's).
         progress_bar: show tqdm bars.
+        positive_class: the positive class of a two-class task, for the per-class report (``None``: class index 1).
         overrides: any other id of the fine-tune bundle.
     """
     pretrained = Path(pretrained)
@@ -104,5 +111,10 @@ def finetune_from_weights(
     report = runner.evaluate(out, **common)
     table = format_table(metrics_by_modality(report), METRIC_COLUMNS)
     atomic_write_text(out / "eval" / "metrics_by_modality.md", table + "\n")
-    print(f"{table}\n\nwritten to {out}/models/model.pt and {out}/eval/{{predictions.csv,metrics.json}}")
+    labels, probs, names = read_predictions(out / "eval" / "predictions.csv")
+    clinical = write_clinical_report(labels, probs, names, out / "eval", positive_class=positive_class)
+    print(
+        f"{table}\n\n{clinical_table(clinical)}\n\nwritten to {out}/models/model.pt and {out}/eval/"
+        "{predictions.csv,metrics.json,per_class_metrics.csv,confusion_matrix.png,roc.png}"
+    )
     return report

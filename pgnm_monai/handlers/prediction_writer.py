@@ -18,7 +18,7 @@ from pgnm_monai.atomic_files import atomic_write_csv, atomic_write_text, to_json
 from pgnm_monai.data.schema import IMAGE_PATH
 from pgnm_monai.metrics import metrics_report, to_probabilities
 
-__all__ = ["PredictionWriter"]
+__all__ = ["PredictionWriter", "unused_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,9 @@ class PredictionWriter(ClassificationSaver):
         class_names: class index -> name.
         filename: CSV name.
         metrics_filename: JSON name (``None``: no metrics file).
+        overwrite: ``False``: a file of an earlier run is kept, and this one writes ``<name>_1.csv`` (the next
+            unused number, :func:`unused_name`; the metrics file takes the same number); the names are chosen at
+            the first write and kept for the later epochs of the run (:attr:`filename`, :attr:`metrics_filename`).
     """
 
     META = (IMAGE_PATH, "patient_id", "slice_index", "frame_index", "modality", "anatomy")
@@ -60,6 +63,7 @@ class PredictionWriter(ClassificationSaver):
         class_names: Sequence[str],
         filename: str = "predictions.csv",
         metrics_filename: str | None = "metrics.json",
+        overwrite: bool = True,
     ) -> None:
         super().__init__(
             output_dir=output_dir,
@@ -72,6 +76,7 @@ class PredictionWriter(ClassificationSaver):
         )
         self.class_names = [str(c) for c in class_names]
         self.metrics_filename = metrics_filename
+        self.overwrite = bool(overwrite)
         self.rows: list[dict] = []  # the last epoch's rows (on the saving rank)
         self.report: dict | None = None
 
@@ -134,6 +139,8 @@ class PredictionWriter(ClassificationSaver):
         if not rows:
             return
         os.makedirs(self.output_dir, exist_ok=True)
+        if not self.overwrite:
+            self._choose_unused_names()
         header = list(rows[0])
         atomic_write_csv(os.path.join(self.output_dir, self.filename), header, [[r[h] for h in header] for r in rows])
         labels = [r["label"] for r in rows]
@@ -153,8 +160,36 @@ class PredictionWriter(ClassificationSaver):
             f"{o['balanced_accuracy']:.4f}, AUROC {o['auroc']:.4f} -> {self.output_dir}"
         )
 
+    def _choose_unused_names(self) -> None:
+        """Once per writer: the first numbered names under which no earlier file exists (then overwrite is on)."""
+        names = [n for n in (self.filename, self.metrics_filename) if n is not None]
+        new = unused_name(self.output_dir, names)
+        if new != names:
+            self.logger.info(f"{os.path.join(self.output_dir, names[0])} exists: writing {new[0]} beside it")
+        self.filename = new[0]
+        if self.metrics_filename is not None:
+            self.metrics_filename = new[1]
+        self.overwrite = True
+
     def _name_of(self, c: int) -> str:
         return self.class_names[c] if 0 <= c < len(self.class_names) else str(c)
+
+
+def unused_name(folder: str | os.PathLike, names: Sequence[str]) -> list[str]:
+    """``names`` if none exists in ``folder``, else each with the first suffix ``_<n>`` (before the extension,
+    ``n`` = 1, 2, ...) under which none exists: files written together keep one number."""
+    for n in range(0, 1_000_000):
+        new = [_numbered(name, n) for name in names]
+        if not any(os.path.exists(os.path.join(folder, name)) for name in new):
+            return new
+    raise FileExistsError(f"{folder}: no unused name for {list(names)}")
+
+
+def _numbered(name: str, n: int) -> str:
+    if n == 0:
+        return name
+    stem, ext = os.path.splitext(name)
+    return f"{stem}_{n}{ext}"
 
 
 def _plain_tensor(x: Any) -> torch.Tensor:
