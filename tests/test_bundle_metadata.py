@@ -57,8 +57,8 @@ def test_network_data_format_is_what_the_network_takes_and_outputs(bundle):
     meta = _meta(bundle)
     image = meta["network_data_format"]["inputs"]["image"]
     pred = meta["network_data_format"]["outputs"]["pred"]
-    for stage in ("train", "inference"):
-        d = bundle_defaults(bundle, stage)
+    for stage in ("train", "inference"):  # inference: the trained run's settings, else the training defaults
+        d = {**bundle_defaults(bundle, "train"), **bundle_defaults(bundle, stage)}
         assert image["num_channels"] == d["in_channels"], stage
         assert image["spatial_shape"] == [d["image_size"]] * d["spatial_dims"], stage
         assert d["dataset_kind"] is None  # the embedded default, whose classes the output channels count

@@ -43,7 +43,12 @@ from pgnm_monai.components.errors import root_error, show_root_error_last
 from pgnm_monai.components.overrides import check_cli_overrides, check_override_ids
 from pgnm_monai.components.preflight import preflight
 from pgnm_monai.components.run_record import RunRecord, check_resumed_run
-from pgnm_monai.components.run_settings import RunSettings, check_trained_settings, write_run_settings
+from pgnm_monai.components.run_settings import (
+    RunSettings,
+    check_trained_settings,
+    trained_input_settings,
+    write_run_settings,
+)
 from pgnm_monai.components.wiring import (
     amp_kwargs,
     as_bool,
@@ -86,6 +91,7 @@ __all__ = [
     "root_error",
     "show_root_error_last",
     "subfolder",
+    "trained_input_settings",
     "use_amp",
     "write_run_settings",
 ]

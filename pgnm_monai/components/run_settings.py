@@ -24,6 +24,7 @@ __all__ = [
     "RunSettings",
     "check_trained_settings",
     "compare_settings",
+    "trained_input_settings",
     "write_run_settings",
 ]
 
@@ -87,6 +88,20 @@ def compare_settings(saved: Mapping[str, Any], current: Mapping[str, Any], sourc
             f"config id {key!r} is {new!r} but {source} was trained with {old!r}; give --{key} {json.dumps(old)} "
             "to go on with that run, or start a new run in another bundle_root."
         )
+
+
+def trained_input_settings(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
+    """What the trained run's network is and sees (:data:`INPUT_SETTINGS`), from ``ckpt_dir/run_settings.json``;
+    an id the file lacks (or a model copied without it) is the default of :data:`pgnm_monai.settings.INPUT`."""
+    from pgnm_monai.settings import INPUT
+
+    path = os.path.join(os.fspath(ckpt_dir), "run_settings.json")
+    saved: dict[str, Any] = {}
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+    defaults = {**INPUT.asdict(), "spacing": None}
+    return {key: saved.get(key, defaults[key]) for key in INPUT_SETTINGS}
 
 
 def check_trained_settings(ckpt_dir: str | os.PathLike, settings: Mapping[str, Any]) -> bool:

@@ -62,7 +62,8 @@ from monai.utils import optional_import
 
 from pgnm_monai.data.dicom import read_dicom
 from pgnm_monai.data.image_files import file_kind
-from pgnm_monai.data.utils import check_pixel_count, file_type_problem, max_image_pixels
+from pgnm_monai.data.nifti import read_nifti, read_nifti_with_affine, resample_to_spacing, volume_shape
+from pgnm_monai.data.utils import check_pixel_count, max_image_pixels, require_regular_file
 from pgnm_monai.settings import INPUT, MAX_IMAGE_PIXELS_ENV
 
 decode_jpeg, _has_codec = optional_import("torchcodec.decoders", name="decode_jpeg")
@@ -182,63 +183,6 @@ def _read_pil(path: str, limit: int | None = None) -> tuple[np.ndarray, str]:
     return arr, "natural"
 
 
-def read_nifti(path: str, max_pixels: int | None = None) -> np.ndarray:
-    """Read a NIfTI/MGH volume with MONAI's ``NibabelReader`` (array as stored, no reorientation); one of more than
-    ``max_pixels`` voxels (:func:`~pgnm_monai.data.utils.max_image_pixels` when ``None``) is refused by name."""
-    return _read_nifti(path, max_pixels)[0]
-
-
-def _read_nifti(path: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`read_nifti` and the reader's affine of the spatial axes."""
-    from monai.data import NibabelReader
-
-    _check_regular(path, "NIfTI file")
-    try:
-        reader = NibabelReader()
-        image = reader.read(path)
-    except Exception as e:
-        raise ValueError(f"NIfTI file {path} cannot be read: {type(e).__name__}: {e}") from e
-    check_pixel_count(f"NIfTI file {path}", image.shape, limit)  # the header's shape: nothing decoded yet
-    try:
-        arr, meta = reader.get_data(image)
-    except Exception as e:
-        raise ValueError(f"NIfTI file {path} cannot be read: {type(e).__name__}: {e}") from e
-    return np.asarray(arr), np.asarray(meta["affine"], dtype=np.float64)
-
-
-def resample_to_spacing(
-    volume: np.ndarray, affine: np.ndarray | None, spacing: Sequence[float], source: str = "<array>"
-) -> np.ndarray:
-    """Resample a channel-first volume ``(C, D, H, W)`` to ``spacing`` (mm per voxel) with MONAI's ``Spacing``.
-
-    Args:
-        volume: the volume, channel first.
-        affine: its 4 x 4 voxel-to-world affine (``None``: the source has no spacing, refused naming ``source``).
-        spacing: the target spacing, one value per spatial axis.
-        source: the volume's name, for errors.
-    """
-    from monai.data import MetaTensor
-    from monai.transforms import Spacing
-
-    if affine is None:
-        raise ValueError(
-            f"image {source} carries no voxel spacing (only NIfTI/MGH files and DICOM series folders do);"
-            " leave 'spacing' unset for this data"
-        )
-    image = MetaTensor(torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32)), affine=torch.as_tensor(affine))
-    out = Spacing(pixdim=tuple(float(s) for s in spacing), mode="bilinear", padding_mode="border")(image)
-    return np.ascontiguousarray(torch.as_tensor(out).numpy(), dtype=np.float32)
-
-
-def _check_regular(path: str, what: str) -> None:
-    """``FileNotFoundError`` / ``ValueError`` naming ``path`` unless it is a regular file (never opens it)."""
-    problem = file_type_problem(path)
-    if problem == "does not exist":
-        raise FileNotFoundError(f"{what} {path} does not exist")
-    if problem:
-        raise ValueError(f"{what} {path} {problem}; refused")
-
-
 def _check_finite(arr: np.ndarray, source: str) -> None:
     """Refuse NaN/Inf pixels (the module docstring's rule), naming ``source``."""
     if np.issubdtype(arr.dtype, np.inexact) and not np.isfinite(arr).all():
@@ -247,17 +191,6 @@ def _check_finite(arr: np.ndarray, source: str) -> None:
             f"image {source}: {bad} of {arr.size} pixel values are NaN or infinite; images with non-finite"
             " pixels are refused at load time (fix or remove the file)"
         )
-
-
-def volume_shape(path: str) -> tuple[int, ...]:
-    """Shape of a NIfTI volume from its header only (no pixel data read)."""
-    import nibabel as nib
-
-    _check_regular(path, "NIfTI file")
-    try:
-        return tuple(int(s) for s in nib.load(path).shape)
-    except Exception as e:
-        raise ValueError(f"NIfTI file {path} cannot be read: {type(e).__name__}: {e}") from e
 
 
 def scale_intensity(
@@ -378,7 +311,7 @@ def _read_file(
 ) -> tuple[np.ndarray, str, np.ndarray | None]:
     """``(pixels, kind for the pixel rule, affine of a volume kept whole or None)`` of an image file or series."""
     if not os.path.isdir(source):  # a folder is a DICOM series (checked by read_dicom)
-        _check_regular(source, "image file")
+        require_regular_file(source, "image file")
     kind = file_kind(source)
     if kind == "image":
         arr, kind = _read_pil(source, limit)
@@ -393,7 +326,7 @@ def _read_file(
             arr = _pick(arr, index, 0, spatial_dims, source, "frame_index")
         return arr, kind, None
     if kind == "nifti":
-        arr, affine = _read_nifti(source, limit)
+        arr, affine = read_nifti_with_affine(source, limit)
         if arr.ndim == 4:
             if not 0 <= frame_index < arr.shape[-1]:
                 raise ValueError(

@@ -22,6 +22,7 @@ import numpy as np
 from pgnm_monai.settings import MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS_ENV
 
 __all__ = [
+    "require_regular_file",
     "check_pixel_count",
     "file_type_problem",
     "max_image_pixels",
@@ -58,6 +59,15 @@ def file_type_problem(path: str | os.PathLike) -> str | None:
     what = next((name for test, name in kinds if test(mode)), "a special file")
     link = " (through a symbolic link)" if os.path.islink(path) else ""
     return f"is {what}{link}, not a regular file"
+
+
+def require_regular_file(path: str, what: str) -> None:
+    """``FileNotFoundError`` / ``ValueError`` naming ``path`` unless it is a regular file (never opens it)."""
+    problem = file_type_problem(path)
+    if problem == "does not exist":
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    if problem:
+        raise ValueError(f"{what} {path} {problem}; refused")
 
 
 def max_image_pixels() -> int:
