@@ -51,7 +51,8 @@ def _python_chain(d: dict):
 @pytest.mark.parametrize("overrides", [{}, OTHER], ids=["defaults", "other_values"])
 @pytest.mark.parametrize("bundle, stage, chain_id", CONFIG_CHAINS)
 def test_config_chains_are_eval_transforms(bundle, stage, chain_id, overrides):
-    d = {**bundle_defaults(bundle, stage), **overrides}
+    # inference's input ids: the trained run's settings, else the training defaults (no run here)
+    d = {**bundle_defaults(bundle, "train"), **bundle_defaults(bundle, stage), **overrides}
     ours = _python_chain(d)
     theirs = _config_chain(bundle, stage, chain_id, overrides)
     assert [type(t) for t in theirs.transforms] == [type(t) for t in ours.transforms]
