@@ -167,7 +167,7 @@ class NoisePolicyHandler:
         if isinstance(stats_interval, bool) or not isinstance(stats_interval, int) or stats_interval < 1:
             raise ValueError(f"stats_interval must be an integer >= 1, got {stats_interval!r}.")
         self.stats_interval = stats_interval
-        # a read-every-iteration run (the CPU's default) also refuses a non-finite batch before the policy sees it
+        # reading every iteration, the handler also refuses a non-finite batch before the policy sees it
         self.mask = PolicyNoiseMask(policy, check_finite=check_finite and self.stats_interval == 1)
         self.check_finite = check_finite
         self.logger = logging.getLogger(name or __name__)
