@@ -33,6 +33,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from pgnm_monai import distributed
+from pgnm_monai.atomic_files import atomic_write_text
 
 __all__ = ["INFO_NAME", "LOCK_NAME", "BundleRootInUseError", "BundleRunLock"]
 
@@ -145,11 +146,8 @@ class _FolderLock:
             "command": shlex.join([sys.executable, *sys.argv]),
         }
         for path in (self.info_path, _outside_info(self.folder)):
-            try:
-                fd, tmp = tempfile.mkstemp(prefix=INFO_NAME, dir=path.parent)
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    json.dump({**info, "folder": str(self.folder)}, f, indent=1)
-                os.replace(tmp, path)
+            try:  # whole or not at all: a full disk names the file and leaves no temporary file
+                atomic_write_text(path, json.dumps({**info, "folder": str(self.folder)}, indent=1))
             except OSError:
                 if path == self.info_path:
                     raise

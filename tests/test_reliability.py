@@ -69,6 +69,27 @@ def finished(tmp_path_factory) -> Path:
 # checkpoints -----------------------------------------------------------------------------------------------------
 
 
+def test_disk_full_at_the_run_lock_names_the_file_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """ENOSPC while the run lock's holder file (``.pgnm_run.json``) is written at ``initialize``: an ``OSError``
+    naming that file, and no zero-byte temporary file left in the run's folder."""
+    import pgnm_monai.atomic_files as atomic_files
+
+    real_mkstemp = tempfile.mkstemp
+
+    def full_disk(prefix="", suffix="", dir=None):  # noqa: A002 - tempfile's own keyword
+        fd, path = real_mkstemp(prefix=prefix, suffix=suffix, dir=dir)
+        if ".pgnm_run.json" in prefix and dir is not None and os.fspath(dir) == os.fspath(tmp_path):
+            os.close(fd)
+            fd = os.open("/dev/full", os.O_WRONLY)  # every write: ENOSPC
+        return fd, path
+
+    monkeypatch.setattr(atomic_files.tempfile, "mkstemp", full_disk)
+    with pytest.raises(OSError, match=r"No space left on device: \S*\.pgnm_run\.json was not written") as info:
+        run_bundle("pgnm_pretrain", "train", bundle_root=os.fspath(tmp_path), arm="none", **TINY)
+    assert info.value.errno == errno.ENOSPC
+    assert not [p for p in tmp_path.rglob("*.tmp")] and not list(tmp_path.glob(".pgnm_run.json*")), "a file was left"
+
+
 def test_disk_full_at_a_checkpoint_names_the_file_and_the_run_resumes(tmp_path, monkeypatch):
     """ENOSPC while the epoch-2 training state is written: an ``OSError`` naming that file, the epoch-1 state and
     nothing half-written left; ``--resume True`` then ends the run."""

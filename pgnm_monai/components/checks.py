@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,15 +15,18 @@ from pgnm_monai.networks.classifiers import CLASSIFIERS, check_classifier
 from pgnm_monai.settings import InputSettings, OptimizerSettings, PolicySettings
 from pgnm_monai.validation import check_choice
 
-__all__ = ["check_output_dirs", "check_run_settings", "require_file"]
+__all__ = ["check_output_dirs", "check_run_settings", "check_warmup", "require_file"]
+
+logger = logging.getLogger(__name__)
 
 
 def check_run_settings(settings: Mapping[str, Any]) -> None:
     """Check a run's settings (bundle id -> value); raise ``ValueError`` naming the id at fault.
 
     The method's ids are checked by their typed home (:mod:`pgnm_monai.settings`: the policy's, the input's,
-    the optimiser's); the run's own here (``arm``, ``network``, sizes, ``flip_prob``, ``dataset_options``, and a
-    ``grid`` that must fit ``image_size`` for the mask arms). Ids absent from ``settings`` are not checked.
+    the optimiser's); the run's own here (``arm``, ``network``, sizes, ``flip_prob``, ``dataset_options``, a
+    ``grid`` that must fit ``image_size`` for the mask arms, and the fine-tune's warm-up: :func:`check_warmup`).
+    Ids absent from ``settings`` are not checked.
     """
     spec = arm_spec(settings.get("arm", "none"), "config id 'arm'")
     if "network" in settings:
@@ -63,6 +68,51 @@ def check_run_settings(settings: Mapping[str, Any]) -> None:
         raise ValueError(
             f"config id 'grid' ({policy.grid}) must be <= 'image_size' ({image.image_size}) for arm {spec.name!r}."
         )
+    if "warmup_epochs" in settings:
+        check_warmup(settings)
+
+
+def check_warmup(settings: Mapping[str, Any]) -> float:
+    """Check the fine-tune's linear warm-up (``warmup_epochs``, ``warmup_start_factor``, ``epochs``, ``lr``: a
+    ``LinearLR`` stepped once per epoch) and log the learning rate the last epoch trains at; return that rate.
+
+    A warm-up of ``warmup_epochs >= epochs`` (with ``epochs >= 2``) is refused: the learning rate would never reach
+    ``lr`` (a 2-epoch run with the default 7 reaches 15% of it), naming both ids, their values and the fix. A
+    1-epoch run (a smoke test, which no warm-up fits) trains at ``warmup_start_factor * lr``, with a warning.
+    ``warmup_epochs`` 0 with ``warmup_start_factor`` < 1 is refused (``LinearLR`` would keep the start factor for
+    ever); no warm-up is ``warmup_epochs`` 0 with ``warmup_start_factor`` 1.0.
+    """
+    warmup, epochs = settings["warmup_epochs"], settings.get("epochs", 1)
+    start, lr = settings.get("warmup_start_factor", 1.0), settings.get("lr")
+    if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
+        raise ValueError(f"config id 'warmup_epochs' must be an integer >= 0, got {warmup!r}.")
+    if isinstance(start, bool) or not isinstance(start, (int, float)) or not 0 < start <= 1:
+        raise ValueError(f"config id 'warmup_start_factor' must be a number in (0, 1], got {start!r}.")
+    if warmup == 0 and start < 1:
+        raise ValueError(
+            f"config id 'warmup_epochs' is 0 with 'warmup_start_factor' {start}: LinearLR would keep the learning "
+            "rate at warmup_start_factor * lr for the whole run; for no warm-up give warmup_start_factor 1.0, else "
+            "warmup_epochs >= 1."
+        )
+    last = start + (1 - start) * (min(epochs - 1, warmup) / warmup if warmup else 1.0)
+    if epochs >= 2 and warmup >= epochs:
+        raise ValueError(
+            f"config id 'warmup_epochs' ({warmup}) must be < 'epochs' ({epochs}): the warm-up would not end, and the "
+            f"last epoch would train at {last:.0%} of 'lr'. Give warmup_epochs <= {epochs - 1} (e.g. "
+            f"warmup_epochs={max(1, min(warmup, epochs // 4))}) or epochs >= {warmup + 1}."
+        )
+    if epochs == 1 and warmup >= 1:
+        warnings.warn(
+            f"config id 'epochs' is 1 with 'warmup_epochs' {warmup}: the one epoch trains at 'warmup_start_factor' "
+            f"({start}) * 'lr'; give warmup_epochs 0 and warmup_start_factor 1.0 to train at 'lr'.",
+            stacklevel=2,
+        )
+    reached = last * lr if isinstance(lr, (int, float)) and not isinstance(lr, bool) else None
+    logger.info(
+        f"learning rate: linear warm-up over {warmup} of {epochs} epoch(s) from {start} * lr; the last epoch trains "
+        f"at {last:.3g} * lr" + (f" = {reached:.3g}" if reached is not None else "")
+    )
+    return last
 
 
 #: integer ids of a run and their lower bound (``max_*``: ``None`` means no limit).

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from pgnm_monai.experiments.predict import clinical_table
 from pgnm_monai.experiments.tables import format_table
 from pgnm_monai.networks.weights import NORMALIZATION
 
-__all__ = ["METRIC_COLUMNS", "finetune_from_weights", "metrics_by_modality"]
+__all__ = ["METRIC_COLUMNS", "finetune_from_weights", "fit_warmup", "metrics_by_modality"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,32 @@ def metrics_by_modality(report: dict) -> list[dict]:
     """Rows of :data:`METRIC_COLUMNS`: one per modality of an ``eval/metrics.json`` report, then ``all``."""
     groups = {**report.get("by_modality", {}), "all": report["overall"]}
     return [{"modality": name, **{c: m.get(c) for c in METRIC_COLUMNS[1:]}} for name, m in groups.items()]
+
+
+def fit_warmup(epochs: int | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The warm-up ids that fit a run of ``epochs`` when the user gave none (``overrides`` without
+    ``warmup_epochs``): the bundle's ``warmup_epochs`` shortened to ``epochs - 1`` when it is not shorter than the run
+    (no warm-up for a 1-epoch run), with a warning naming both values; ``{}`` when the bundle's warm-up fits.
+
+    A ``warmup_epochs`` the user gives is kept: the bundle refuses one >= ``epochs``
+    (:func:`pgnm_monai.components.checks.check_warmup`).
+    """
+    if "warmup_epochs" in overrides or "warmup_start_factor" in overrides:
+        return {}
+    defaults = runner.bundle_defaults("pgnm_finetune")
+    epochs = defaults["epochs"] if epochs is None else epochs
+    warmup = defaults["warmup_epochs"]
+    if not isinstance(epochs, int) or epochs < 1 or warmup < epochs:
+        return {}
+    fitted = {"warmup_epochs": epochs - 1} if epochs >= 2 else {"warmup_epochs": 0, "warmup_start_factor": 1.0}
+    warnings.warn(
+        f"the fine-tune's default warmup_epochs ({warmup}) is not shorter than --epochs ({epochs}), so the learning "
+        f"rate would never reach --lr; shortened to warmup_epochs {fitted['warmup_epochs']}"
+        + (" (no warm-up)" if epochs == 1 else "")
+        + ". Give more --epochs to keep the bundle's warm-up (or warmup_epochs=N to finetune_from_weights).",
+        stacklevel=3,
+    )
+    return fitted
 
 
 def finetune_from_weights(
@@ -88,6 +115,7 @@ def finetune_from_weights(
     if normalization is not None and normalization not in NORMALIZATION:
         raise ValueError(f"normalization must be one of {tuple(NORMALIZATION)}, got {normalization!r}.")
     mean, std = NORMALIZATION[normalization] if normalization else (None, None)
+    overrides = {**overrides, **fit_warmup(epochs, overrides)}
     common = {
         "network": network,
         "dataset_kind": dataset_kind,
