@@ -77,6 +77,13 @@ def _sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+#: the help of every ``--dataset-kind`` (the guess: :func:`pgnm_monai.data.guess_kind`).
+_KIND_HELP = (
+    "kind of --dataset-dir (None: guessed from it: .npz -> medmnist; .csv, or a folder with labels.csv or a DICOM "
+    "series -> clinical; .json -> union; a folder of class folders of images -> image_folder)"
+)
+
+
 def _finetune(args: argparse.Namespace) -> int:
     from pgnm_monai.experiments.finetune import finetune_from_weights
 
@@ -233,7 +240,7 @@ def _run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--few-shot", type=int, default=None, help="fine-tune on N training images (None: all)")
     run.add_argument("--seed", type=int, default=None, help=_bundle(b, "seed"))
     run.add_argument("--dataset-dir", default=None, help="your data (None: the embedded DICOM/NIfTI set)")
-    run.add_argument("--dataset-kind", default=None, choices=KINDS, help="kind of --dataset-dir (None: guessed)")
+    run.add_argument("--dataset-kind", default=None, choices=KINDS, help=_KIND_HELP)
     run.add_argument("--dataset-options", type=_json_object, default=None, help=_JSON_HELP)
     run.add_argument(
         "--spatial-dims", type=int, choices=(2, 3), default=None, help=_bundle(b, "spatial_dims", "3: volumes")
@@ -264,7 +271,7 @@ def _finetune_options(ft: argparse.ArgumentParser) -> None:
         "--network", default=None, choices=CLASSIFIERS, help=_bundle(b, "network", "architecture of the file")
     )
     ft.add_argument("--dataset-dir", default=None, help="your data: folder, CSV, npz, DICOM/NIfTI (None: embedded)")
-    ft.add_argument("--dataset-kind", default=None, choices=KINDS, help="kind of --dataset-dir (None: guessed)")
+    ft.add_argument("--dataset-kind", default=None, choices=KINDS, help=_KIND_HELP)
     ft.add_argument("--dataset-options", type=_json_object, default=None, help=_JSON_HELP)
     ft.add_argument("--few-shot", type=int, default=None, help="fine-tune on N training images (None: all)")
     ft.add_argument(
@@ -351,7 +358,7 @@ def _demo_options(demo: argparse.ArgumentParser) -> None:
     demo.add_argument("--iterations", type=_whole_number(1), default=d["iterations"], help="REINFORCE steps (>= 1)")
     demo.add_argument("--seed", type=int, default=d["seed"], help="seed of everything random")
     demo.add_argument("--dataset-dir", default=None, help="your data (None: the embedded DICOM/NIfTI set)")
-    demo.add_argument("--dataset-kind", default=None, choices=KINDS, help="kind of --dataset-dir (None: guessed)")
+    demo.add_argument("--dataset-kind", default=None, choices=KINDS, help=_KIND_HELP)
     demo.add_argument("--dataset-options", type=_json_object, default=None, help=_JSON_HELP)
     demo.add_argument("--spatial-dims", type=int, choices=(2, 3), default=d["spatial_dims"], help="3: volumes")
     demo.set_defaults(func=_demo)

@@ -419,3 +419,18 @@ def test_an_interrupted_pgnm_run_names_its_stage_and_leaves_no_earlier_compariso
                      capsys.readouterr().out)  # fmt: skip
     assert not [name for name in COMPARISON_FILES if (tmp_path / name).exists()]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+
+
+def test_a_file_where_a_folder_is_expected_is_named_as_a_file(tmp_path):
+    """A dataset root that exists but is a file: "is a file, expected a folder", not "does not exist"."""
+    from PIL import Image
+
+    from pgnm_monai.data import load_datalist
+
+    image = tmp_path / "x.png"
+    Image.new("L", (8, 8)).save(image)
+    for kind, what in (("image_folder", "image folder root"), ("radimagenet", "RadImageNet root")):
+        with pytest.raises(NotADirectoryError, match=rf"{what} \S+x\.png is a file, expected a folder"):
+            load_datalist(kind, os.fspath(image), split="train")
+        with pytest.raises(FileNotFoundError, match=rf"{what} \S+nothing does not exist"):
+            load_datalist(kind, os.fspath(tmp_path / "nothing"), split="train")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from collections.abc import Sequence
 
-from pgnm_monai.data import KINDS, Datalist, few_shot_subset, load_datalist
+from pgnm_monai.data import Datalist, few_shot_subset, guess_kind, load_datalist
 from pgnm_monai.data.image_files import DICOM_SUFFIXES, IMAGE_SUFFIXES, NIFTI_SUFFIXES, usable_image_files
 from pgnm_monai.data.schema import IMAGE_PATH
 from pgnm_monai.data.utils import read_csv
@@ -36,7 +37,8 @@ def load_data(
     """Load a split with :func:`pgnm_monai.data.load_datalist`, checked, optionally subsampled.
 
     Args:
-        kind: dataset kind (``None``: the embedded default when ``dataset_dir`` is ``None``).
+        kind: dataset kind (``None``: the embedded default when ``dataset_dir`` is ``None``, else guessed from
+            ``dataset_dir``: :func:`pgnm_monai.data.guess_kind`).
         dataset_dir: dataset root; must exist when given.
         split: ``train``/``val``/``test``/``all``.
         seed: seed of the loader's split.
@@ -51,9 +53,10 @@ def load_data(
     if dataset_dir is not None:
         if not os.path.exists(os.path.expanduser(str(dataset_dir))):
             raise FileNotFoundError(f"config id 'dataset_dir' points to {dataset_dir!r}, which does not exist.")
-        if kind is None:
-            raise ValueError(f"config id 'dataset_kind' is required with dataset_dir={dataset_dir!r} (one of {KINDS}).")
         dataset_dir = os.path.expanduser(str(dataset_dir))
+        if kind is None:
+            kind = guess_kind(dataset_dir, "config id 'dataset_kind'")
+            logging.getLogger(__name__).info(f"dataset_kind guessed from {dataset_dir!r}: {kind!r}")
     dl = load_datalist(kind, dataset_dir, split=split, seed=int(seed), **(options or {}))
     items = [dict(it) for it in dl.items]
     for i, it in enumerate(items):

@@ -9,7 +9,8 @@ Entry point (the transform chains are in :mod:`pgnm_monai.transforms`)::
 
 ``load_datalist(kind, dataset_dir=None, split="train", seed=0, **options) -> Datalist`` calls the loader
 registered as ``kind`` (:mod:`pgnm_monai.data.registry`: :data:`LOADERS`, its names :data:`KINDS`;
-``"embedded"`` when ``dataset_dir`` is ``None``). A :class:`Datalist` is a sequence of items (see
+``"embedded"`` when ``dataset_dir`` is ``None``; else, when ``kind`` is ``None``, the kind :func:`guess_kind`
+reads from ``dataset_dir``). A :class:`Datalist` is a sequence of items (see
 :mod:`pgnm_monai.data.schema` for the item keys) with ``class_names``, ``num_classes``, ``kind``, ``split`` and a
 ``report`` dict. Options are plain values (strings, ints, floats, bools) so bundle JSON configs can pass them; each
 source documents its own:
@@ -49,6 +50,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pgnm_monai.data.datasets import cached_dataset
+from pgnm_monai.data.guess import guess_kind
 from pgnm_monai.data.registry import KINDS, LOADERS, get_loader, register_kind
 from pgnm_monai.data.schema import (
     IMAGE_PATH,
@@ -76,6 +78,7 @@ __all__ = [
     "Datalist",
     "cached_dataset",
     "few_shot_subset",
+    "guess_kind",
     "load_class_map",
     "load_datalist",
     "loader_options",
@@ -138,7 +141,8 @@ def load_datalist(
     """Load the ``split`` of a data source as a :class:`Datalist` (see the module docstring).
 
     Args:
-        kind: one of :data:`KINDS`; ``None`` means ``"embedded"`` (when ``dataset_dir`` is ``None`` too).
+        kind: one of :data:`KINDS`; ``None`` means ``"embedded"`` when ``dataset_dir`` is ``None`` too, else the
+            kind :func:`guess_kind` reads from ``dataset_dir`` (``.npz``, ``.csv``, class folders, DICOM series).
         dataset_dir: the source's root (folder, tarball, ``.npz`` or CSV file); unused for ``"embedded"``.
         split: ``"train"``, ``"val"``, ``"test"`` or ``"all"``.
         seed: seed of any split the loader makes.
@@ -146,9 +150,7 @@ def load_datalist(
             naming it, with close matches.
     """
     if kind is None:
-        if dataset_dir is not None:
-            raise ValueError(f"kind must be given with dataset_dir={dataset_dir!r}; expected one of {KINDS}")
-        kind = "embedded"
+        kind = "embedded" if dataset_dir is None else guess_kind(dataset_dir, "kind")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"the split seed is {seed!r}; give a whole number >= 0 (the bundles' config id 'split_seed').")
     loader = get_loader(kind)

@@ -1,6 +1,6 @@
 """Clinical DICOM/NIfTI data with a CSV of labels, as 2D slice items split by patient, never by slice.
 
-The CSV has columns ``path`` and ``label`` and optionally ``patient_id``, ``modality`` and ``anatomy``;
+The CSV has columns ``path`` and ``label`` and optionally ``patient_id``, ``modality``, ``anatomy`` and ``split``;
 ``path`` (relative to the CSV's folder, or absolute) names a DICOM file, a DICOM series folder (read with
 MONAI's ``PydicomReader``), a NIfTI/MGH volume (MONAI's ``NibabelReader``) or a 2D image. Volumes give 2D
 items: every slice (``slices="all"``), the middle one (``"middle"``) or every k-th (``"every_k"``, with
@@ -12,6 +12,12 @@ file) is a 2D image. Missing ``patient_id`` falls back to the DICOM
 ``Modality`` (CR/DX/RF/MG/XA -> ``X-ray``, PT -> ``PET``), then to the ``modality`` option. Intensities are
 windowed by the transform chain per modality (CT HU window, MR/US percentile scaling). With ``validate``
 each listed image is decoded once here, so a corrupt or truncated file fails now, naming the file.
+
+Splits. Without a ``split`` column the patients are split at random (seeded, stratified, ``fractions``). With
+one, every row's ``split`` (``train``, ``val`` or ``test``, any case) is kept exactly and ``fractions`` is
+unused: another value or an empty one is an error naming the line and value, as is a patient whose rows lie in
+two splits (a leak), naming the patient, both splits and lines. A split with no row is empty (the bundles need
+rows for ``train`` and ``val``; ``test`` for ``evaluate``).
 
 The CSV is read as UTF-8 (with or without BOM) or Latin-1 (:func:`pgnm_monai.data.utils.read_csv`). One label
 map for every split, built from every row before the split: labels that differ only in case (``CT`` / ``ct``)
@@ -36,7 +42,7 @@ from pgnm_monai.data.registry import register_kind
 from pgnm_monai.data.schema import MODALITIES, Datalist, check_class_spelling, make_item
 from pgnm_monai.data.utils import DEFAULT_FRACTIONS, file_type_problem, read_csv, split_by_group
 
-__all__ = ["DICOM_MODALITY_MAP", "REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "load_clinical"]
+__all__ = ["DICOM_MODALITY_MAP", "REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "SPLIT_VALUES", "load_clinical"]
 
 DICOM_MODALITY_MAP = {
     "CT": "CT",
@@ -51,7 +57,9 @@ DICOM_MODALITY_MAP = {
     "NM": "NM",
 }
 REQUIRED_COLUMNS = ("path", "label")
-OPTIONAL_COLUMNS = ("patient_id", "modality", "anatomy")
+OPTIONAL_COLUMNS = ("patient_id", "modality", "anatomy", "split")
+#: the values of the optional ``split`` column.
+SPLIT_VALUES = ("train", "val", "test")
 
 
 def _dicom_header(path: str) -> tuple[dict, int]:
@@ -162,7 +170,8 @@ def load_clinical(
 
     Args:
         dataset_dir: the labels CSV, or a folder holding ``csv_file`` (default ``labels.csv``).
-        split: ``"train"``, ``"val"``, ``"test"`` or ``"all"``; the split is by patient, seeded.
+        split: ``"train"``, ``"val"``, ``"test"`` or ``"all"``; the CSV's ``split`` column when it has one, else a
+            seeded split by patient.
         slices: ``"all"``, ``"middle"``, ``"every_k"`` (2D items) or ``"none"`` (whole volumes).
         every_k: the step for ``slices="every_k"``.
         modality: the modality when neither the CSV nor the DICOM header gives one.
@@ -173,10 +182,20 @@ def load_clinical(
     _check_options(split, slices, every_k, modality)
     rows = _read_rows(csv_path)
     labels = _label_map(csv_path, rows)
+    given = _row_splits(csv_path, rows)
     items: list[dict] = []
-    for r, line in rows:
-        items += _row_items(csv_path, r, line, labels, slices, every_k, modality, validate, time_point)
-    assign = split_by_group([it["patient_id"] for it in items], [it["label"] for it in items], fractions, seed)
+    assign: list[str] = []
+    item_lines: list[int] = []
+    for k, (r, line) in enumerate(rows):
+        row_items = _row_items(csv_path, r, line, labels, slices, every_k, modality, validate, time_point)
+        items += row_items
+        if given is not None:
+            assign += [given[k]] * len(row_items)
+            item_lines += [line] * len(row_items)
+    if given is None:
+        assign = split_by_group([it["patient_id"] for it in items], [it["label"] for it in items], fractions, seed)
+    else:
+        _check_patient_splits(csv_path, items, assign, item_lines)
     report = {"csv": os.fspath(csv_path), "patients": len({it["patient_id"] for it in items})}
     if split != "all":
         items = [it for it, s in zip(items, assign, strict=True) if s == split]
@@ -189,6 +208,35 @@ def _csv_path(dataset_dir: str | os.PathLike, csv_file: str | None) -> Path:
     if not csv_path.exists():
         raise FileNotFoundError(f"clinical labels CSV {csv_path} does not exist")
     return csv_path
+
+
+def _row_splits(csv_path: Path, rows: list[tuple[dict[str, str], int]]) -> list[str] | None:
+    """Each row's ``split`` (lower case), or ``None`` when the CSV has no ``split`` column."""
+    if not rows or "split" not in rows[0][0]:
+        return None
+    out = []
+    for r, line in rows:
+        value = (r.get("split") or "").strip().lower()
+        if value not in SPLIT_VALUES:
+            raise ValueError(
+                f"clinical labels CSV {csv_path}, line {line}: field 'split' is {r.get('split')!r}; expected one of "
+                f"{SPLIT_VALUES} on every row (or no 'split' column, for a seeded split by patient)"
+            )
+        out.append(value)
+    return out
+
+
+def _check_patient_splits(csv_path: Path, items: list[dict], assign: list[str], lines: list[int]) -> None:
+    """Refuse a patient whose rows lie in two splits (its images would leak from train into val or test)."""
+    first: dict[str, tuple[str, int]] = {}
+    for it, s, line in zip(items, assign, lines, strict=True):
+        s0, line0 = first.setdefault(it["patient_id"], (s, line))
+        if s0 != s:
+            raise ValueError(
+                f"clinical labels CSV {csv_path}: patient {it['patient_id']!r} is in split {s0!r} on line {line0} and "
+                f"in split {s!r} on line {line}; give all of a patient's rows one split (its images would leak "
+                "between splits), or a 'patient_id' column that tells patients apart"
+            )
 
 
 def _check_options(split: str, slices: str, every_k: int, modality: str) -> None:

@@ -84,6 +84,8 @@ def _has_dicom(folder: Path) -> bool:
 def _holds_class_folders(folder: Path) -> bool:
     """Whether some subfolder of ``folder`` (a class) directly holds a file with an image suffix."""
     return any(
-        f.suffix.lower() in IMAGE_SUFFIXES for d in _subfolders(folder) if d.name.lower() not in _SPLIT_NAMES
+        f.suffix.lower() in IMAGE_SUFFIXES
+        for d in _subfolders(folder)
+        if d.name.lower() not in _SPLIT_NAMES
         for f in d.iterdir()
     )

@@ -30,7 +30,7 @@ from pgnm_monai.atomic_files import atomic_write_csv
 from pgnm_monai.data.image_files import IMAGE_SUFFIXES, usable_image_files
 from pgnm_monai.data.registry import register_kind
 from pgnm_monai.data.schema import MODALITIES, Datalist, check_class_spelling, load_class_map, make_item, save_class_map
-from pgnm_monai.data.utils import DEFAULT_FRACTIONS, pixel_hash, read_csv, split_by_group
+from pgnm_monai.data.utils import DEFAULT_FRACTIONS, pixel_hash, read_csv, require_folder, split_by_group
 
 __all__ = ["SPLIT_ALIASES", "load_image_folder", "list_class_folders", "image_pixel_hash"]
 
@@ -108,9 +108,7 @@ def load_image_folder(
         class_map: class map JSON (:func:`~pgnm_monai.data.schema.save_class_map`): read when it exists (its
             order is the class index), else written with the classes found.
     """
-    root = Path(dataset_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder root {root} does not exist")
+    root = require_folder(dataset_dir, "image folder root")
     if split not in ("train", "val", "test", "all"):
         raise ValueError(f"split must be one of train/val/test/all, got {split!r}")
     if modality not in MODALITIES:

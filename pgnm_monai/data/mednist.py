@@ -22,7 +22,7 @@ from pgnm_monai.atomic_files import atomic_write_csv
 from pgnm_monai.data.image_files import usable_image_files
 from pgnm_monai.data.registry import register_kind
 from pgnm_monai.data.schema import Datalist, make_item
-from pgnm_monai.data.utils import DEFAULT_FRACTIONS, read_csv, split_by_group
+from pgnm_monai.data.utils import DEFAULT_FRACTIONS, read_csv, require_folder, split_by_group
 
 __all__ = ["MEDNIST_CLASSES", "default_cache_dir", "extract_mednist", "find_mednist_root", "load_mednist"]
 
@@ -74,9 +74,7 @@ def extract_mednist(tarball: str | os.PathLike, cache_dir: str | os.PathLike) ->
 
 def find_mednist_root(path: str | os.PathLike) -> Path:
     """The folder holding the class folders: ``path`` itself or ``path/MedNIST``."""
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"MedNIST folder {path} does not exist")
+    path = require_folder(path, "MedNIST folder")
     for cand in (path, path / "MedNIST"):
         if cand.is_dir() and any((cand / c).is_dir() for c in MEDNIST_CLASSES):
             return cand

@@ -36,7 +36,7 @@ from pgnm_monai.data.schema import (
     make_item,
     save_class_map,
 )
-from pgnm_monai.data.utils import DEFAULT_FRACTIONS, pixel_hash, read_csv, split_by_group
+from pgnm_monai.data.utils import DEFAULT_FRACTIONS, pixel_hash, read_csv, require_folder, split_by_group
 
 __all__ = ["RADIMAGENET_MODALITIES", "load_radimagenet", "parse_class_name", "scan_defects"]
 
@@ -192,9 +192,7 @@ def load_radimagenet(
         drop_defective: drop the reported images (blank, unreadable, and every repeat after the first).
         fractions: split fractions when the original layout comes without its CSVs.
     """
-    root = Path(dataset_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"RadImageNet root {root} does not exist")
+    root = require_folder(dataset_dir, "RadImageNet root")
     if split not in ("train", "val", "test", "all"):
         raise ValueError(f"split must be one of train/val/test/all, got {split!r}")
     if layout == "auto":

@@ -22,6 +22,7 @@ import numpy as np
 from pgnm_monai.settings import MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS_ENV
 
 __all__ = [
+    "require_folder",
     "require_regular_file",
     "check_pixel_count",
     "file_type_problem",
@@ -68,6 +69,17 @@ def require_regular_file(path: str, what: str) -> None:
         raise FileNotFoundError(f"{what} {path} does not exist")
     if problem:
         raise ValueError(f"{what} {path} {problem}; refused")
+
+
+def require_folder(path: str | os.PathLike, what: str) -> Path:
+    """``path`` as a ``Path`` when it is a folder; else ``FileNotFoundError`` (nothing there) or
+    ``NotADirectoryError`` (a file: "is a file, expected a folder"), naming ``what`` and ``path``."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise NotADirectoryError(f"{what} {path} is a file, expected a folder")
+    raise FileNotFoundError(f"{what} {path} does not exist")
 
 
 def max_image_pixels() -> int:

@@ -1,0 +1,108 @@
+"""Models that describe themselves (issue 32, item 2): a run's classifier in timm's own folder format and as ONNX,
+each carrying the run's class names and normalisation (:mod:`pgnm_monai.networks.model_card`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from pgnm_monai.data import save_class_map
+from pgnm_monai.networks import build_classifier
+from pgnm_monai.networks.model_card import export_onnx, load_run_classifier, main, save_timm_folder
+
+CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]
+
+
+def _run(tmp_path: Path, network: str = "resnet10t", in_channels: int = 1, size: int = 32) -> tuple[Path, torch.nn.Module]:
+    """A trained run's folder as ``pgnm finetune`` leaves it: ``models/`` with ``model.pt``, the class map and the
+    run's settings (imagenet normalisation, to tell it from the default)."""
+    torch.manual_seed(0)
+    net = build_classifier(network, in_channels, len(CLASSES)).eval()
+    models = tmp_path / "run" / "models"
+    models.mkdir(parents=True)
+    torch.save(net.state_dict(), models / "model.pt")
+    save_class_map(models / "class_map.json", CLASSES, dataset_kind="image_folder")
+    settings = {
+        "network": network, "spatial_dims": 2, "in_channels": in_channels, "image_size": size,
+        "intensity_mean": 0.449, "intensity_std": 0.226,
+    }  # fmt: skip
+    (models / "run_settings.json").write_text(json.dumps(settings))
+    return tmp_path / "run", net
+
+
+def test_timm_folder_builds_the_runs_model_with_no_project_code(tmp_path):
+    import timm
+
+    run, net = _run(tmp_path, in_channels=3)
+    folder = save_timm_folder(run)
+    assert folder == run / "models" / "timm"
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"] == "resnet10t" and config["num_classes"] == 4
+    assert config["label_names"] == CLASSES and config["model_args"]["in_chans"] == 3
+    assert "origin_url" not in config["pretrained_cfg"] and config["pretrained_cfg"]["tag"] == "pgnm_finetune"
+
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    cfg = model.pretrained_cfg
+    assert cfg["label_names"] == CLASSES and tuple(cfg["input_size"]) == (3, 32, 32)
+    assert list(cfg["mean"]) == [0.449] * 3 and list(cfg["std"]) == [0.226] * 3
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), net(x), rtol=0, atol=0)
+        torch.testing.assert_close(model(x), load_run_classifier(run)(x), rtol=0, atol=0)
+    data = timm.data.resolve_data_config({}, model=model)
+    assert data["crop_mode"] == "center" and data["crop_pct"] == pytest.approx(32 / 37)
+
+    save_timm_folder(run)  # a second call replaces the folder whole, leaving no temporary folder
+    assert sorted(p.name for p in (run / "models").iterdir()) == [
+        "class_map.json", "model.pt", "run_settings.json", "timm",
+    ]  # fmt: skip
+
+
+def test_timm_folder_is_skipped_for_a_network_timm_does_not_build(tmp_path, caplog):
+    run, _ = _run(tmp_path, network="small")
+    with caplog.at_level(logging.INFO, logger="pgnm_monai.networks.model_card"):
+        assert save_timm_folder(run) is None
+    assert "'small'" in caplog.text and "not one of timm's" in caplog.text
+    assert not (run / "models" / "timm").exists()
+
+
+def test_a_folder_that_is_not_a_run_is_refused_by_name(tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match="model.pt"):
+        save_timm_folder(tmp_path)
+    assert main([os.fspath(tmp_path)]) == 1
+    assert "not a trained run's folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_onnx_export_has_a_dynamic_batch_named_tensors_and_the_class_names(tmp_path, capsys):
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+
+    run, net = _run(tmp_path)
+    assert main([os.fspath(run), "--onnx"]) == 0  # the command: the timm folder and models/model.onnx
+    path = run / "models" / "model.onnx"
+    assert f"written: {path}" in capsys.readouterr().out and (run / "models" / "timm" / "config.json").is_file()
+    assert export_onnx(run) == path  # again: replaced atomically
+
+    session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+    (image,), (logits,) = session.get_inputs(), session.get_outputs()
+    assert (image.name, logits.name) == ("image", "logits")
+    assert image.shape[0] == logits.shape[0] == "batch"
+    x = torch.randn(3, 1, 32, 32)
+    (out,) = session.run(None, {"image": x.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(out), net(x), rtol=0, atol=1e-5)
+
+    props = session.get_modelmeta().custom_metadata_map
+    assert json.loads(props["class_names"]) == CLASSES
+    assert json.loads(props["mean"]) == [0.449] and json.loads(props["std"]) == [0.226]
+    assert props["image_size"] == "32" and props["output"].startswith("logits")
+    model = onnx.load(path)  # the same through the onnx package
+    assert json.loads({p.key: p.value for p in model.metadata_props}["class_names"]) == CLASSES
