@@ -45,6 +45,7 @@ __all__ = [
     "REWARD_SIGNS",
     "TRUNKS",
     "default_network",
+    "eval_resize",
     "AugmentSettings",
     "InputSettings",
     "OptimizerSettings",
@@ -324,6 +325,11 @@ INPUT = InputSettings()
 OPTIMIZER = OptimizerSettings()
 AUGMENT = AugmentSettings()
 DEVICE = DeviceSettings()
+
+
+def eval_resize(image_size: int) -> int:
+    """The evaluation chain's short side before its centre crop to ``image_size`` (the paper's 256 for 224)."""
+    return max(int(image_size), round(int(image_size) * 256 / 224))
 
 
 def default_network(spatial_dims: int) -> str:

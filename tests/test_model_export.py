@@ -18,7 +18,9 @@ from pgnm_monai.networks.model_card import export_onnx, load_run_classifier, mai
 CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]
 
 
-def _run(tmp_path: Path, network: str = "resnet10t", in_channels: int = 1, size: int = 32) -> tuple[Path, torch.nn.Module]:
+def _run(
+    tmp_path: Path, network: str = "resnet10t", in_channels: int = 1, size: int = 32
+) -> tuple[Path, torch.nn.Module]:
     """A trained run's folder as ``pgnm finetune`` leaves it: ``models/`` with ``model.pt``, the class map and the
     run's settings (imagenet normalisation, to tell it from the default)."""
     torch.manual_seed(0)
@@ -106,3 +108,27 @@ def test_onnx_export_has_a_dynamic_batch_named_tensors_and_the_class_names(tmp_p
     assert props["image_size"] == "32" and props["output"].startswith("logits")
     model = onnx.load(path)  # the same through the onnx package
     assert json.loads({p.key: p.value for p in model.metadata_props}["class_names"]) == CLASSES
+
+
+@pytest.mark.slow
+def test_pgnm_finetune_writes_the_timm_folder_that_timm_loads(tmp_path, monkeypatch, capsys):
+    import timm
+
+    from pgnm_monai.cli import main as pgnm
+
+    torch.manual_seed(3)
+    torch.save(timm.create_model("resnet10t", num_classes=7, in_chans=3).state_dict(), tmp_path / "weights.pth")
+    monkeypatch.chdir(tmp_path)
+    assert pgnm([
+        "finetune", "--pretrained", "weights.pth", "--network", "resnet10t", "--epochs", "1", "--image-size", "32",
+        "--output-dir", "run",
+    ]) == 0  # fmt: skip
+    folder = tmp_path / "run" / "models" / "timm"
+    assert "timm.create_model('local-dir:run/models/timm', pretrained=True)" in capsys.readouterr().out
+    names = json.loads((tmp_path / "run" / "models" / "class_map.json").read_text())["class_names"]
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    assert model.pretrained_cfg["label_names"] == names  # the embedded set's classes
+    assert list(model.pretrained_cfg["mean"]) == [0.3162] and list(model.pretrained_cfg["std"]) == [0.3213]
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), load_run_classifier(tmp_path / "run")(x), rtol=0, atol=0)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bundle_settings import QUIET
 from PIL import Image
 
 from pgnm_monai.components.checks import check_warmup
@@ -19,8 +20,6 @@ from pgnm_monai.components.data import load_data
 from pgnm_monai.data import KINDS, guess_kind, load_datalist
 from pgnm_monai.experiments.runner import run_bundle
 from pgnm_monai.networks import build_classifier
-
-from bundle_settings import QUIET
 
 # ----------------------------------------------------------------------------------------------------- warm-up
 
@@ -64,7 +63,9 @@ def test_pgnm_finetune_shortens_the_default_warmup_with_a_warning(tmp_path, monk
 
     weights = _small_weights(tmp_path / "small.pt")
     monkeypatch.chdir(tmp_path)
-    with pytest.warns(UserWarning, match=r"default warmup_epochs \(7\) is not shorter than --epochs \(2\).*to 1"):
+    with pytest.warns(
+        UserWarning, match=r"default warmup_epochs \(7\) is not shorter than --epochs \(2\).*to warmup_epochs 1\."
+    ):
         assert main([
             "finetune", "--pretrained", os.fspath(weights), "--network", "small", "--epochs", "2",
             "--image-size", "32", "--batch-size", "8", "--output-dir", "run",

@@ -6,6 +6,9 @@ weights, this project's ``model.pt`` / ``model_avg.pt``), then its ``evaluate`` 
 under ``output_dir``::
 
     models/model.pt            the fine-tuned classifier (+ class_map.json)
+    models/timm/               the same in timm's own folder format (config.json with the class names, input size,
+                               mean and std, beside model.safetensors; timm's networks only:
+                               :func:`pgnm_monai.networks.model_card.save_timm_folder`)
     eval/predictions.csv       per-item test predictions (modality, anatomy, probabilities)
     eval/metrics.json          test metrics overall, per modality and per anatomy
     eval/metrics_by_modality.md  the same per modality, as a table
@@ -141,8 +144,12 @@ def finetune_from_weights(
     atomic_write_text(out / "eval" / "metrics_by_modality.md", table + "\n")
     labels, probs, names = read_predictions(out / "eval" / "predictions.csv")
     clinical = write_clinical_report(labels, probs, names, out / "eval", positive_class=positive_class)
+    from pgnm_monai.networks.model_card import save_timm_folder
+
+    timm_folder = save_timm_folder(out)  # None (logged) for a network timm does not build
     print(
-        f"{table}\n\n{clinical_table(clinical)}\n\nwritten to {out}/models/model.pt and {out}/eval/"
-        "{predictions.csv,metrics.json,per_class_metrics.csv,confusion_matrix.png,roc.png}"
+        f"{table}\n\n{clinical_table(clinical)}\n\nwritten to {out}/models/model.pt"
+        + (f", {timm_folder}/ (timm.create_model('local-dir:{timm_folder}', pretrained=True))" if timm_folder else "")
+        + f" and {out}/eval/{{predictions.csv,metrics.json,per_class_metrics.csv,confusion_matrix.png,roc.png}}"
     )
     return report

@@ -33,6 +33,7 @@ from typing import Any
 
 from pgnm_monai.atomic_files import atomic_write_csv, atomic_write_text
 from pgnm_monai.experiments import runner
+from pgnm_monai.experiments.finetune import fit_warmup
 from pgnm_monai.experiments.tables import format_table
 from pgnm_monai.settings import default_network
 
@@ -152,7 +153,8 @@ def run_pipeline(
             done(f"validation macro-F1 {val_f1:.3f}" if val_f1 is not None else "")
         finetune = {**data, **common, **(extra_finetune or {})}
         with _stage(arm, "fine-tune", ft_root) as done:
-            runner.finetune(ft_root, heated, epochs=finetune_epochs, few_shot=few_shot, **finetune)
+            warmup = fit_warmup(finetune_epochs, finetune)  # the bundle's warm-up, shortened to a short run
+            runner.finetune(ft_root, heated, epochs=finetune_epochs, few_shot=few_shot, **finetune, **warmup)
             done("")
         with _stage(arm, "evaluate", ft_root) as done:
             overall = runner.evaluate(ft_root, **finetune)["overall"]

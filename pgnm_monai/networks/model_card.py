@@ -148,7 +148,7 @@ def save_timm_folder(run_dir: str | os.PathLike, folder: str | os.PathLike | Non
     """
     import timm
 
-    from pgnm_monai.transforms.chains import eval_resize
+    from pgnm_monai.settings import eval_resize
 
     card = run_card(run_dir)
     if card["network"] not in TIMM_NETWORKS or card["spatial_dims"] != 2:
@@ -263,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", help="a trained run's folder (pgnm finetune --output-dir, a bundle_root)")
     parser.add_argument("--onnx", action="store_true", help="also write models/model.onnx (needs onnx, onnxscript)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logger.setLevel(logging.INFO)  # this module's lines, not the exporters' passes
     try:
         folder = save_timm_folder(args.run_dir)
         written = [folder] if folder is not None else []

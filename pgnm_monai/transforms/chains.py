@@ -28,7 +28,7 @@ from monai.data import get_track_meta, set_track_meta
 from monai.transforms import Compose, EnsureTyped, NormalizeIntensityd
 
 from pgnm_monai.data.schema import IMAGE
-from pgnm_monai.settings import INPUT
+from pgnm_monai.settings import INPUT, eval_resize
 from pgnm_monai.transforms.dictionary import (
     LoadMedicalImaged,
     RandFlipAllowedd,
@@ -41,9 +41,6 @@ from pgnm_monai.validation import check_positive
 __all__ = ["eval_resize", "eval_transforms", "meta_tracking", "train_transforms"]
 
 
-def eval_resize(image_size: int) -> int:
-    """The evaluation chain's short side before its centre crop to ``image_size`` (the paper's 256 for 224)."""
-    return max(int(image_size), round(int(image_size) * 256 / 224))
 
 
 @contextmanager
