@@ -1,7 +1,7 @@
 """Every ignite handler of pgnm-monai (``attach(engine)`` + ``__call__``, as ``monai.handlers``).
 
-- the noise policy: :class:`NoisePolicyHandler` (REINFORCE inside ``SupervisedTrainer``) and
-  :class:`ThreadLimitedNoisePolicyHandler`;
+- the noise policy: :class:`NoisePolicyHandler` (REINFORCE inside ``SupervisedTrainer``),
+  :class:`ThreadLimitedNoisePolicyHandler`, and :func:`build_policy_handler` (both from the policy's settings);
 - the other arms: :class:`BatchAugmentationHandler`;
 - checkpoints: :class:`AtomicCheckpointSaver`, :class:`TrainingStateSaver`, :class:`ResumeCheckpointLoader`,
   :class:`RandomStates` (every random state, for exact resume), :class:`CheckpointAverager` (the mean of the last
