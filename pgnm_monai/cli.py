@@ -128,8 +128,13 @@ def _json_object(text: str) -> dict:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    from pgnm_monai.experiments.protocol import run_protocol
+    from pgnm_monai.experiments.protocol import run_protocol, write_protocol_report
 
+    if args.report_only:
+        command = "python -m pgnm_monai " + shlex.join(args.argv)
+        write_protocol_report(args.output_dir, args.profile, args.compare_with, command)
+        print(f"report: {args.output_dir}/report.md")
+        return 0
     names = ("arms", "shots", "pretrain_seeds", "finetune_seeds")
     overrides = {name: tuple(getattr(args, name)) for name in names if getattr(args, name)}
     if args.no_cache:
@@ -231,6 +236,10 @@ def _run_options(run: argparse.ArgumentParser) -> None:
 
     b, d = bundle_defaults(), _defaults(run_pipeline)
     run.add_argument("--output-dir", default=d["output_dir"], help="where every stage writes")
+    run.add_argument(
+        "--overwrite", action="store_true",
+        help="a finished earlier run in --output-dir's stage folders is deleted first; without it, it is refused",
+    )  # fmt: skip
     run.add_argument("--arms", nargs="+", default=list(d["arms"]), choices=list(ARMS), help="pretraining arms")
     run.add_argument("--objective", default=None, choices=OBJECTIVES, help=_bundle(b, "objective", "of arm pgnm"))
     run.add_argument("--network", default=None, choices=CLASSIFIERS, help=_bundle(b, "network", "classifier"))
@@ -262,11 +271,16 @@ def _finetune_options(ft: argparse.ArgumentParser) -> None:
     from pgnm_monai.experiments.finetune import finetune_from_weights
     from pgnm_monai.experiments.runner import bundle_defaults
     from pgnm_monai.networks.classifiers import CLASSIFIERS
-    from pgnm_monai.networks.weights import NORMALIZATION
+    from pgnm_monai.settings import NORMALIZATION
 
     b, f, d = bundle_defaults(), bundle_defaults("pgnm_finetune"), _defaults(finetune_from_weights)
     ft.add_argument("--pretrained", required=True, help="the weight file to start from (.pt, .pth, .bin, .safetensors)")
     ft.add_argument("--output-dir", default=d["output_dir"], help="the run's folder")
+    ft.add_argument(
+        "--overwrite", action="store_true",
+        help="a finished run in --output-dir is deleted first (its models/, eval/, logs/, predictions/); without it, "
+        "such a folder is refused",
+    )  # fmt: skip
     ft.add_argument(
         "--network", default=None, choices=CLASSIFIERS, help=_bundle(b, "network", "architecture of the file")
     )
@@ -279,10 +293,16 @@ def _finetune_options(ft: argparse.ArgumentParser) -> None:
     )
     ft.add_argument(
         "--normalization", default=None, choices=sorted(NORMALIZATION),
-        help="the intensity mean and std the weights were trained with: "
-        + ", ".join(f"{k} {m}/{sd}" for k, (m, sd) in NORMALIZATION.items())
-        + f" (None: the bundle's, {b['intensity_mean']}/{b['intensity_std']})",
+        help="the intensity mean/std the weights were trained with, per channel: "
+        + "; ".join(f"{k} {_values(m)}/{_values(sd)}" for k, (m, sd) in NORMALIZATION.items())
+        + f" (one channel: their means; None: the bundle's, {b['intensity_mean']}/{b['intensity_std']})",
     )  # fmt: skip
+    for flag, what in (("--mean", "mean"), ("--std", "std (> 0)")):
+        ft.add_argument(
+            flag, type=float, nargs="+", default=None, metavar="V",
+            help=f"the intensity {what} of the images in [0, 1]: one value, or one per channel (--in-channels) "
+            "(None: --normalization's, else the bundle's)",
+        )  # fmt: skip
     ft.add_argument("--epochs", type=int, default=None, help=_bundle(f, "epochs"))
     ft.add_argument("--lr", type=float, default=None, help=_bundle(f, "lr"))
     ft.add_argument("--batch-size", type=int, default=None, help=_bundle(b, "batch_size"))
@@ -295,6 +315,11 @@ def _finetune_options(ft: argparse.ArgumentParser) -> None:
     ft.add_argument("--positive-class", default=None, help=_POSITIVE)
     ft.add_argument("--verbose", action="store_true", help=_VERBOSE)
     ft.set_defaults(func=_finetune)
+
+
+def _values(values: tuple[float, ...]) -> str:
+    """``0.485,0.456,0.406``: a :data:`~pgnm_monai.settings.NORMALIZATION` entry as the help prints it."""
+    return ",".join(f"{v:g}" for v in values)
 
 
 def _predict_options(pr: argparse.ArgumentParser) -> None:
@@ -342,6 +367,12 @@ def _benchmark_options(bench: argparse.ArgumentParser) -> None:
         "--compare-with", default=None,
         help="another run's folder (e.g. results/standard): the report also says which verdicts differ from its own "
         "(None: no comparison)",
+    )  # fmt: skip
+    bench.add_argument(
+        "--report-only", action="store_true",
+        help="rewrite the report of --output-dir from its files alone (runs.csv, probe_runs.csv(.gz), pretrain/ or "
+        "pretrain_curves.csv); nothing is trained or probed, the settings are the run's own (--profile's if it has "
+        "none)",
     )  # fmt: skip
     bench.add_argument("--verbose", action="store_true", help=_VERBOSE)
     bench.set_defaults(func=_benchmark)

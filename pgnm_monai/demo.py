@@ -3,13 +3,14 @@
 It draws noise masks from a fresh policy, trains the policy with REINFORCE for a few
 ``SupervisedTrainer`` iterations next to a small classifier, draws again, and writes a picture of
 image / mask / masked image for one training image of each class before and after (the middle slice of
-volumes), plus the logged policy statistics.
+volumes), plus the logged policy statistics. On a terminal, a tqdm bar (ignite's ``ProgressBar``) follows the steps.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from monai.utils import set_determinism
 from pgnm_monai.atomic_files import atomic_save_figure, atomic_write_text
 from pgnm_monai.components import load_data
 from pgnm_monai.experiments.policy_figures import middle_slice
-from pgnm_monai.handlers import STATE_ATTRIBUTES
+from pgnm_monai.handlers import STATE_ATTRIBUTES, LossProgressBar
 from pgnm_monai.handlers.policy_factory import build_policy_handler
 from pgnm_monai.networks import build_classifier
 from pgnm_monai.settings import INPUT, OPTIMIZER, POLICY, default_network
@@ -82,6 +83,7 @@ def run_demo(
     dataset_kind: str | None = None,
     dataset_options: dict | None = None,
     spatial_dims: int = 2,
+    progress_bar: bool | None = None,
 ) -> dict:
     """Run the demo and return its summary (also written to ``output_dir/summary.json``).
 
@@ -97,6 +99,7 @@ def run_demo(
         dataset_kind: kind of ``dataset_dir``.
         dataset_options: loader options (e.g. ``{"slices": "none"}``: whole volumes).
         spatial_dims: 2 (images) or 3 (volumes: 3D classifier, policy and mask).
+        progress_bar: a tqdm bar of the REINFORCE steps on stderr (``None``: when stderr is a terminal).
     """
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations must be a whole number >= 1 (REINFORCE steps), got {iterations!r}.")
@@ -146,6 +149,7 @@ def run_demo(
         ),
     )
     trainer.add_event_handler(Events.ITERATION_COMPLETED(once=iterations), lambda e: e.terminate())  # exactly that many
+    LossProgressBar(sys.stderr.isatty() if progress_bar is None else progress_bar, persist=False).attach(trainer)
     trainer.run()
     masks_after, masked_after = draw()
 

@@ -1,10 +1,12 @@
 """One live run per output folder: OS file locks on ``bundle_root`` and the other output folders, taken by the
-bundles' ``initialize``.
+bundles' ``initialize``; and no finished run overwritten by accident (:func:`check_run_folder`).
 
 A folder's lock is ``<folder>/.pgnm_run.lock`` (``filelock.FileLock``, one attempt, no waiting). The OS frees it
 when the holding process ends in any way (SIGKILL included), so a lock left by a killed run never blocks the
 next one; only a live process blocks. Beside it, ``.pgnm_run.json`` says who holds it (pid, host, start time,
-command line), for the error the next run gets; it is removed when the lock is released.
+command line), for the error the next run gets. Both files are removed when the lock is released (at the end of
+a run, an error or Ctrl-C included; the lock file is unlinked while still held, which ``filelock`` detects in a
+process that opened it just before), so only a killed run leaves them behind.
 
 A second lock, named by the folder's resolved path, lives outside it (``<temp dir>/pgnm-run-locks-<uid>/``): it
 survives the deletion of the folder, so a run on a folder deleted and created again while a live run holds it
@@ -14,6 +16,10 @@ The lock belongs to the process: runs in one process on one folder (the main job
 share it. Under ``torch.distributed`` only the global rank 0 takes it, so the single-process config needs
 no rank logic. Limits: the OS lock is advisory and local; on a network file system that lacks ``flock``
 (``filelock`` then falls back to a plain marker file) a killed run's marker must be deleted by hand.
+
+A finished run (its ``models/model.pt`` or ``eval/metrics.json`` written) is refused as the folder of a new one
+unless it is resumed or the user asks to overwrite it; overwriting deletes the old run's outputs first
+(:data:`RUN_OUTPUTS`), so two runs' models, metrics and TensorBoard files never mix.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import socket
 import sys
 import tempfile
@@ -35,14 +42,33 @@ from filelock import FileLock, Timeout
 from pgnm_monai import distributed
 from pgnm_monai.atomic_files import atomic_write_text
 
-__all__ = ["INFO_NAME", "LOCK_NAME", "BundleRootInUseError", "BundleRunLock"]
+__all__ = [
+    "FINISHED_MARKERS",
+    "INFO_NAME",
+    "LOCK_NAME",
+    "RUN_OUTPUTS",
+    "BundleRootInUseError",
+    "BundleRunLock",
+    "FinishedRunError",
+    "check_run_folder",
+    "finished_run",
+]
 
 LOCK_NAME = ".pgnm_run.lock"
 INFO_NAME = ".pgnm_run.json"
+#: files whose presence marks a finished run in its folder: the trained model, the test split's metrics.
+FINISHED_MARKERS = ("models/model.pt", "eval/metrics.json")
+#: the subfolders a run writes (``ckpt_dir``, ``output_dir``, ``log_dir``; ``pgnm predict``'s CSVs), deleted by
+#: an overwrite; nothing else in the folder is touched.
+RUN_OUTPUTS = ("models", "eval", "logs", "predictions")
 
 
 class BundleRootInUseError(RuntimeError):
     """Another live process holds the run lock of this ``bundle_root``."""
+
+
+class FinishedRunError(FileExistsError):
+    """The folder of a new run holds a finished run, and the user did not ask to overwrite it."""
 
 
 class _FolderLock:
@@ -114,12 +140,16 @@ class _FolderLock:
         outside, self._outside = self._outside, None
         if lock is None:
             return
-        if lock.lock_counter == 1:
+        last = lock.lock_counter == 1  # the last holder in this process: no lock file is left behind
+        if last:
             for info in (self.info_path, _outside_info(self.folder)):
                 with suppress(OSError):
                     info.unlink()
+            _unlink_held_lock(self.lock_path)
         lock.release()
         if outside is not None:
+            if last and outside.lock_counter == 1:
+                _unlink_held_lock(Path(outside.lock_file))
             outside.release()
 
     @property
@@ -236,6 +266,53 @@ class BundleRunLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+def _unlink_held_lock(path: Path) -> None:
+    """Remove the lock file ``path`` while its ``flock`` is still held (then released by the caller): a process that
+    opened it just before locks an unlinked file, which ``filelock`` refuses, and the next one makes a new file. Only
+    an ``flock`` file, which is empty; ``filelock``'s fallback on a file system without ``flock`` keeps its holder in
+    the marker file and removes that itself."""
+    with suppress(OSError):
+        if path.stat().st_size == 0:
+            path.unlink()
+
+
+def finished_run(folder: str | os.PathLike) -> list[str]:
+    """The :data:`FINISHED_MARKERS` that ``folder`` holds (``[]``: no finished run in it)."""
+    return [name for name in FINISHED_MARKERS if (Path(folder) / name).is_file()]
+
+
+def check_run_folder(
+    folder: str | os.PathLike, overwrite: bool = False, option: str = "--output-dir", flag: str = "--overwrite"
+) -> bool:
+    """Before a new run in ``folder``: refuse a finished run there, or, with ``overwrite``, delete its outputs.
+
+    The outputs (:data:`RUN_OUTPUTS`: model, checkpoints, metrics, TensorBoard event files, logs, predictions) are
+    deleted under the folder's run lock, so a live run there stops this first; other files in ``folder`` stay.
+    Returns whether an earlier run was deleted.
+
+    Raises:
+        FinishedRunError: ``folder`` holds a finished run and ``overwrite`` is false (naming the folder, what marks
+            the run finished, ``option`` and ``flag``).
+        BundleRootInUseError: a live run holds the folder.
+    """
+    markers = finished_run(folder)
+    if not markers:
+        return False
+    if not overwrite:
+        raise FinishedRunError(
+            f"{option} {os.fspath(folder)!r} holds a finished run ({', '.join(markers)}); give {flag} to delete its "
+            f"outputs ({', '.join(f'{d}/' for d in RUN_OUTPUTS)}) and train again, or another {option}."
+        )
+    with BundleRunLock(folder):
+        for name in RUN_OUTPUTS:
+            path = Path(folder) / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+    return True
 
 
 def _outside_path(folder: Path, suffix: str) -> Path:

@@ -6,7 +6,8 @@
 - :class:`OptimizerSettings`: the classifier's SGD; :class:`AugmentSettings`: the other arms' augmentations;
   :class:`DeviceSettings`: mixed precision, memory format and compilation.
 - :data:`PRESETS`: named policy settings (``paper``, ``fast``); :data:`NORMALIZATION`: the intensity mean and
-  std each family of weights was trained with; :data:`TRUNKS`: the policy's trunk names.
+  std each family of weights was trained with (:func:`normalization` for 1 or 3 input channels,
+  :func:`intensity_values` checks any); :data:`TRUNKS`: the policy's trunk names.
 
 Field names are the bundle ids (``grid``, ``policy_trunk``, ``policy_lr_factor``, ...): the bundles read their
 defaults from :data:`POLICY` and :data:`INPUT` (``"grid": "$pgnm_monai.settings.POLICY.grid"``), and
@@ -20,9 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from pgnm_monai.mask import check_mask_params
 from pgnm_monai.validation import check_choice, check_positive
@@ -46,6 +50,9 @@ __all__ = [
     "TRUNKS",
     "default_network",
     "eval_resize",
+    "intensity_values",
+    "normalization",
+    "per_channel",
     "AugmentSettings",
     "InputSettings",
     "OptimizerSettings",
@@ -62,11 +69,14 @@ REWARD_SIGNS = (-1, 1)
 #: the policy's feature trunks: timm's ResNet-10t (the paper's) and ResNet-18, or a tiny CNN (tests, CPU demos).
 TRUNKS = ("resnet10t", "resnet18", "small")
 
-#: ``(intensity_mean, intensity_std)`` of the images each family of weights was trained on: ``paper`` the
-#: official PGNM code's RadImageNet normalisation (the default); ``imagenet`` torchvision's and timm's ImageNet
-#: weights, as one grey value (the mean of ImageNet's three channel means and stds, timm's rule for a one-channel
-#: input; grey images are expanded to ``in_channels`` after normalising).
-NORMALIZATION: dict[str, tuple[float, float]] = {"paper": (0.3162, 0.3213), "imagenet": (0.449, 0.226)}
+#: ``(mean, std)`` of the images each family of weights was trained on, one value for every channel or one per RGB
+#: channel: ``paper`` the official PGNM code's RadImageNet normalisation (the default); ``imagenet`` torchvision's and
+#: timm's ImageNet weights (timm's ``IMAGENET_DEFAULT_MEAN`` / ``IMAGENET_DEFAULT_STD``). :func:`normalization` gives
+#: the bundle ids ``intensity_mean`` / ``intensity_std`` for an input of 1 or 3 channels.
+NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "paper": ((0.3162,), (0.3213,)),
+    "imagenet": (tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD)),
+}
 
 #: the most pixels (voxels of a volume; frames x rows x columns of a multi-frame DICOM) one image may have: every
 #: reader checks the size its header states before decoding (a 250 KB PNG can state 16000 x 16000), and refuses a
@@ -93,6 +103,60 @@ def _check_bool(name: str, value: Any) -> None:
 def _check_fraction(name: str, value: Any, low: float, high: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < high:
         raise ValueError(f"{name!r} must be a number in [{low}, {high}), got {value!r}.")
+
+
+def intensity_values(what: str, value: Any, in_channels: int | None = None, positive: bool = False) -> float | list:
+    """``value`` as the bundles keep ``intensity_mean`` / ``intensity_std``: one float for every channel, or a list of
+    one float per input channel (timm's rule for a data config's ``mean`` and ``std``: 1 value or ``in_chans``).
+
+    Args:
+        what: how errors name the value (``"'intensity_std'"``, ``"--std"``).
+        value: a number, or a sequence of numbers.
+        in_channels: the input channels a sequence of several values must match (``None``: any count).
+        positive: every value must be > 0 (a std).
+
+    Raises:
+        ValueError: not finite numbers (or not > 0 where ``positive``), or a count other than 1 or ``in_channels``,
+            naming ``what``.
+    """
+    many = isinstance(value, Sequence) and not isinstance(value, str)
+    values = list(value) if many else [value]
+    kind = "a finite number" + (" > 0" if positive else "")
+
+    def fits(v: Any) -> bool:
+        number = not isinstance(v, bool) and isinstance(v, (int, float))
+        return number and math.isfinite(v) and (v > 0 or not positive)
+
+    if not values or not all(fits(v) for v in values):
+        each = f"{kind} (or one per channel)" if many else kind
+        raise ValueError(f"{what} must be {each}, got {value!r}.")
+    if len(values) > 1 and in_channels is not None and len(values) != in_channels:
+        expected = f"1 (for every channel) or {in_channels} (one per channel)" if in_channels > 1 else "1"
+        raise ValueError(
+            f"{what} gives {len(values)} values {value!r} for {in_channels} input channel(s); expected {expected}."
+        )
+    return float(values[0]) if len(values) == 1 else [float(v) for v in values]
+
+
+def per_channel(value: float | Sequence[float], channels: int, what: str = "'intensity_mean'") -> tuple[float, ...]:
+    """An ``intensity_mean`` / ``intensity_std`` value as one float per channel (one value repeated); checked by
+    :func:`intensity_values`, whose errors name ``what``."""
+    values = intensity_values(what, value, channels)
+    return tuple(values) if isinstance(values, list) else (values,) * channels
+
+
+def normalization(name: str, in_channels: int) -> tuple[float | list, float | list]:
+    """``(intensity_mean, intensity_std)`` of :data:`NORMALIZATION` ``name`` for ``in_channels`` inputs: the
+    per-channel values for 3 channels; for 1 channel the mean of the channels' values, which a grey image repeated to
+    RGB would see on average (as timm's ``adapt_input_conv`` sums the RGB stem into one channel)."""
+    check_choice("normalization", name, NORMALIZATION)
+    check_choice("in_channels", in_channels, (1, 3))
+
+    def fit(values: tuple[float, ...]) -> float | list:
+        return round(statistics.fmean(values), 6) if in_channels == 1 else intensity_values(name, values, in_channels)
+
+    mean, std = NORMALIZATION[name]
+    return fit(mean), fit(std)
 
 
 class _Settings:
@@ -198,9 +262,10 @@ class InputSettings(_Settings):
         network: the classifier's name (:data:`pgnm_monai.networks.CLASSIFIERS`; checked where it is built).
         spatial_dims: 2 (images) or 3 (volumes).
         image_size: side of the square (cubic) input after the crop.
-        in_channels: 1 or 3 (grey images are repeated to three channels after normalising).
-        intensity_mean: subtracted from intensities in [0, 1] (the paper's RadImageNet value).
-        intensity_std: divides them after the subtraction.
+        in_channels: 1 or 3 (grey images are repeated to three channels).
+        intensity_mean: subtracted from intensities in [0, 1] (the paper's RadImageNet value): one value for every
+            channel, or one per channel (:func:`intensity_values`).
+        intensity_std: divides them after the subtraction (one value, or one per channel; > 0).
         ct_window: CT window ``(level, width)`` in HU that maps a CT DICOM/NIfTI image to [0, 1].
         percentiles: the percentiles mapped to 0 and 1 for other images outside [0, 1]
             (:func:`pgnm_monai.data.io.scale_intensity`).
@@ -210,8 +275,8 @@ class InputSettings(_Settings):
     spatial_dims: int = 2
     image_size: int = 64
     in_channels: int = 1
-    intensity_mean: float = NORMALIZATION["paper"][0]
-    intensity_std: float = NORMALIZATION["paper"][1]
+    intensity_mean: float | list = NORMALIZATION["paper"][0][0]
+    intensity_std: float | list = NORMALIZATION["paper"][1][0]
     ct_window: tuple[float, float] = (40.0, 400.0)
     percentiles: tuple[float, float] = (0.5, 99.5)
 
@@ -219,10 +284,8 @@ class InputSettings(_Settings):
         check_choice("'spatial_dims'", self.spatial_dims, (2, 3))
         _check_int("image_size", self.image_size, 8)
         check_choice("'in_channels'", self.in_channels, (1, 3))
-        mean = self.intensity_mean
-        if isinstance(mean, bool) or not isinstance(mean, (int, float)) or not math.isfinite(mean):
-            raise ValueError(f"'intensity_mean' must be a finite number, got {mean!r}.")
-        check_positive("'intensity_std'", self.intensity_std)
+        intensity_values("'intensity_mean'", self.intensity_mean, self.in_channels)
+        intensity_values("'intensity_std'", self.intensity_std, self.in_channels, positive=True)
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,18 @@
 """The bundles' ``metadata.json`` and ``docs/README.md`` say what is so: the metadata's version is the package's, its
 description names networks that exist, its ``network_data_format`` is what ``build_classifier`` builds at the
-bundle's defaults (raw logits ``(B, num_classes)``), and every default in the README id tables is the bundle's
+bundle's defaults (raw logits ``(B, num_classes)``), it passes MONAI's ``verify_metadata`` offline against the schema
+each bundle ships (``configs/metadata_schema.json``), and every default in the README id tables is the bundle's
 default as a run resolves it (:func:`pgnm_monai.experiments.runner.bundle_defaults`)."""
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import re
+import runpy
+import socket
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -83,6 +89,88 @@ def test_network_data_format_is_what_the_network_takes_and_outputs(bundle):
     with torch.no_grad():
         out = net(x)
     assert out.shape == (2, pred["num_channels"]) and out.dtype == getattr(torch, pred["dtype"])
+
+
+# ---------------------------------------------------------------------------------- verify_metadata, offline
+
+SCHEMA = "configs/metadata_schema.json"
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """The network is unreachable: every socket connection fails."""
+
+    def unreachable(self, address):
+        raise OSError(f"network unreachable (test): connect to {address}")
+
+    monkeypatch.setattr(socket.socket, "connect", unreachable)
+    monkeypatch.setattr(socket.socket, "connect_ex", unreachable)
+
+
+def monai_bundle(argv: list[str], cwd: Path, monkeypatch) -> None:
+    """``python -m monai.bundle ARGV`` run from ``cwd``, in this process (MONAI's ``__main__`` and its ``fire``
+    command line, without a new interpreter)."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["monai.bundle", *argv])
+    runpy.run_module("monai.bundle", run_name="__main__", alter_sys=True)
+
+
+@pytest.mark.filterwarnings("ignore:No hash value provided:UserWarning")  # the schema is the bundle's own file
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_verify_metadata_runs_offline_against_the_shipped_schema(bundle, offline, monkeypatch):
+    """The bundle README's ``python -m monai.bundle verify_metadata --meta_file configs/metadata.json --filepath
+    configs/metadata_schema.json`` passes with the network unreachable: MONAI downloads the URL in ``schema`` only
+    when that file is missing. One schema, in each bundle, written from MONAI's specification."""
+    import urllib.request
+
+    with pytest.raises(OSError):  # the fixture does cut the network
+        urllib.request.urlopen(_meta(bundle)["schema"], timeout=5)
+    argv = ["verify_metadata", "--meta_file", "configs/metadata.json", "--filepath", SCHEMA]
+    monai_bundle(argv, bundles_dir() / bundle, monkeypatch)
+    pre, ft = ((bundles_dir() / b / SCHEMA).read_bytes() for b in BUNDLES)
+    assert pre == ft
+    assert "not MONAI's published schema" in json.loads(pre)["description"]
+
+
+def _without(meta: dict, path: str) -> dict:
+    meta = copy.deepcopy(meta)
+    *parents, last = path.split("#")
+    node = meta
+    for key in parents:
+        node = node[key]
+    del node[last]
+    return meta
+
+
+@pytest.mark.filterwarnings("ignore:No hash value provided:UserWarning")
+def test_verify_metadata_refuses_metadata_missing_a_required_field(tmp_path, offline):
+    """The schema requires the specification's mandatory fields, at the top and in each tensor: without any one of
+    them, or with a one-value ``value_range``, the metadata fails (MONAI's ``verify_metadata`` for one, the schema's
+    validator for each)."""
+    import jsonschema
+    from monai.bundle import verify_metadata
+
+    schema_path = bundles_dir() / "pgnm_finetune" / SCHEMA
+    meta = _meta("pgnm_finetune")
+    wrong = tmp_path / "metadata.json"
+    wrong.write_text(json.dumps(_without(meta, "authors")))
+    with pytest.raises(ValueError, match="'authors' is a required property"):
+        verify_metadata(meta_file=os.fspath(wrong), filepath=os.fspath(schema_path))
+
+    validator = jsonschema.Draft7Validator(json.loads(schema_path.read_text()))
+    assert not list(validator.iter_errors(meta))
+    required = ["version", "monai_version", "pytorch_version", "numpy_version", "required_packages_version"]
+    required += ["task", "description", "authors", "copyright", "network_data_format"]
+    required += [f"network_data_format#{io}" for io in ("inputs", "outputs")]
+    for tensor in ("inputs#image", "outputs#pred"):
+        keys = ("type", "format", "num_channels", "spatial_shape", "dtype", "value_range")
+        required += [f"network_data_format#{tensor}#{k}" for k in keys]
+    for path in required:
+        errors = list(validator.iter_errors(_without(meta, path)))
+        assert [e.validator for e in errors] == ["required"], (path, [e.message for e in errors])
+    bad_range = copy.deepcopy(meta)
+    bad_range["network_data_format"]["inputs"]["image"]["value_range"] = [0]
+    assert list(validator.iter_errors(bad_range))
 
 
 # ------------------------------------------------------------------------------------------- README id tables

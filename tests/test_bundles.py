@@ -1,9 +1,9 @@
 """The MONAI bundles (bundles/pgnm_pretrain, bundles/pgnm_finetune) on tiny overrides: ConfigWorkflow and CLI runs,
-pretrain -> fine-tune chain, resume, bad overrides, ckpt_export, verify_net_in_out, metadata, 2-process gloo DDP."""
+pretrain -> fine-tune chain, resume, bad overrides, ckpt_export, verify_net_in_out, metadata, 2-process gloo DDP.
+The fine-tune bundle on its own (copied alone, through ``python -m monai.bundle``): tests/test_finetune_bundle.py."""
 
 from __future__ import annotations
 
-import ast
 import csv
 import json
 import os
@@ -27,12 +27,6 @@ FT = ROOT / "bundles" / "pgnm_finetune"
 
 MEDNIST = ROOT.parent / "shared" / "data" / "mednist" / "MedNIST.tar.gz"
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
-# the fine-tune bundle is an overlay of the pretrain bundle's train.json (as its docs/README.md shows)
-FT_TRAIN = "['../pgnm_pretrain/configs/train.json','configs/train.json']"
-FT_EVAL = (
-    "['../pgnm_pretrain/configs/train.json','configs/train.json','../pgnm_pretrain/configs/evaluate.json',"
-    "'configs/evaluate.json']"
-)
 
 
 def cli(bundle: Path, *args: str, torchrun: bool = False, timeout: int = 240) -> subprocess.CompletedProcess:
@@ -196,14 +190,15 @@ def test_check_properties_metadata_and_verify(tmp_path):
     tensor_keys = {"type", "format", "modality", "num_channels", "spatial_shape", "dtype", "value_range"}
     tensor_keys |= {"is_patch_data", "channel_def"}
     for bundle in (PRE, FT):
-        for name in ("LICENSE", "docs/README.md", "configs/logging.conf", "configs/multi_gpu_train.json"):
+        for name in ("LICENSE", "docs/README.md", "configs/logging.conf", "configs/multi_gpu_train.json",
+                     "configs/metadata_schema.json"):  # fmt: skip
             assert (bundle / name).is_file(), (bundle, name)
         meta = json.loads((bundle / "configs" / "metadata.json").read_text())
         assert required <= set(meta), required - set(meta)
         assert meta["version"] in meta["changelog"]
         for t in (meta["network_data_format"]["inputs"]["image"], meta["network_data_format"]["outputs"]["pred"]):
             assert tensor_keys <= set(t)
-        base = [PRE / "configs" / "train.json"] + ([FT / "configs" / "train.json"] if bundle == FT else [])
+        base = [bundle / "configs" / "train.json"]  # each bundle on its own
         for configs, kind, extra in (
             (base, "train", {}),
             # outside torchrun: skip the process-group set-up, check the merged ids only
@@ -257,26 +252,6 @@ def test_finetune_missing_pretrained(tmp_path):
     with pytest.raises(Exception) as info:
         wf.run()
     assert "'pretrained_ckpt' points to" in errors_of(info.value)
-
-
-@pytest.mark.slow
-def test_cli_embedded(tmp_path):
-    """The fine-tune bundle's commands as its README gives them: training (an overlay of the pretrain configs) and
-    inference through ``python -m monai.bundle run``; the pretraining (its command: tests/test_resume.py) and the
-    fine-tune's evaluation (the training overlay and two files more) in this process."""
-    run("pgnm_pretrain", "train", bundle_root=os.fspath(tmp_path / "pre"), arm="none", epochs=1, **TINY)
-    assert (tmp_path / "pre" / "models" / "model.pt").is_file()
-    meta = ["--meta_file", "configs/metadata.json", "--logging_file", "configs/logging.conf"]
-    ft = {"bundle_root": tmp_path / "ft", "pretrained_ckpt": tmp_path / "pre" / "models" / "model.pt", **TINY}
-    cli(FT, "run", "--config_file", FT_TRAIN, *meta, *overrides_cli({**ft, "epochs": 1}))
-    from pgnm_monai.experiments.runner import stage_configs
-
-    assert [os.path.relpath(f, FT) for f in stage_configs("pgnm_finetune", "evaluate")] == ast.literal_eval(FT_EVAL)
-    run("pgnm_finetune", "evaluate", **{k: os.fspath(v) if isinstance(v, Path) else v for k, v in ft.items()})
-    inf = {"bundle_root": tmp_path / "ft", "network": "small", "image_size": 32, "dataset_kind": "embedded"}
-    cli(FT, "run", "--config_file", "configs/inference.json", *meta, *overrides_cli(inf))
-    assert json.loads((tmp_path / "ft" / "eval" / "metrics.json").read_text())["overall"]["n"] == 9
-    assert len((tmp_path / "ft" / "eval" / "inference_predictions.csv").read_text().splitlines()) == 1 + 9
 
 
 @pytest.mark.slow
@@ -337,23 +312,9 @@ def test_ddp_gloo_two_processes(tmp_path):
     assert not all(torch.equal(untrained[k], r0["policy"][k]) for k in untrained)  # it did train
 
 
-def test_finetune_bundle_is_an_overlay_of_the_pretrain_bundle():
-    """The two bundles share no copied config: <= 20% of the fine-tune bundle's config lines repeat the pretrain's."""
-    pre_lines = set()
-    for path in (PRE / "configs").iterdir():
-        pre_lines |= {line.strip() for line in path.read_text().splitlines() if len(line.strip()) > 3}
-    own, repeated = 0, 0
-    for path in (FT / "configs").iterdir():
-        if path.is_symlink():  # the same file, not a copy
-            assert path.resolve().parent == (PRE / "configs").resolve(), path
-            continue
-        lines = [line.strip() for line in path.read_text().splitlines() if len(line.strip()) > 3]
-        if path.name == "metadata.json":  # the bundle's own description (data, not program)
-            continue
-        own += len(lines)
-        repeated += sum(line in pre_lines for line in lines)
-    assert own > 0 and repeated / own <= 0.2, (repeated, own)
-    # the single-process train.json knows nothing of DDP; the DDP overlay picks rank-0 handlers by rank
+def test_multi_gpu_train_is_a_pure_overlay():
+    """The single-process train.json knows nothing of DDP; the DDP overlay picks rank-0 handlers by rank (the
+    fine-tune bundle's is the same file: tests/test_finetune_bundle.py)."""
     train = (PRE / "configs" / "train.json").read_text()
     assert "sampler" not in train and "wrap_ddp" not in train and "is_main_process" not in train
     multi = json.loads((PRE / "configs" / "multi_gpu_train.json").read_text())
@@ -468,14 +429,24 @@ def test_val_interval_zero_never_validates(tmp_path):
 
 
 def test_configs_read_as_wiring():
-    """The logic lives in named Python components: few ``$`` expressions across the bundles' configs (each file
-    once, links included once), none with a loop, a comprehension or a conditional beyond a one-line switch.
-    Defaults read from their typed home (``$pgnm_monai.settings.POLICY.grid``) and one key of a component's dict
-    (``$@trained_settings['network']``) are plain references, not logic."""
-    files = {p.resolve() for bundle in (PRE, FT) for p in (bundle / "configs").glob("*.json")}
+    """The logic lives in named Python components: few ``$`` expressions across the bundles' configs (the pretrain
+    bundle's, and the fine-tune's own ids: the rest of its configs is the pretrain's, kept in step by
+    ``pgnm_monai.experiments.bundle_sync``), none with a loop, a comprehension or a conditional beyond a one-line
+    switch. Defaults read from their typed home (``$pgnm_monai.settings.POLICY.grid``) and one key of a component's
+    dict (``$@trained_settings['network']``) are plain references, not logic."""
+    from pgnm_monai.experiments.bundle_sync import FINETUNE_IDS
+
+    texts = [(PRE / "configs" / name).read_text() for name in FINETUNE_IDS]
+    for name, ids in FINETUNE_IDS.items():
+        config = json.loads((FT / "configs" / name).read_text())
+        for path in ids:
+            value = config
+            for key in path:
+                value = value[key]
+            texts.append(json.dumps(value))
     expressions, defaults = [], []
-    for path in files:
-        for e in re.findall(r'"(\$[^"]*)"', path.read_text()):
+    for text in texts:
+        for e in re.findall(r'"(\$[^"]*)"', text):
             plain = e.startswith("$pgnm_monai.settings.") or re.fullmatch(r"\$@\w+\['\w+'\]", e)
             (defaults if plain else expressions).append(e)
     assert len(expressions) <= 40, len(expressions)

@@ -248,12 +248,22 @@ def test_weights_of_another_architecture_are_refused_by_name(change, message, tm
 
 def test_stem_channels_are_adapted_as_timm_does(tmp_path, caplog):
     """3-channel weights into a 1-channel network (and back): the stem summed (repeated and scaled), so a grey
-    image gives the source network's features of that image repeated on every channel; a log line says so."""
+    image gives the source network's features of that image repeated on every channel; the load's report (logged,
+    and handed to :func:`on_weights_loaded`'s callbacks) says so, with the tensors loaded and the head replaced."""
+    from pgnm_monai.networks.weights import on_weights_loaded
+
     rgb = _timm_state("resnet10t", 165, seed=8, in_channels=3)
     torch.save(rgb, tmp_path / "rgb.pth")
-    with caplog.at_level(logging.INFO, logger="pgnm_monai.networks.weights"):
+    reports = []
+    with caplog.at_level(logging.INFO, logger="pgnm_monai.networks.weights"), on_weights_loaded(reports.append):
         grey_net = load_weights(build_classifier("resnet10t", 1, 4), tmp_path / "rgb.pth", "resnet10t").eval()
-    assert "adapted the stem conv1.0.weight from 3 to 1 input channels" in caplog.text
+    (report,) = reports
+    n = len(grey_net.state_dict())
+    assert str(report) == (
+        f"weights: {n - 2} of {n} tensors loaded from {tmp_path / 'rgb.pth'}; stem adapted from 3 to 1 input "
+        "channels; head replaced (165 -> 4 classes)"
+    )
+    assert str(report) in caplog.text
     assert torch.equal(grey_net.state_dict()["conv1.0.weight"], rgb["conv1.0.weight"].sum(1, keepdim=True))
     source = timm.create_model("resnet10t", num_classes=0)
     source.load_state_dict({k: v for k, v in rgb.items() if not k.startswith("fc.")}, strict=False)

@@ -42,8 +42,8 @@ BUNDLE_FILES = (
     "docs/README.md",
     "LICENSE",
 )
-# fine-tune files that are symlinks to the pretrain bundle's in the checkout
-SYMLINKED = ("configs/inference.json", "configs/multi_gpu_train.json", "configs/logging.conf")
+# fine-tune files that are byte copies of the pretrain bundle's (experiments.bundle_sync)
+SHARED_FILES = ("configs/inference.json", "configs/multi_gpu_train.json", "configs/logging.conf")
 
 # top-level entries of the checkout that are not sources (the venv, run outputs, caches, VCS)
 _TOP_LEVEL_SKIP = {".git", ".venv", ".ci", "build", "dist", "runs", "results", "logs", "models", "notebooks", "tests"}
@@ -153,7 +153,7 @@ def test_wheel_ships_bundles(wheel):
                 data = zf.read(name)
                 assert data, f"{name} is empty"
                 assert data == (REPO / "bundles" / b / f).read_bytes(), f"{name} differs from the checkout's"
-        for f in SYMLINKED:  # stored as regular files with the pretrain bundle's content
+        for f in SHARED_FILES:  # the fine-tune bundle's copies of the pretrain bundle's files
             ft, pre = (zf.read(f"pgnm_monai/bundles/{b}/{f}") for b in ("pgnm_finetune", "pgnm_pretrain"))
             assert ft == pre, f"pgnm_finetune/{f} differs from pgnm_pretrain/{f}"
 

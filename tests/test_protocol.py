@@ -16,6 +16,7 @@ from nbclient import NotebookClient
 
 from pgnm_monai.cli import main as cli_main
 from pgnm_monai.experiments.report import delta_table, per_modality_table, summary_table
+from pgnm_monai.experiments.run_records import read_invocations
 from pgnm_monai.experiments.statistics import mean_ci
 from pgnm_monai.experiments.tasks import parse_task
 
@@ -83,6 +84,69 @@ def test_tables_from_the_fixture():
     assert list(per_modality_table(runs).columns) == ["US", "X-ray"]
 
 
+def test_report_only_rewrites_a_run_report_from_its_files(tmp_path):
+    """``pgnm benchmark --report-only``: the report of a folder whose models are gone, from its committed files; the
+    header's wall time summed over every recorded invocation; the settings as a table; ``f1_vs_n`` with several N
+    only, as the second measure."""
+    from pgnm_monai.experiments.report import write_report
+    from pgnm_monai.experiments.run_records import summed_wall_seconds
+
+    out = tmp_path / "run"
+    out.mkdir()
+    runs = pd.read_csv(FIXTURE)  # none and pgnm-reinforce, taskA and taskB, N 16 and 64
+    config = {"profile": "quick", "arms": ["none", "pgnm-reinforce", "frozen_policy"], "shots": [16, 64]}
+    runs["config"] = [
+        json.dumps({**config, "task": {"name": t, "kind": "medmnist", "dataset_dir": f"{t}.npz"}, "arm": a})
+        for t, a in zip(runs["task"], runs["arm"], strict=True)
+    ]
+    runs.to_csv(out / "runs.csv", index=False)
+    shift = {"none": 0.0, "pgnm-reinforce": 0.05, "frozen_policy": 0.0}
+    probes = [
+        {"arm": arm, "pretrain_seed": s, "task": task, "n": 16, "episode": e, "probe": probe,
+         "macro_f1": 0.5 + shift[arm] + 0.01 * math.sin(7 * s + 3 * e + len(arm))}
+        for task in ("taskA", "taskB") for arm in shift for probe in ("linear", "linear_bn") for s in range(2)
+        for e in range(6)
+    ]  # fmt: skip
+    pd.DataFrame(probes).to_csv(out / "probe_runs.csv.gz", index=False)
+    curves = [
+        {"arm": arm, "seed": s, "epoch": e, "train_loss": 1 / e, "weight_norm": 10.0, "val_macro_f1": 0.5 + 0.1 * e,
+         "kl_to_init": 0.1 * e if arm != "none" else None}
+        for arm in shift for s in range(2) for e in range(1, 4)
+    ]  # fmt: skip
+    pd.DataFrame(curves).to_csv(out / "pretrain_curves.csv", index=False)
+    kept = (out / "pretrain_curves.csv").read_bytes()
+    earlier = [
+        {"started": "2026-12-02T03:18:46+00:00", "ended": "2026-12-02T04:08:46+00:00", "seconds": 3000.0,
+         "commit": "abc1234", "command": "pgnm benchmark", "device": "AMD EPYC (2 cores)", "last_stage": "fine-tune"},
+        {"started": "2026-12-02T04:10:00+00:00", "ended": "2026-12-02T04:30:00+00:00", "seconds": 1200.0,
+         "commit": "def5678", "command": "pgnm benchmark", "device": "NVIDIA H100", "last_stage": "report"},
+    ]  # fmt: skip
+    (out / "invocations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in earlier))
+    assert cli_main(["benchmark", "--report-only", "--output-dir", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    total = summed_wall_seconds(out)
+    assert 4200 < total < 4260 and len(read_invocations(out)) == 3  # this invocation is recorded too
+    # this invocation counts up to the report's writing: 4200 s and the few seconds before it
+    assert "- wall time: **70.0 min**, summed over the 3 invocations that made this folder" in report
+    assert "on AMD EPYC (2 cores); NVIDIA H100" in report and "commits: `abc1234`, `def5678`" in report
+    assert "profile `quick`" in report and "| setting | value |" in report
+    assert '| arms | `["none", "pgnm-reinforce", "frozen_policy"]` |' in report
+    assert '| tasks | `["taskA", "taskB"]` |' in report
+    assert "## The answer" in report and "Holm-adjusted over all 4 cells of this answer" in report
+    assert "(answer_forest.png)" in report and "![trained masks" not in report
+    assert {"delta_p", "delta_p_holm", "result_interval"} <= set(pd.read_csv(out / "answer_deltas.csv").columns)
+    assert "the second measure; the answer above is from the probes" in report and "## What pretraining did" in report
+    for figure in ("answer_forest.png", "f1_vs_n.png", "policy_curves.png", "pretrain_curves.png"):
+        assert (out / figure).stat().st_size > 1000, figure
+    assert (out / "pretrain_curves.csv").read_bytes() == kept  # the run's record, left as it is
+    # one N: no curve against N (an earlier figure is removed), and the report says why
+    write_report(runs[runs["n"] == 16], out, profile="quick")
+    assert not (out / "f1_vs_n.png").exists()
+    assert "The fine-tunes have one N (16): no curve against N is drawn." in (out / "report.md").read_text()
+    with pytest.raises(FileNotFoundError, match="has neither runs.csv nor probe_runs.csv"):
+        cli_main(["benchmark", "--report-only", "--output-dir", str(tmp_path / "empty")])
+
+
 @pytest.fixture(scope="module")
 def micro_run(tmp_path_factory) -> Path:
     """The folder of ``pgnm benchmark --profile micro`` (one run for the tests of this module)."""
@@ -103,7 +167,8 @@ def test_benchmark_command_micro_profile_end_to_end(micro_run):
     report = (out / "report.md").read_text()
     for section in ("## Macro-F1 after fine-tuning", "## Macro-F1: arm − baseline", "## Win / tie / loss", "command:"):
         assert section in report
-    assert (out / "f1_vs_n.png").stat().st_size > 1000
+    assert not (out / "f1_vs_n.png").exists() and "The fine-tunes have one N (16): no curve" in report
+    assert read_invocations(out)["last_stage"].tolist() == ["report"]  # recorded after every stage
     # the probe protocol and the pretraining evidence, through the same command
     probe = pd.read_csv(out / "probe_runs.csv")
     assert set(probe["arm"]) == {"none", "pgnm-reinforce", "frozen_policy"}
@@ -119,6 +184,7 @@ def test_benchmark_command_micro_profile_end_to_end(micro_run):
     stamp = (out / "runs.csv").stat().st_mtime_ns
     assert cli_main(["benchmark", "--profile", "micro", "--output-dir", str(out)]) == 0
     assert (out / "runs.csv").stat().st_mtime_ns == stamp and len(pd.read_csv(out / "runs.csv")) == 3
+    assert len(read_invocations(out)) == 2 and "summed over the 2 invocations" in (out / "report.md").read_text()
     # deterministic for a fixed seed: a fresh run of the probe on the same models gives the same rows
     shutil.rmtree(out / "probe")  # the per-model probe rows: recomputed
     (out / "probe_runs.csv").unlink()

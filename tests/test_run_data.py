@@ -392,6 +392,45 @@ def test_the_run_lock_survives_the_deletion_of_its_folder(tmp_path):
     lock.release()
 
 
+def test_no_lock_file_stays_after_the_last_holder_releases(tmp_path):
+    """Nested holders in one process (the main job around its stages) share the lock: its files stay until the last
+    one releases, then none is left, inside the folders or in the temporary folder."""
+    from pgnm_monai.run_lock import LOCK_NAME, BundleRunLock, _outside_path
+
+    root = tmp_path / "root"
+    outer, inner = BundleRunLock(root, output_dir=root / "eval"), BundleRunLock(root)
+    outer.acquire()
+    inner.acquire()
+    inner.release()
+    assert (root / LOCK_NAME).is_file() and (root / "eval" / LOCK_NAME).is_file()
+    outer.release()
+    assert not list(root.rglob("*.lock")) and not _outside_path(root, ".lock").exists()
+    assert outer.acquire()  # taken again: the files are made again
+    outer.release()
+
+
+def test_an_interrupted_bundle_run_leaves_no_lock_file(tmp_path):
+    """Ctrl-C (``KeyboardInterrupt``) while the fine-tune bundle loads its weights, the run lock held: released and
+    its files removed."""
+    import torch
+
+    from pgnm_monai.networks import build_classifier
+    from pgnm_monai.networks.weights import on_weights_loaded
+    from pgnm_monai.run_lock import _outside_path
+
+    torch.save(build_classifier("small", 1, 4).state_dict(), tmp_path / "small.pt")
+
+    def interrupt(report):
+        assert (tmp_path / "ft" / ".pgnm_run.lock").is_file()  # held at this point
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt), on_weights_loaded(interrupt):
+        run_bundle("pgnm_finetune", "train", bundle_root=os.fspath(tmp_path / "ft"),
+                   pretrained_ckpt=os.fspath(tmp_path / "small.pt"), warmup_epochs=0, warmup_start_factor=1.0,
+                   **TINY)  # fmt: skip
+    assert not list(tmp_path.rglob("*.lock")) and not _outside_path(tmp_path / "ft", ".lock").exists()
+
+
 # an interrupted pgnm run -------------------------------------------------------------------------------------------
 
 

@@ -128,7 +128,26 @@ def check_trained_settings(ckpt_dir: str | os.PathLike, settings: Mapping[str, A
     return True
 
 
-def write_run_settings(settings: RunSettings, ckpt_dir: str | os.PathLike) -> bool:
+def write_run_settings(
+    settings: RunSettings, ckpt_dir: str | os.PathLike, metadata: Mapping[str, Any] | None = None
+) -> bool:
     """Write ``settings`` to ``ckpt_dir/run_settings.json`` once training has ended (beside ``class_map.json``; a
-    failed run leaves none), for the evaluation and inference of the run's models."""
-    return settings.write(os.path.join(os.fspath(ckpt_dir), "run_settings.json"))
+    failed run leaves none), for the evaluation and inference of the run's models.
+
+    With ``metadata`` (the bundle's ``metadata.json``, ``@_meta_``), also write ``ckpt_dir/metadata.json``: that
+    metadata made the description of this run, its class names and input
+    (:func:`pgnm_monai.networks.model_card.run_metadata`), for MONAI's ``verify_net_in_out`` and ``ckpt_export``.
+    On the main process only.
+    """
+    written = settings.write(os.path.join(os.fspath(ckpt_dir), "run_settings.json"))
+    from pgnm_monai import distributed
+
+    if metadata and distributed.is_main_process():
+        from pgnm_monai.data import load_class_map
+        from pgnm_monai.networks.model_card import settings_card, write_run_metadata
+
+        models = os.fspath(ckpt_dir)
+        names = load_class_map(os.path.join(models, "class_map.json"))
+        card = settings_card(settings.settings, names, os.path.join(models, "model.pt"))
+        write_run_metadata(os.path.join(models, "metadata.json"), card, metadata)
+    return written

@@ -2,8 +2,10 @@
 
 Runs the fine-tune bundle's ``train`` stage warm-started from ``pretrained`` (any layout that
 :func:`pgnm_monai.networks.load_weights` reads: the authors' released heated weights, torchvision or timm ImageNet
-weights, this project's ``model.pt`` / ``model_avg.pt``), then its ``evaluate`` stage on the test split. Output,
-under ``output_dir``::
+weights, this project's ``model.pt`` / ``model_avg.pt``), then its ``evaluate`` stage on the test split. It prints
+what the weights load did (tensors loaded, stem adapted, head replaced: :class:`~pgnm_monai.networks.weights.
+WeightsReport`), a training progress bar on a terminal, and the tables. A folder that holds a finished run is
+refused unless ``overwrite`` (:func:`pgnm_monai.run_lock.check_run_folder`). Output, under ``output_dir``::
 
     models/model.pt            the fine-tuned classifier (+ class_map.json)
     models/timm/               the same in timm's own folder format (config.json with the class names, input size,
@@ -21,7 +23,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +34,18 @@ from pgnm_monai.clinical_metrics import read_predictions, write_clinical_report
 from pgnm_monai.experiments import runner
 from pgnm_monai.experiments.predict import clinical_table
 from pgnm_monai.experiments.tables import format_table
-from pgnm_monai.networks.weights import NORMALIZATION
+from pgnm_monai.networks.weights import on_weights_loaded
+from pgnm_monai.run_lock import check_run_folder
+from pgnm_monai.settings import intensity_values
+from pgnm_monai.settings import normalization as named_normalization
 
-__all__ = ["METRIC_COLUMNS", "finetune_from_weights", "fit_warmup", "metrics_by_modality"]
+__all__ = [
+    "METRIC_COLUMNS",
+    "finetune_from_weights",
+    "fit_warmup",
+    "input_normalization",
+    "metrics_by_modality",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +84,31 @@ def fit_warmup(epochs: int | None, overrides: dict[str, Any]) -> dict[str, Any]:
     return fitted
 
 
+def input_normalization(
+    normalization: str | None = None,
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
+    in_channels: int | None = None,
+) -> tuple[float | list | None, float | list | None]:
+    """The bundle ids ``(intensity_mean, intensity_std)`` of ``pgnm finetune``'s options: ``--normalization``'s
+    values for the input's channels (:func:`pgnm_monai.settings.normalization`), each replaced by ``--mean`` /
+    ``--std`` where given (one value, or one per channel); ``None``: the bundle's.
+
+    Raises:
+        ValueError: an unknown ``normalization``, or ``--mean`` / ``--std`` values that are not finite (a std
+            not > 0), or whose count is neither 1 nor ``in_channels`` (each error names its option).
+    """
+    if normalization is None and mean is None and std is None:
+        return None, None
+    if in_channels is None:
+        in_channels = runner.bundle_defaults("pgnm_finetune")["in_channels"]
+    named = named_normalization(normalization, in_channels) if normalization is not None else (None, None)
+    return (
+        named[0] if mean is None else intensity_values("--mean", mean, in_channels),
+        named[1] if std is None else intensity_values("--std", std, in_channels, positive=True),
+    )
+
+
 def finetune_from_weights(
     pretrained: str | os.PathLike,
     output_dir: str | os.PathLike = "runs/finetune",
@@ -81,6 +119,8 @@ def finetune_from_weights(
     few_shot: int | None = None,
     few_shot_seed: int | None = None,
     normalization: str | None = None,
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
     epochs: int | None = None,
     lr: float | None = None,
     batch_size: int | None = None,
@@ -88,8 +128,9 @@ def finetune_from_weights(
     in_channels: int | None = None,
     spatial_dims: int | None = None,
     seed: int | None = None,
-    progress_bar: bool = False,
+    progress_bar: bool | None = None,
     positive_class: str | None = None,
+    overwrite: bool = False,
     **overrides: Any,
 ) -> dict:
     """Fine-tune ``pretrained`` on a dataset, evaluate it on the test split; return ``eval/metrics.json``.
@@ -103,21 +144,30 @@ def finetune_from_weights(
         dataset_options: loader options.
         few_shot: fine-tune on a stratified subset of N training images (``None``: all).
         few_shot_seed: seed of that subset.
-        normalization: ``paper`` or ``imagenet`` (:data:`~pgnm_monai.networks.weights.NORMALIZATION`): the
-            intensity mean and std the weights were trained with (``None``: the bundle's).
+        normalization: ``paper`` or ``imagenet`` (:data:`~pgnm_monai.settings.NORMALIZATION`): the
+            intensity mean and std the weights were trained with, per channel for 3 channels (``None``: the
+            bundle's).
+        mean, std: the intensity mean and std, one value or one per channel (``in_channels``), in place of
+            ``normalization``'s (:func:`input_normalization`).
         epochs, lr, batch_size, image_size, in_channels, spatial_dims, seed: bundle ids (``None``: the bundle's).
-        progress_bar: show tqdm bars.
+        progress_bar: show the training's tqdm bar (on stderr; ``None``: when stderr is a terminal).
         positive_class: the positive class of a two-class task, for the per-class report (``None``: class index 1).
+        overwrite: delete a finished run in ``output_dir`` first (else it is refused; a ``resume=True`` override
+            resumes the run there instead).
         overrides: any other id of the fine-tune bundle.
+
+    Raises:
+        pgnm_monai.run_lock.FinishedRunError: ``output_dir`` holds a finished run and ``overwrite`` is false.
     """
     pretrained = Path(pretrained)
     if pretrained.is_dir():
         raise IsADirectoryError(f"--pretrained {os.fspath(pretrained)!r} is a folder, expected a weight file in it.")
     if not pretrained.is_file():
         raise FileNotFoundError(f"--pretrained {os.fspath(pretrained)!r} does not exist.")
-    if normalization is not None and normalization not in NORMALIZATION:
-        raise ValueError(f"normalization must be one of {tuple(NORMALIZATION)}, got {normalization!r}.")
-    mean, std = NORMALIZATION[normalization] if normalization else (None, None)
+    mean, std = input_normalization(normalization, mean, std, in_channels)
+    out = Path(output_dir)
+    if not overrides.get("resume"):
+        check_run_folder(out, overwrite)
     overrides = {**overrides, **fit_warmup(epochs, overrides)}
     common = {
         "network": network,
@@ -130,15 +180,15 @@ def finetune_from_weights(
         "in_channels": in_channels,
         "spatial_dims": spatial_dims,
         "seed": seed,
-        "progress_bar": progress_bar,
+        "progress_bar": sys.stderr.isatty() if progress_bar is None else progress_bar,
         **overrides,
     }
-    out = Path(output_dir)
     logger.info(f"fine-tuning {pretrained} -> {out}")
-    runner.finetune(
-        out, pretrained, epochs=epochs, lr=lr, batch_size=batch_size, few_shot=few_shot, few_shot_seed=few_shot_seed,
-        **common,
-    )  # fmt: skip
+    with on_weights_loaded(lambda report: print(report, flush=True)):
+        runner.finetune(
+            out, pretrained, epochs=epochs, lr=lr, batch_size=batch_size, few_shot=few_shot,
+            few_shot_seed=few_shot_seed, **common,
+        )  # fmt: skip
     report = runner.evaluate(out, **common)
     table = format_table(metrics_by_modality(report), METRIC_COLUMNS)
     atomic_write_text(out / "eval" / "metrics_by_modality.md", table + "\n")

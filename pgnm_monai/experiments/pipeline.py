@@ -35,6 +35,7 @@ from pgnm_monai.atomic_files import atomic_write_csv, atomic_write_text
 from pgnm_monai.experiments import runner
 from pgnm_monai.experiments.finetune import fit_warmup
 from pgnm_monai.experiments.tables import format_table
+from pgnm_monai.run_lock import check_run_folder
 from pgnm_monai.settings import default_network
 
 __all__ = ["COLUMNS", "COMPARISON_FILES", "run_pipeline"]
@@ -90,6 +91,7 @@ def run_pipeline(
     progress_bar: bool = False,
     extra_pretrain: dict | None = None,
     extra_finetune: dict | None = None,
+    overwrite: bool = False,
 ) -> list[dict]:
     """Pretrain each arm, fine-tune each heated model, evaluate on the test split, write the comparison.
 
@@ -115,11 +117,16 @@ def run_pipeline(
         progress_bar: show tqdm bars.
         extra_pretrain: more overrides of the pretrain bundle (any bundle id).
         extra_finetune: more overrides of the fine-tune bundle (any bundle id).
+        overwrite: delete the outputs of a finished earlier run in a stage folder first; without it such a folder
+            is refused before any stage runs (:func:`pgnm_monai.run_lock.check_run_folder`).
 
     Returns:
         one row per arm (see :data:`COLUMNS`), also written to ``comparison.{csv,md,json}``.
     """
     out = Path(output_dir).resolve()
+    for arm in arms:  # refuse (or clear) an earlier finished run before any stage starts
+        for stage_root in (out / f"pretrain_{arm}", out / f"finetune_{arm}"):
+            check_run_folder(stage_root, overwrite, option="--output-dir", flag="--overwrite")
     out.mkdir(parents=True, exist_ok=True)
     for name in COMPARISON_FILES:  # an earlier run's: never beside this run's stage folders
         if (out / name).is_file():

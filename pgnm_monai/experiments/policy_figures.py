@@ -170,8 +170,8 @@ def eval_chain(settings: dict[str, Any]):
     return eval_transforms(
         image_size=int(settings["image_size"]),
         channels=int(settings["in_channels"]),
-        mean=float(settings["intensity_mean"]),
-        std=float(settings["intensity_std"]),
+        mean=settings["intensity_mean"],  # one value, or one per channel
+        std=settings["intensity_std"],
         spatial_dims=int(settings["spatial_dims"]),
         spacing=settings.get("spacing"),
     )

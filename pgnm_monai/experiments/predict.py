@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -40,6 +41,7 @@ def predict(
     positive_class: str | None = None,
     batch_size: int | None = None,
     n_bootstrap: int = 1000,
+    progress_bar: bool | None = None,
 ) -> dict[str, Any]:
     """Predict the images ``paths`` name with the run in ``run_dir``; return ``{"output", "rows", "evaluation"}``.
 
@@ -50,6 +52,7 @@ def predict(
         positive_class: the positive class of a two-class task, for the evaluation (``None``: class index 1).
         batch_size: the inference bundle's ``batch_size`` (``None``: the bundle's).
         n_bootstrap: resamples of the evaluation's intervals.
+        progress_bar: a tqdm bar of the batches on stderr (``None``: when stderr is a terminal).
 
     Raises:
         FileNotFoundError: ``run_dir`` holds no trained model, or a path does not exist.
@@ -78,6 +81,7 @@ def predict(
         runner.run_bundle(
             INFERENCE_BUNDLE, "inference", bundle_root=os.fspath(run), output_dir=os.fspath(scratch),
             input_files=inputs, batch_size=batch_size,
+            progress_bar=sys.stderr.isatty() if progress_bar is None else progress_bar,
         )  # fmt: skip
         written = scratch / "inference_predictions.csv"
         header, rows = prediction_table(written)

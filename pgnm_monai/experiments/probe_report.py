@@ -15,7 +15,7 @@ import pandas as pd
 from pgnm_monai.arms import ARMS
 from pgnm_monai.atomic_files import atomic_write_text
 from pgnm_monai.experiments.probe import BN_SUFFIX
-from pgnm_monai.experiments.statistics import bootstrap_interval
+from pgnm_monai.experiments.statistics import bootstrap_interval, bootstrap_test
 from pgnm_monai.experiments.tables import markdown_table
 
 __all__ = [
@@ -40,9 +40,10 @@ def probe_summary(
 
     The difference pairs each arm's row with the baseline's on the same pretrain seed and the same episode;
     both intervals are the hierarchical bootstrap of :func:`bootstrap_interval` (pretrain seeds, then
-    episodes). ``delta_half_episodes`` is the half-width when only episodes are resampled, for comparison.
-    ``result`` is ``win`` (delta CI entirely above 0), ``loss`` (entirely below) or ``tie``; empty for the
-    baseline and for an arm with no pairs.
+    episodes), and ``delta_p`` is the two-sided p-value of a zero delta from the same replicates
+    (:func:`bootstrap_test`). ``delta_half_episodes`` is the half-width when only episodes are resampled, for
+    comparison. ``result`` is ``win`` (delta CI entirely above 0), ``loss`` (entirely below) or ``tie``, with no
+    adjustment for multiplicity; empty for the baseline and for an arm with no pairs.
     """
     order = {a: i for i, a in enumerate(ARMS)}
     records = []
@@ -63,12 +64,14 @@ def probe_summary(
                 "high": high,
                 "half": (high - low) / 2,
             }
-            rec |= dict.fromkeys(("delta", "delta_low", "delta_high", "delta_half", "delta_half_episodes"), np.nan)
+            rec |= dict.fromkeys(
+                ("delta", "delta_low", "delta_high", "delta_half", "delta_half_episodes", "delta_p"), np.nan
+            )
             rec["result"] = ""
             if base is not None and arm != baseline:
                 diff = (mat - base).dropna(axis=0, how="all").dropna(axis=1)  # same seed, same episode
                 if diff.size:
-                    d, lo, hi = bootstrap_interval(diff.to_numpy(), n_boot, seed)
+                    d, lo, hi, p = bootstrap_test(diff.to_numpy(), n_boot, seed)
                     _, elo, ehi = bootstrap_interval(diff.to_numpy(), n_boot, seed, resample_seeds=False)
                     rec |= {
                         "delta": d,
@@ -76,6 +79,7 @@ def probe_summary(
                         "delta_high": hi,
                         "delta_half": (hi - lo) / 2,
                         "delta_half_episodes": (ehi - elo) / 2,
+                        "delta_p": p,
                     }
                     rec["result"] = "win" if lo > 0 else "loss" if hi < 0 else "tie"
             records.append(rec)
@@ -136,7 +140,9 @@ def probe_report_markdown(summary: pd.DataFrame, baseline: str = "none", title: 
         "between pretrained models is inside the interval, not only the episode-to-episode noise. The delta "
         f"is arm − `{baseline}` paired on the same pretrain seed and episode; `± episodes only` is its "
         "half-width when pretrain seeds are held fixed (what the interval would be if the models' own "
-        "variation were ignored). A *win* is a delta interval entirely above 0, a *loss* entirely below. "
+        "variation were ignored); `p` is the delta's two-sided p-value from the same bootstrap replicates. A *win* "
+        "is a delta interval entirely above 0, a *loss* entirely below: one cell at a time, not adjusted for the "
+        "number of cells (the answer's verdicts are). "
         f"Pretrain seeds per arm: {seeds}; with fewer than 3 the interval cannot be wider than the spread "
         "of the seeds' means, so read it as a lower bound on the uncertainty.",
         "",
@@ -155,7 +161,8 @@ def probe_report_markdown(summary: pd.DataFrame, baseline: str = "none", title: 
         lines = [f"## {title}", "", f"Deltas are arm − `{baseline}`; intervals as in the probe section above.", ""]
     if baseline in set(summary["arm"]):
         lines += [
-            f"### Overview: paired delta to `{baseline}`, probe `{primary}` (mean ± half-width; ▲ / ▼ win / loss)",
+            f"### Overview: paired delta to `{baseline}`, probe `{primary}` (mean ± half-width; ▲ / ▼ interval above "
+            "/ below 0, not adjusted for multiplicity)",
             "",
             markdown_table(delta_overview(summary, primary, baseline)),
             "",
@@ -173,6 +180,7 @@ def probe_report_markdown(summary: pd.DataFrame, baseline: str = "none", title: 
                 ],
                 "± (half-width)": ["" if h != h else f"{h:.3f}" for h in sub["delta_half"]],
                 "± episodes only": ["" if h != h else f"{h:.3f}" for h in sub["delta_half_episodes"]],
+                "p": ["" if v != v else f"{v:.4f}" for v in sub.get("delta_p", pd.Series(np.nan, sub.index))],
                 "result": sub["result"],
             }
         )

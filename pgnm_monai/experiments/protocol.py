@@ -10,7 +10,12 @@ evaluated on the task's test split (overall and per modality). Settings come fro
   :mod:`.run_folders`);
 - ``runs.csv``: one row per fine-tuned run (arm, task, N, seeds, metrics, per-modality macro-F1, wall time,
   commit, the full configuration as JSON). A run already in it is not redone (resumable);
-- ``probe_*``, ``report.md``, ``f1_vs_n.png`` and the pretraining figures.
+- ``probe_*``, ``answer_deltas.csv``, ``answer_forest.png``, ``report.md``, ``f1_vs_n.png`` (several N only) and the
+  pretraining figures;
+- ``invocations.jsonl``: one line per invocation (:mod:`.run_records`); the report's wall time is their sum.
+
+:func:`write_protocol_report` rewrites the report from those files alone (``pgnm benchmark --report-only``), when the
+pretrained models are gone.
 """
 
 from __future__ import annotations
@@ -18,9 +23,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
+import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +39,11 @@ from pgnm_monai.experiments import answer, policy_figures, probe, probe_report, 
 from pgnm_monai.experiments.profiles import PROFILES
 from pgnm_monai.experiments.report import pretraining_section, write_report
 from pgnm_monai.experiments.run_folders import PretrainRun, finetune_folder, read_run_settings
+from pgnm_monai.experiments.run_records import Invocation
 from pgnm_monai.experiments.tables import number
 from pgnm_monai.experiments.tasks import Task, pretrain_source, resolve_tasks
 
-__all__ = ["KEY", "METRICS", "git_commit", "pretrain_settings", "run_protocol"]
+__all__ = ["KEY", "METRICS", "pretrain_settings", "run_protocol", "write_protocol_report"]
 
 METRICS = ("macro_f1", "balanced_accuracy", "auroc", "accuracy", "macro_precision", "macro_recall")
 KEY = ("arm", "pretrain_seed", "task", "n", "finetune_seed")
@@ -81,21 +87,6 @@ def pretrain_settings(cfg: Mapping[str, Any], dataset_kind: str | None, dataset_
     }
 
 
-def git_commit() -> str:
-    """The project's current commit (``unknown`` outside a git checkout)."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-            check=True,
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def run_protocol(
     output_dir: str | os.PathLike = "results/quick",
     profile: str = "quick",
@@ -107,7 +98,8 @@ def run_protocol(
     compare_with: str | os.PathLike | None = None,
     command: str | None = None,
 ) -> pd.DataFrame:
-    """Run (or resume) the protocol and write ``runs.csv``, ``report.md`` and the figures.
+    """Run (or resume) the protocol and write ``runs.csv``, ``report.md`` and the figures; the invocation is recorded
+    in ``invocations.jsonl`` after every completed stage (:class:`~.run_records.Invocation`).
 
     Args:
         output_dir: where everything goes (pretrained models under ``pretrain/``).
@@ -129,19 +121,84 @@ def run_protocol(
     out = Path(output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     reference = answer.read_probe_runs(compare_with) if compare_with else None  # refused before hours of work
-    commit, started = git_commit(), time.perf_counter()
-    pretrain_seconds = _pretrain_all(out, cfg, source, commit)
-    sections = [
-        *_probe_sections(out, cfg, task_list, reference, compare_with),
-        _pretraining_section(out, cfg, task_list),
-    ]
-    context = {"profile": profile, "pretrain_kind": source[0], "pretrain_dir": source[1], "commit": commit}
-    frame = _finetune_all(out, cfg, task_list, pretrain_seconds, context)
-    write_report(
-        frame, out, command=command, profile=profile, settings=cfg, wall_seconds=time.perf_counter() - started,
-        commit=commit, sections=sections,
-    )  # fmt: skip
+    command = command or " ".join(sys.argv)
+    with Invocation(out, command) as invocation:
+        commit = invocation.record["commit"]
+        pretrain_seconds = _pretrain_all(out, cfg, source, commit, invocation.stage)
+        probes = None
+        if cfg.get("probe_shots"):
+            probes = probe.run_probe(
+                out, task_list, cfg["arms"], cfg["pretrain_seeds"], cfg["probe_shots"],
+                n_episodes=cfg["probe_episodes"], **_trained_settings(out, cfg, PROBE_SETTINGS),
+            )  # fmt: skip
+            invocation.stage("probe")
+        sections = [
+            *_probe_sections(out, cfg["arms"], probes, reference, compare_with),
+            _pretraining_section(out, cfg, task_list),
+        ]
+        context = {"profile": profile, "pretrain_kind": source[0], "pretrain_dir": source[1], "commit": commit}
+        frame = _finetune_all(out, cfg, task_list, pretrain_seconds, context, invocation.stage)
+        write_report(frame, out, command, profile, cfg, commit, sections)
+        invocation.stage("report")
     return frame
+
+
+def write_protocol_report(
+    output_dir: str | os.PathLike,
+    profile: str | None = None,
+    compare_with: str | os.PathLike | None = None,
+    command: str | None = None,
+) -> pd.DataFrame:
+    """Rewrite a protocol run's report from the files in its folder alone: ``runs.csv``, ``probe_runs.csv(.gz)``, and
+    ``pretrain/`` or, when the models are gone, ``pretrain_curves.csv`` (and an earlier ``masks.png``). Nothing is
+    trained or probed; the settings are the run's own (``runs.csv``'s ``config``), ``profile``'s only when it has
+    none. Recorded in ``invocations.jsonl`` like every invocation.
+
+    Raises:
+        FileNotFoundError: ``output_dir`` has neither ``runs.csv`` nor ``probe_runs.csv(.gz)`` (naming the folder).
+        ValueError: no recorded settings and no ``profile``.
+    """
+    out = Path(output_dir).resolve()
+    runs_csv = out / "runs.csv"
+    frame = pd.read_csv(runs_csv) if runs_csv.is_file() else pd.DataFrame(columns=list(KEY))
+    has_probes = any((out / name).is_file() for name in ("probe_runs.csv", "probe_runs.csv.gz"))
+    if not len(frame) and not has_probes:
+        raise FileNotFoundError(f"{out} has neither runs.csv nor probe_runs.csv(.gz): is it a protocol run's folder?")
+    reference = answer.read_probe_runs(compare_with) if compare_with else None
+    profile, cfg, tasks = _recorded_settings(frame, profile, runs_csv)
+    with Invocation(out, command or " ".join(sys.argv), cuda=False) as invocation:
+        probes = answer.read_probe_runs(out) if has_probes else None
+        present = set(frame["arm"]) | (set(probes["arm"]) if probes is not None else set())
+        arms = cfg.get("arms") or [a for a in ARMS if a in present]
+        sections = [*_probe_sections(out, arms, probes, reference, compare_with)]
+        if len(policy_figures.read_pretrain_curves(out)):
+            sections.append(_pretraining_section(out, cfg, tasks))
+        elif (out / "pretrain_curves.csv").is_file():
+            curves = pd.read_csv(out / "pretrain_curves.csv")
+            sections.append(pretraining_section(out, curves, from_records=True))
+        invocation.stage("report sections")  # the header's sum counts this invocation up to here
+        write_report(frame, out, command, profile, cfg, invocation.record["commit"], sections)
+        invocation.stage("report")
+    return frame
+
+
+def _recorded_settings(
+    frame: pd.DataFrame, profile: str | None, runs_csv: Path
+) -> tuple[str, dict[str, Any], list[Task]]:
+    """The profile, settings and tasks a run was made with: those of its ``runs.csv`` (the ``config`` of its rows),
+    else ``profile``'s."""
+    if len(frame) and "config" in frame:
+        config = json.loads(frame["config"].iloc[0])
+        recorded_tasks = [c["task"] for c in map(json.loads, frame["config"].unique()) if "task" in c]
+        tasks = {t["name"]: Task(**t) for t in recorded_tasks}
+        recorded = config.pop("profile", profile) or ""
+        for key in ("task", "arm", "pretrain_dir", "pretrain_kind"):  # one run's, not the run's settings
+            config.pop(key, None)
+        return recorded, {**config, "tasks": list(tasks)}, list(tasks.values())
+    if profile is None:
+        raise ValueError(f"{runs_csv} is absent or has no config column: name the run's profile.")
+    cfg = _settings(profile, None)
+    return profile, cfg, resolve_tasks(list(cfg["tasks"]), None)
 
 
 def _settings(profile: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -156,9 +213,14 @@ def _settings(profile: str, overrides: Mapping[str, Any] | None) -> dict[str, An
 
 
 def _pretrain_all(
-    out: Path, cfg: Mapping[str, Any], source: tuple[str | None, str | None], commit: str
+    out: Path,
+    cfg: Mapping[str, Any],
+    source: tuple[str | None, str | None],
+    commit: str,
+    completed: Callable[[str], None] = lambda stage: None,
 ) -> dict[tuple[str, int], float]:
-    """Pretrain every (arm, seed) not yet marked done; return each model's pretraining seconds."""
+    """Pretrain every (arm, seed) not yet marked done (``completed`` is told each model trained, and the stage's
+    end); return each model's pretraining seconds."""
     seconds: dict[tuple[str, int], float] = {}
     jobs = [(a, s) for a in cfg["arms"] for s in cfg["pretrain_seeds"]]
     for arm, seed in tqdm(jobs, desc="pretrain", unit="model"):
@@ -171,35 +233,35 @@ def _pretrain_all(
         runner.pretrain(pre_root, arm=arm, seed=seed, **pretrain_settings(cfg, *source))
         seconds[(arm, seed)] = round(time.perf_counter() - t0, 1)
         atomic_write_text(marker, json.dumps({"seconds": seconds[(arm, seed)], "commit": commit}) + "\n")
+        completed(f"pretrain {pre_root.name}")
+    completed("pretrain")
     return seconds
 
 
 def _probe_sections(
     out: Path,
-    cfg: Mapping[str, Any],
-    tasks: Sequence[Task],
+    arms: Sequence[str],
+    frame: pd.DataFrame | None,
     reference: pd.DataFrame | None = None,
     reference_dir: str | os.PathLike | None = None,
 ) -> list[str]:
-    """Probe every pretrained model (incremental: models already probed are read from ``probe/``); the report's
-    probe sections: the answer (learned policies against every other arm), against another run's verdicts when
+    """The report's probe sections from the probe rows ``frame`` (none without them): the answer (learned policies
+    against every other arm, ``answer_deltas.csv`` and ``answer_forest.png``), against another run's verdicts when
     ``reference`` (its probe rows) is given, against ``none``, and learned policies against the frozen one."""
-    if not cfg.get("probe_shots"):
+    if frame is None:
         return []
-    frame = probe.run_probe(
-        out, tasks, cfg["arms"], cfg["pretrain_seeds"], cfg["probe_shots"], n_episodes=cfg["probe_episodes"],
-        **_trained_settings(out, cfg, PROBE_SETTINGS),
-    )  # fmt: skip
     summary = probe_report.write_probe_report(frame, out)
     primary = probe_report.primary_probe(summary)
     pairs = answer.pairwise_deltas(frame, primary)
     atomic_write_text(out / "answer_deltas.csv", pairs.to_csv(index=False))
-    sections = [answer.answer_markdown(pairs, primary)]
+    answer.plot_forest(pairs, out / "answer_forest.png")
+    sections = [answer.answer_markdown(pairs, primary, figure="answer_forest.png")]
     if reference is not None:
-        sections.append(answer.regime_markdown(frame, reference, f"`{os.fspath(reference_dir)}`"))
+        name = f"`{os.fspath(reference_dir)}`"
+        sections.append(answer.regime_markdown(frame, reference, name, answer_pairs=pairs))
     sections.append(probe_report.probe_report_markdown(summary))
-    learned = learned_policy_arms(cfg["arms"])
-    if "frozen_policy" in cfg["arms"] and learned:  # does *learning* the mask matter?
+    learned = learned_policy_arms(arms)
+    if "frozen_policy" in arms and learned:  # does *learning* the mask matter?
         versus = probe_report.probe_summary(
             frame[frame["arm"].isin([*learned, "frozen_policy"])], baseline="frozen_policy"
         )
@@ -244,8 +306,10 @@ def _finetune_all(
     tasks: Sequence[Task],
     pretrain_seconds: Mapping[tuple[str, int], float],
     context: Mapping[str, Any],
+    completed: Callable[[str], None] = lambda stage: None,
 ) -> pd.DataFrame:
-    """Fine-tune and evaluate every (task, N, fine-tune seed, arm, pretrain seed) not yet in ``runs.csv``."""
+    """Fine-tune and evaluate every (task, N, fine-tune seed, arm, pretrain seed) not yet in ``runs.csv``
+    (``completed`` is told each run written, and the stage's end)."""
     runs_csv = out / "runs.csv"
     frame = pd.read_csv(runs_csv) if runs_csv.exists() else pd.DataFrame()
     done = {tuple(r) for r in frame[list(KEY)].astype(str).itertuples(index=False)} if len(frame) else set()
@@ -269,6 +333,8 @@ def _finetune_all(
         row["config"] = json.dumps({"profile": context["profile"], **config}, default=list)
         rows.append(row)
         atomic_write_text(runs_csv, pd.DataFrame(rows).to_csv(index=False))
+        completed(f"fine-tune {len(rows)} runs")
+    completed("fine-tune")
     return pd.DataFrame(rows)
 
 

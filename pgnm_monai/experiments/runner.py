@@ -2,9 +2,9 @@
 (:mod:`.pipeline`), the protocol (:mod:`.protocol`) and the tests.
 
 A stage is a list of config files merged in order, exactly as ``python -m monai.bundle run --config_file
-"[...]"`` merges them (see :data:`STAGES`); the fine-tune bundle is an overlay of the pretrain bundle's
-``train.json``. Overrides are the bundle ids (``arm``, ``epochs``, ``dataset_dir``, ...); a value left
-``None`` here is not passed, so the bundle's own default applies (defaults are stated once, in the bundle).
+"[...]"`` merges them (see :data:`STAGES`); each bundle runs from its own files. Overrides are the bundle ids
+(``arm``, ``epochs``, ``dataset_dir``, ...); a value left ``None`` here is not passed, so the bundle's own default
+applies (defaults are stated once, in the bundle).
 An override id that the stage's configs do not define is refused by name, with the closest ids.
 
 **Override values are data.** MONAI's parser reads a string that starts with ``$`` as Python, one that is
@@ -64,13 +64,8 @@ STAGES: dict[tuple[str, str], tuple[str, ...]] = {
     ("pgnm_pretrain", "train"): ("pgnm_pretrain/configs/train.json",),
     ("pgnm_pretrain", "evaluate"): ("pgnm_pretrain/configs/train.json", "pgnm_pretrain/configs/evaluate.json"),
     ("pgnm_pretrain", "inference"): ("pgnm_pretrain/configs/inference.json",),
-    ("pgnm_finetune", "train"): ("pgnm_pretrain/configs/train.json", "pgnm_finetune/configs/train.json"),
-    ("pgnm_finetune", "evaluate"): (
-        "pgnm_pretrain/configs/train.json",
-        "pgnm_finetune/configs/train.json",
-        "pgnm_pretrain/configs/evaluate.json",
-        "pgnm_finetune/configs/evaluate.json",
-    ),
+    ("pgnm_finetune", "train"): ("pgnm_finetune/configs/train.json",),
+    ("pgnm_finetune", "evaluate"): ("pgnm_finetune/configs/train.json", "pgnm_finetune/configs/evaluate.json"),
     ("pgnm_finetune", "inference"): ("pgnm_finetune/configs/inference.json",),
 }
 

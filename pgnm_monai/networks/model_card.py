@@ -12,23 +12,34 @@ A run's ``models/`` folder (``pgnm finetune --output-dir``, a bundle's ``bundle_
   ``(batch, num_classes)`` (raw logits, no softmax) with a dynamic ``batch`` axis; the class names and the
   normalisation are in the model's ``metadata_props`` (:data:`ONNX_METADATA_KEYS`).
 
+- :func:`export_torchscript` writes ``models/model.ts`` (MONAI's ``save_net_with_metadata``): its extra file
+  ``metadata.json`` is the run's own (:func:`run_metadata`), not the bundle's generic one.
+- :func:`run_metadata` is the bundle's ``metadata.json`` made the description of this run: ``network_data_format``
+  with the run's input channels and spatial shape and one output channel per class (``channel_def``: the class
+  names), and the keys of :func:`run_description` (``class_names``, ``num_classes``, ``network``, ``in_channels``,
+  ``image_size``, ``mean``, ``std``, ...). The fine-tune bundle writes it as ``models/metadata.json`` when training
+  ends (:func:`write_run_metadata`), so MONAI's ``verify_net_in_out`` and ``ckpt_export`` take it as ``--meta_file``.
+
 The intensities the exported models expect are those of the run's evaluation chain: an image scaled to [0, 1]
 (:func:`pgnm_monai.data.io.scale_intensity`), resized (short side) and centre-cropped to ``image_size``, then
-``(x - mean) / std`` (a grey image is repeated to ``in_channels`` after normalising, so every channel has the one
-mean and std). From the command line::
+``(x - mean) / std`` with one mean and std per input channel (the run's ``intensity_mean`` / ``intensity_std``; a
+grey image repeated to ``in_channels`` has the one value on every channel). From the command line::
 
-    python -m pgnm_monai.networks.model_card RUN_DIR [--onnx]
+    python -m pgnm_monai.networks.model_card RUN_DIR [--onnx] [--torchscript]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import io
 import json
 import logging
 import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +52,17 @@ __all__ = [
     "ONNX_METADATA_KEYS",
     "TIMM_NETWORKS",
     "export_onnx",
+    "export_torchscript",
     "load_run_classifier",
+    "load_run_metadata",
     "main",
     "onnx_metadata",
     "run_card",
+    "run_description",
+    "run_metadata",
     "save_timm_folder",
+    "settings_card",
+    "write_run_metadata",
 ]
 
 logger = logging.getLogger(__name__)
@@ -69,12 +86,8 @@ _SOURCE_FIELDS = ("tag", "license", "origin_url", "hf_hub_id", "url", "paper_ids
 
 
 def run_card(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """What a run's model is and expects, from ``run_dir/models/run_settings.json`` and ``class_map.json``.
-
-    Returns:
-        ``network``, ``spatial_dims``, ``in_channels``, ``image_size``, ``mean`` and ``std`` (the run's
-        ``intensity_mean`` / ``intensity_std``), ``class_names``, ``num_classes`` and ``model`` (the
-        ``model.pt`` path).
+    """What a run's model is and expects, from ``run_dir/models/run_settings.json`` and ``class_map.json``
+    (:func:`settings_card`).
 
     Raises:
         FileNotFoundError: naming the file a run's ``models/`` folder lacks.
@@ -90,20 +103,36 @@ def run_card(run_dir: str | os.PathLike) -> dict[str, Any]:
             )
     with open(models / "run_settings.json", encoding="utf-8") as f:
         settings = json.load(f)
-    names = load_class_map(models / "class_map.json")
+    return settings_card(settings, load_class_map(models / "class_map.json"), models / "model.pt")
+
+
+def settings_card(settings: Mapping[str, Any], class_names: Sequence[str], model: str | os.PathLike) -> dict[str, Any]:
+    """The card of a run trained with ``settings`` (bundle id -> value) on ``class_names``.
+
+    Returns:
+        ``network``, ``spatial_dims``, ``in_channels``, ``image_size``, ``mean`` and ``std`` (the run's
+        ``intensity_mean`` / ``intensity_std``, one float per input channel; an id ``settings`` lacks:
+        :data:`pgnm_monai.settings.INPUT`'s), ``class_names``, ``num_classes`` and ``model`` (the ``model.pt``
+        path).
+    """
     from pgnm_monai.settings import INPUT, default_network
 
     dims = int(settings.get("spatial_dims", INPUT.spatial_dims))
+    chans = int(settings.get("in_channels", INPUT.in_channels))
+
+    def per_channel(value: Any) -> list[float]:  # one value for every channel, or one per channel
+        return [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)] * chans
+
     return {
         "network": settings.get("network") or default_network(dims),
         "spatial_dims": dims,
-        "in_channels": int(settings.get("in_channels", INPUT.in_channels)),
+        "in_channels": chans,
         "image_size": int(settings.get("image_size", INPUT.image_size)),
-        "mean": float(settings.get("intensity_mean", INPUT.intensity_mean)),
-        "std": float(settings.get("intensity_std", INPUT.intensity_std)),
-        "class_names": list(names),
-        "num_classes": len(names),
-        "model": models / "model.pt",
+        "mean": per_channel(settings.get("intensity_mean", INPUT.intensity_mean)),
+        "std": per_channel(settings.get("intensity_std", INPUT.intensity_std)),
+        "class_names": list(class_names),
+        "num_classes": len(class_names),
+        "model": Path(model),
     }
 
 
@@ -163,8 +192,8 @@ def save_timm_folder(run_dir: str | os.PathLike, folder: str | os.PathLike | Non
     size, chans = card["image_size"], card["in_channels"]
     data_config = {
         "input_size": (chans, size, size),
-        "mean": (card["mean"],) * chans,
-        "std": (card["std"],) * chans,
+        "mean": tuple(card["mean"]),
+        "std": tuple(card["std"]),
         "crop_pct": size / eval_resize(size),
         "crop_mode": "center",
         "interpolation": "bilinear",
@@ -189,21 +218,129 @@ def save_timm_folder(run_dir: str | os.PathLike, folder: str | os.PathLike | Non
     return folder
 
 
-def onnx_metadata(card: dict[str, Any]) -> dict[str, str]:
-    """The ``metadata_props`` of a run's ONNX model (:data:`ONNX_METADATA_KEYS`), all strings."""
-    chans = card["in_channels"]
+def run_description(card: Mapping[str, Any]) -> dict[str, Any]:
+    """What the run's model is and expects as plain JSON values, under the names of :data:`ONNX_METADATA_KEYS`:
+    the class names, the network and its input (channels, side, the per-channel mean and std), and ``output``."""
     return {
-        "class_names": json.dumps(card["class_names"]),
-        "num_classes": str(card["num_classes"]),
+        "class_names": list(card["class_names"]),
+        "num_classes": card["num_classes"],
         "network": card["network"],
-        "spatial_dims": str(card["spatial_dims"]),
-        "in_channels": str(chans),
-        "image_size": str(card["image_size"]),
-        "mean": json.dumps([card["mean"]] * chans),
-        "std": json.dumps([card["std"]] * chans),
+        "spatial_dims": card["spatial_dims"],
+        "in_channels": card["in_channels"],
+        "image_size": card["image_size"],
+        "mean": list(card["mean"]),
+        "std": list(card["std"]),
         "output": "logits: raw (batch, num_classes) scores in the order of class_names, no softmax; the input is "
         "an image scaled to [0, 1], resized and centre-cropped to image_size, then (x - mean) / std",
     }
+
+
+def onnx_metadata(card: Mapping[str, Any]) -> dict[str, str]:
+    """The ``metadata_props`` of a run's ONNX model: :func:`run_description`, all strings (lists and numbers as
+    JSON)."""
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in run_description(card).items()}
+
+
+def _values(values: list[float]) -> str:
+    """One value for every channel as that value (``0.3162``), else the list."""
+    return str(values[0]) if len(set(values)) == 1 else str(values)
+
+
+def _tensor(spec: dict[str, Any]) -> dict[str, Any]:
+    """A tensor format specifier of ``spec``, keys in the order of MONAI's bundle specification."""
+    full = {"modality": "n/a", "dtype": "float32", "value_range": [], "is_patch_data": False, **spec}
+    order = ("type", "format", "modality", "num_channels", "spatial_shape", "dtype", "value_range", "is_patch_data")
+    return {k: full[k] for k in (*order, "channel_def")}
+
+
+def run_metadata(card: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, Any]:
+    """The bundle's ``metadata.json`` (``base``) made the description of the run of ``card``.
+
+    ``network_data_format``: input ``image`` of the run's ``in_channels`` and spatial shape, output ``pred`` of one
+    raw logit per class with the class names as its ``channel_def``; ``image_classes``, ``label_classes`` and
+    ``pred_classes`` name the run's normalisation and classes; the keys of :func:`run_description` but ``output``
+    are added. Everything else (version, task, authors, ...) is ``base``'s.
+    """
+    desc = run_description(card)
+    names, chans, n = desc["class_names"], desc["in_channels"], desc["num_classes"]
+    meta = copy.deepcopy(dict(base))
+    classes = ", ".join(f"{i} {name}" for i, name in enumerate(names))
+    meta["image_classes"] = (
+        f"{'single' if chans == 1 else chans} channel image (in_channels={chans}) scaled to [0, 1], resized (short "
+        f"side) and centre-cropped to {desc['image_size']} per side, normalised with mean {_values(desc['mean'])}, "
+        f"std {_values(desc['std'])}"
+    )
+    meta["label_classes"] = f"class index of the run's models/class_map.json: {classes}"
+    meta["pred_classes"] = f"{n} raw logits (B, {n}), no softmax: {classes}"
+    meta["eval_metrics"] = {"note": "the run's own: eval/metrics.json once evaluate.json has run"}
+    image = {
+        "type": "image",
+        "format": "magnitude",
+        "num_channels": chans,
+        "spatial_shape": [desc["image_size"]] * desc["spatial_dims"],
+        "channel_def": {"0": "image"} if chans == 1 else {str(i): f"image channel {i}" for i in range(chans)},
+    }
+    pred = {
+        "type": "logits",
+        "format": "classes",
+        "num_channels": n,
+        "spatial_shape": [],
+        "channel_def": {str(i): name for i, name in enumerate(names)},
+    }
+    meta["network_data_format"] = {"inputs": {"image": _tensor(image)}, "outputs": {"pred": _tensor(pred)}}
+    meta.update({k: v for k, v in desc.items() if k != "output"})
+    return meta
+
+
+def write_run_metadata(path: str | os.PathLike, card: Mapping[str, Any], base: Mapping[str, Any]) -> Path:
+    """Write :func:`run_metadata` of ``card`` and ``base`` to ``path`` (JSON, atomically); return ``path``."""
+    path = Path(path)
+    atomic_write_text(path, json.dumps(run_metadata(card, base), indent=4) + "\n")
+    return path
+
+
+def load_run_metadata(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The run's ``models/metadata.json`` (what the fine-tune bundle writes when training ends); for a run without
+    one, :func:`run_metadata` of the run and of the bundle that trained it (``pgnm_finetune`` when its
+    ``run_settings.json`` names a ``pretrained_ckpt``, else ``pgnm_pretrain``)."""
+    card = run_card(run_dir)
+    path = Path(run_dir) / "models" / "metadata.json"
+    if path.is_file():
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    from pgnm_monai.experiments.runner import bundles_dir  # the bundles shipped with the package
+
+    with open(Path(run_dir) / "models" / "run_settings.json", encoding="utf-8") as f:
+        bundle = "pgnm_finetune" if "pretrained_ckpt" in json.load(f) else "pgnm_pretrain"
+    with open(bundles_dir() / bundle / "configs" / "metadata.json", encoding="utf-8") as f:
+        return run_metadata(card, json.load(f))
+
+
+def export_torchscript(run_dir: str | os.PathLike, path: str | os.PathLike | None = None) -> Path:
+    """Export the run's classifier to TorchScript (MONAI's ``convert_to_torchscript``, scripted) with the run's
+    :func:`load_run_metadata` as the extra file ``metadata.json`` (MONAI's ``save_net_with_metadata``; read it back
+    with ``monai.data.load_net_with_metadata`` or ``torch.jit.load(path, _extra_files={"metadata.json": ""})``).
+
+    Args:
+        run_dir: a trained run's folder (see :func:`run_card`).
+        path: the ``.ts`` file (``None``: ``run_dir/models/model.ts``).
+
+    Returns:
+        the written path (written atomically).
+    """
+    from monai.data import save_net_with_metadata
+    from monai.networks.utils import convert_to_torchscript
+
+    card = run_card(run_dir)
+    meta = load_run_metadata(run_dir)
+    path = Path(path) if path is not None else Path(run_dir) / "models" / "model.ts"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scripted = convert_to_torchscript(load_run_classifier(run_dir, card))
+    buffer = io.BytesIO()
+    save_net_with_metadata(scripted, buffer, include_config_vals=False, meta_values=meta)
+    atomic_write_bytes(path, buffer.getvalue())
+    logger.info(f"TorchScript model written: {path}")
+    return path
 
 
 def export_onnx(run_dir: str | os.PathLike, path: str | os.PathLike | None = None, opset: int | None = None) -> Path:
@@ -253,15 +390,19 @@ def export_onnx(run_dir: str | os.PathLike, path: str | os.PathLike | None = Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pgnm_monai.networks.model_card RUN_DIR [--onnx]``: write ``RUN_DIR/models/timm/`` (and
-    ``models/model.onnx``); return the exit status."""
+    """``python -m pgnm_monai.networks.model_card RUN_DIR [--onnx] [--torchscript]``: write ``RUN_DIR/models/timm/``
+    (and ``models/model.onnx``, ``models/model.ts``); return the exit status."""
     parser = argparse.ArgumentParser(
         prog="python -m pgnm_monai.networks.model_card",
         description="Write a trained run's model in timm's folder format (models/timm/: config.json with the class "
-        "names, input size, mean and std, beside model.safetensors) and, with --onnx, as models/model.onnx.",
+        "names, input size, mean and std, beside model.safetensors) and, with --onnx / --torchscript, as "
+        "models/model.onnx / models/model.ts (each with the class names and normalisation).",
     )
     parser.add_argument("run_dir", help="a trained run's folder (pgnm finetune --output-dir, a bundle_root)")
     parser.add_argument("--onnx", action="store_true", help="also write models/model.onnx (needs onnx, onnxscript)")
+    parser.add_argument(
+        "--torchscript", action="store_true", help="also write models/model.ts (the run's metadata.json inside)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logger.setLevel(logging.INFO)  # this module's lines, not the exporters' passes
@@ -270,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
         written = [folder] if folder is not None else []
         if args.onnx:
             written.append(export_onnx(args.run_dir))
+        if args.torchscript:
+            written.append(export_torchscript(args.run_dir))
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -23,6 +23,7 @@ from torch import nn
 from pgnm_monai import distributed
 from pgnm_monai.mask import check_mask_params
 from pgnm_monai.networks.classifiers import monai_resnet3d, small_conv_features, timm_resnet
+from pgnm_monai.networks.padding_taps import trim_padding_taps
 from pgnm_monai.settings import INPUT, POLICY, TRUNKS
 from pgnm_monai.validation import check_choice
 
@@ -36,7 +37,9 @@ def build_trunk(name: str, spatial_dims: int, in_channels: int) -> tuple[nn.Modu
         name: ``"resnet10t"`` (the paper's: timm's ResNet-10t feature extractor, ``timm.create_model("resnet10t",
             num_classes=0)``, 512-d features), ``"resnet18"`` (timm's, 512-d) or ``"small"`` (a tiny CNN for
             tests and CPU demos). In 3D the ResNets are MONAI's
-            (:func:`~pgnm_monai.networks.classifiers.monai_resnet3d`).
+            (:func:`~pgnm_monai.networks.classifiers.monai_resnet3d`). The 2D ResNets' convolutions skip the
+            taps that meet only padding (:func:`~pgnm_monai.networks.padding_taps.trim_padding_taps`): the same
+            values, less work on the small maps of a resized policy input.
         spatial_dims: 2 or 3.
         in_channels: number of image channels.
 
@@ -48,7 +51,7 @@ def build_trunk(name: str, spatial_dims: int, in_channels: int) -> tuple[nn.Modu
     check_choice("trunk", name, TRUNKS)
     if spatial_dims == 3:
         return monai_resnet3d(name, in_channels, None), 512
-    trunk = timm_resnet(name, in_channels)
+    trunk = trim_padding_taps(timm_resnet(name, in_channels))
     return trunk, trunk.num_features
 
 

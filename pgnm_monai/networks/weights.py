@@ -14,20 +14,24 @@ with or without the ``module.`` (DDP) or ``_orig_mod.`` (``torch.compile``) pref
 - the head (:data:`~pgnm_monai.networks.HEAD_PREFIXES`) is replaced when ``reset_head`` or when its shape differs
   (another class count); every other tensor must load, else ``ValueError`` names the file and the missing,
   unexpected or reshaped keys;
-- a stem of another input-channel count is adapted as timm adapts it (:func:`adapt_input_channels`), with a log
-  line that says so; a ``num_batches_tracked`` buffer absent from older files keeps its value.
+- a stem of another input-channel count is adapted as timm adapts it (:func:`adapt_input_channels`); a
+  ``num_batches_tracked`` buffer absent from older files keeps its value.
 
-Normalise the images as the weights were trained (:data:`NORMALIZATION`; bundle ids ``intensity_mean``,
-``intensity_std``).
+What a load did (tensors loaded, stem adapted, head replaced) is a :class:`WeightsReport`: logged, and handed to the
+callbacks of :func:`on_weights_loaded` (``pgnm finetune`` prints it). Normalise the images as the weights were
+trained (:data:`NORMALIZATION`; bundle ids ``intensity_mean``, ``intensity_std``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import contextvars
 import logging
 import os
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -38,11 +42,13 @@ from pgnm_monai.settings import NORMALIZATION
 
 __all__ = [
     "NORMALIZATION",
+    "WeightsReport",
     "adapt_input_channels",
     "average_state_dicts",
     "first_conv_key",
     "load_checkpoint_file",
     "load_weights",
+    "on_weights_loaded",
     "unwrap_state_dict",
 ]
 
@@ -53,6 +59,59 @@ logger = logging.getLogger(__name__)
 _WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "network")
 #: prefixes that wrappers add to every key: DDP / DataParallel, torch.compile
 _KEY_PREFIXES = ("module.", "_orig_mod.")
+
+
+@dataclass(frozen=True)
+class WeightsReport:
+    """What :func:`load_weights` did with a file; ``str()`` is the one line ``pgnm finetune`` prints.
+
+    Attributes:
+        path: the weight file.
+        loaded: tensors of the network loaded from the file (the adapted stem included).
+        total: tensors of the network's state dict.
+        stem: ``(file's, network's)`` input channels when the stem was adapted, else ``None``.
+        stem_channels: the network's input channels (its stem's).
+        head: ``(file's, network's)`` classes; the file's is ``None`` when it has no head.
+        head_replaced: the network's head was kept new (``reset_head``, or another class count), not loaded.
+    """
+
+    path: str
+    loaded: int
+    total: int
+    stem: tuple[int, int] | None = None
+    stem_channels: int | None = None
+    head: tuple[int | None, int] | None = None
+    head_replaced: bool = False
+
+    def __str__(self) -> str:
+        parts = [f"weights: {self.loaded} of {self.total} tensors loaded from {self.path}"]
+        if self.stem is not None:
+            parts.append(f"stem adapted from {self.stem[0]} to {self.stem[1]} input channels")
+        elif self.stem_channels is not None:
+            parts.append(f"stem kept ({self.stem_channels} input channel{'s' * (self.stem_channels != 1)})")
+        if self.head is not None:
+            old, new = self.head
+            if not self.head_replaced:
+                parts.append(f"head kept ({new} classes)")
+            else:
+                parts.append(f"head replaced ({'none' if old is None else old} -> {new} classes)")
+        return "; ".join(parts)
+
+
+_LISTENERS: contextvars.ContextVar[tuple[Callable[[WeightsReport], Any], ...]] = contextvars.ContextVar(
+    "pgnm_weights_listeners", default=()
+)
+
+
+@contextlib.contextmanager
+def on_weights_loaded(callback: Callable[[WeightsReport], Any]) -> Iterator[None]:
+    """Within the block, every :func:`load_weights` (also inside a bundle run in this thread) calls ``callback`` with
+    its :class:`WeightsReport` once the weights are in the network."""
+    token = _LISTENERS.set((*_LISTENERS.get(), callback))
+    try:
+        yield
+    finally:
+        _LISTENERS.reset(token)
 
 
 def load_checkpoint_file(path: str | os.PathLike, config_id: str = "pretrained_ckpt") -> Any:
@@ -167,6 +226,7 @@ def load_weights(
 
     loaded: dict[str, torch.Tensor] = {}
     new_head, missing, reshaped = [], [], []
+    adapted: tuple[int, int] | None = None
     for key, mine in own.items():
         theirs = state.get(key)
         if is_head(key) and (reset_head or theirs is None or theirs.shape != mine.shape):
@@ -178,10 +238,7 @@ def load_weights(
             loaded[key] = theirs
         elif key == stem and _without_dim1(theirs.shape) == _without_dim1(mine.shape):
             loaded[key] = adapt_input_channels(theirs, mine.shape[1])
-            logger.info(
-                f"{config_id}: adapted the stem {key} from {theirs.shape[1]} to {mine.shape[1]} input channels "
-                "(timm's adapt_input_conv)"
-            )
+            adapted = (theirs.shape[1], mine.shape[1])  # timm's adapt_input_conv
         else:
             reshaped.append(f"{key}: {tuple(theirs.shape)} in the file, {tuple(mine.shape)} in the network")
     unexpected = [k for k in state if k not in own and not is_head(k)]
@@ -198,8 +255,30 @@ def load_weights(
             "channels excepted)."
         )
     network.load_state_dict(loaded, strict=False)
-    logger.info(f"{config_id}: loaded {len(loaded)} tensors from {path}; new head: {new_head}")
+    report = WeightsReport(
+        path=path,
+        loaded=len(loaded),
+        total=len(own),
+        stem=adapted,
+        stem_channels=None if stem is None else own[stem].shape[1],
+        head=_head_classes(state, own, heads),
+        head_replaced=bool(new_head),
+    )
+    logger.info(f"{config_id}: {report} (new head: {new_head})")
+    for callback in _LISTENERS.get():
+        callback(report)
     return network
+
+
+def _head_classes(
+    state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], heads: Sequence[str]
+) -> tuple[int | None, int] | None:
+    """``(file's, network's)`` class count: the first dimension of the head's weight (``None``: no head)."""
+    key = next((k for k in own if any(k.startswith(h) for h in heads) and k.endswith("weight")), None)
+    if key is None:
+        return None
+    theirs = state.get(key)
+    return (None if theirs is None else int(theirs.shape[0])), int(own[key].shape[0])
 
 
 def _without_dim1(shape: torch.Size) -> tuple[int, ...]:

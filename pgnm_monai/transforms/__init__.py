@@ -3,12 +3,15 @@ preprocessing in :mod:`.array` and :mod:`.dictionary`, the paper's preprocessing
 
 from __future__ import annotations
 
-from .array import LoadMedicalImage, RandResizedCrop, ResizeShortSide, ToChannels
+from .array import LoadMedicalImage, NormalizeChannels, RandResizedCrop, ResizeShortSide, ToChannels
 from .chains import eval_resize, eval_transforms, meta_tracking, train_transforms
 from .dictionary import (
     LoadMedicalImageD,
     LoadMedicalImaged,
     LoadMedicalImageDict,
+    NormalizeChannelsD,
+    NormalizeChannelsd,
+    NormalizeChannelsDict,
     RandFlipAllowedD,
     RandFlipAllowedd,
     RandFlipAllowedDict,
@@ -40,6 +43,10 @@ __all__ = [
     "LoadMedicalImageDict",
     "LoadMedicalImaged",
     "BetaNoiseMask",
+    "NormalizeChannels",
+    "NormalizeChannelsD",
+    "NormalizeChannelsDict",
+    "NormalizeChannelsd",
     "PolicyNoiseMask",
     "PolicyNoiseMaskD",
     "PolicyNoiseMaskDict",

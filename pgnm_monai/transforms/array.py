@@ -7,6 +7,8 @@ On one ``(C, *spatial)`` item (the paper's chains, :mod:`pgnm_monai.transforms.c
   modality's intensity rule (:func:`pgnm_monai.data.io.read_image`).
 - :class:`ToChannels`: 1 or 3 channels (grey repeated, colour to luminance); the chains load grey images as
   one channel and repeat it last, so a 3-channel network costs no more to feed than a 1-channel one.
+- :class:`NormalizeChannels`: ``(img - mean) / std`` with one value for every channel or one per channel (timm's
+  ImageNet values); a grey image given per-channel values is repeated to that many channels first.
 - :class:`RandResizedCrop`: torchvision's ``RandomResizedCrop`` sampling, resized with antialiasing.
 - :class:`ResizeShortSide`: torchvision's ``Resize(int)``: the shortest side to ``size``, aspect kept.
 """
@@ -19,13 +21,13 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from monai.config import NdarrayOrTensor
-from monai.transforms import CenterSpatialCrop, Randomizable, Transform
+from monai.transforms import CenterSpatialCrop, NormalizeIntensity, Randomizable, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy
 
 from pgnm_monai.data.io import read_image, to_channels
-from pgnm_monai.settings import INPUT
+from pgnm_monai.settings import INPUT, intensity_values, per_channel
 
-__all__ = ["LoadMedicalImage", "RandResizedCrop", "ResizeShortSide", "ToChannels"]
+__all__ = ["LoadMedicalImage", "NormalizeChannels", "RandResizedCrop", "ResizeShortSide", "ToChannels"]
 
 
 class LoadMedicalImage(Transform):
@@ -111,6 +113,40 @@ class ToChannels(Transform):
         if self.channels == 3 and img.shape[0] == 1 and isinstance(img, torch.Tensor):
             return img.expand(3, *img.shape[1:]).contiguous()  # the common case, without a round trip through numpy
         return convert_to_dst_type(to_channels(convert_to_numpy(img), self.channels), img)[0]
+
+
+class NormalizeChannels(NormalizeIntensity):
+    """MONAI's ``NormalizeIntensity`` with a fixed ``(img - mean) / std``: one value for every channel, or one per
+    channel (MONAI's ``channel_wise``). A one-channel image given per-channel values is first repeated to that many
+    channels (:class:`ToChannels`, grey to RGB), so a grey image meets each ImageNet channel's mean and std.
+
+    Args:
+        mean: the bundle id ``intensity_mean``: one value, or one per channel.
+        std: the bundle id ``intensity_std``: one value > 0, or one per channel (as many as ``mean`` when both are
+            per channel).
+
+    Raises:
+        ValueError: values :func:`pgnm_monai.settings.intensity_values` refuses, naming the config id (MONAI's own
+            transform would divide by 1 where the std is 0); at call, an image of another channel count.
+    """
+
+    def __init__(self, mean: float | Sequence[float], std: float | Sequence[float]) -> None:
+        what = "the normalisation {0} (config id 'intensity_{0}')"
+        mean = intensity_values(what.format("mean"), mean)
+        std = intensity_values(what.format("std"), std, positive=True)
+        channels = max(len(v) if isinstance(v, list) else 1 for v in (mean, std))
+        if channels > 1:  # both per channel: one value repeated; another count than the other's is refused
+            mean, std = (
+                list(per_channel(mean, channels, what.format("mean"))),
+                list(per_channel(std, channels, what.format("std"))),
+            )
+        super().__init__(subtrahend=mean, divisor=std, channel_wise=channels > 1)
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        """``img`` ``(C, *spatial)`` normalised (with as many channels as the values when it had one)."""
+        if self.channel_wise and img.shape[0] == 1:
+            img = ToChannels(len(self.subtrahend))(img)
+        return super().__call__(img)
 
 
 def _resize(img: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

@@ -15,6 +15,7 @@ from torch's global generator, which :class:`RandTorchvisionPolicy` seeds inside
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import torch
 from monai.transforms import CutMix, MixUp, Randomizable, Transform
@@ -36,15 +37,16 @@ class RandTorchvisionPolicy(Randomizable, Transform):
 
     Args:
         policy: ``"trivialaugment"`` or ``"randaugment"`` (:data:`TORCHVISION_POLICIES`).
-        mean: the normalisation mean of the chain (``intensity_mean``).
-        std: the normalisation std of the chain (``intensity_std``).
+        mean: the normalisation mean of the chain (``intensity_mean``: one value, or one per channel).
+        std: the normalisation std of the chain (``intensity_std``: one value, or one per channel).
     """
 
     backend = [TransformBackends.TORCH]
 
-    def __init__(self, policy: str, mean: float, std: float) -> None:
+    def __init__(self, policy: str, mean: float | Sequence[float], std: float | Sequence[float]) -> None:
         self.policy = TORCHVISION_POLICIES[check_choice("policy", policy, TORCHVISION_POLICIES)]()
-        self.mean, self.std = float(mean), float(std)
+        # (C, 1, 1): one value for every channel, or one per channel, broadcast over the image
+        self.mean, self.std = (torch.tensor(v, dtype=torch.float32).reshape(-1, 1, 1) for v in (mean, std))
         self._seed = 0
 
     def randomize(self, data: object = None) -> None:

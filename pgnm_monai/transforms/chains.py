@@ -5,7 +5,8 @@ The bundles list the same chains inline in ``configs/train.json`` (``train#prepr
 
 Train: load (a grey image stays one channel) -> random resized crop (torchvision ``RandomResizedCrop``
 sampling, scale (0.08, 1), ratio (3/4, 4/3)) to ``image_size`` -> horizontal flip (p = 0.5) -> normalise
-(:data:`pgnm_monai.settings.INPUT`'s mean and std) -> ``channels`` channels. Eval: load -> resize the short side
+(:data:`pgnm_monai.settings.INPUT`'s mean and std: one value, or one per channel,
+:class:`~pgnm_monai.transforms.NormalizeChannels`) -> ``channels`` channels. Eval: load -> resize the short side
 to :func:`eval_resize` (``image_size * 256 / 224``) -> centre crop ``image_size`` -> normalise -> ``channels``
 channels. Defaults are :data:`~pgnm_monai.settings.INPUT`'s. Repeating a
 grey channel commutes with every step, so this is the same tensor as loading 3 channels first, for a third
@@ -25,22 +26,20 @@ from contextlib import contextmanager
 import torch
 from monai.config import KeysCollection
 from monai.data import get_track_meta, set_track_meta
-from monai.transforms import Compose, EnsureTyped, NormalizeIntensityd
+from monai.transforms import Compose, EnsureTyped
 
 from pgnm_monai.data.schema import IMAGE
 from pgnm_monai.settings import INPUT, eval_resize
 from pgnm_monai.transforms.dictionary import (
     LoadMedicalImaged,
+    NormalizeChannelsd,
     RandFlipAllowedd,
     RandResizedCropd,
     ResizeShortSided,
     ToChannelsd,
 )
-from pgnm_monai.validation import check_positive
 
 __all__ = ["eval_resize", "eval_transforms", "meta_tracking", "train_transforms"]
-
-
 
 
 @contextmanager
@@ -59,11 +58,9 @@ def _load_channels(channels: int) -> int | None:
     return 1 if channels == 1 else None
 
 
-def _tail(keys: KeysCollection, mean: float, std: float, channels: int) -> list:
-    # MONAI's NormalizeIntensity would divide by 1 in place of 0: refuse instead of changing the data
-    check_positive("the normalisation std (config id 'intensity_std')", std)
+def _tail(keys: KeysCollection, mean: float | Sequence[float], std: float | Sequence[float], channels: int) -> list:
     return [
-        NormalizeIntensityd(keys=keys, subtrahend=mean, divisor=std),
+        NormalizeChannelsd(keys, mean, std),
         ToChannelsd(keys=keys, channels=channels),
         EnsureTyped(keys=keys, data_type="tensor", dtype=torch.float32, track_meta=False),
     ]
@@ -75,8 +72,8 @@ def train_transforms(
     scale: Sequence[float] = (0.08, 1.0),
     ratio: Sequence[float] = (3.0 / 4.0, 4.0 / 3.0),
     flip_prob: float = 0.5,
-    mean: float = INPUT.intensity_mean,
-    std: float = INPUT.intensity_std,
+    mean: float | Sequence[float] = INPUT.intensity_mean,
+    std: float | Sequence[float] = INPUT.intensity_std,
     spatial_dims: int = 2,
     ct_window: Sequence[float] = INPUT.ct_window,
     percentiles: Sequence[float] = INPUT.percentiles,
@@ -97,8 +94,8 @@ def train_transforms(
 def eval_transforms(
     image_size: int = INPUT.image_size,
     channels: int = INPUT.in_channels,
-    mean: float = INPUT.intensity_mean,
-    std: float = INPUT.intensity_std,
+    mean: float | Sequence[float] = INPUT.intensity_mean,
+    std: float | Sequence[float] = INPUT.intensity_std,
     spatial_dims: int = 2,
     ct_window: Sequence[float] = INPUT.ct_window,
     percentiles: Sequence[float] = INPUT.percentiles,

@@ -16,6 +16,7 @@ from pgnm_monai.data.schema import FLIP_ALLOWED, FRAME_INDEX, IMAGE, MODALITY, S
 from pgnm_monai.settings import INPUT
 from pgnm_monai.transforms.array import (
     LoadMedicalImage,
+    NormalizeChannels,
     RandResizedCrop,
     ResizeShortSide,
     ToChannels,
@@ -25,6 +26,9 @@ __all__ = [
     "LoadMedicalImageD",
     "LoadMedicalImageDict",
     "LoadMedicalImaged",
+    "NormalizeChannelsD",
+    "NormalizeChannelsDict",
+    "NormalizeChannelsd",
     "RandFlipAllowedD",
     "RandFlipAllowedDict",
     "RandFlipAllowedd",
@@ -172,7 +176,30 @@ class ToChannelsd(MapTransform):
         return d
 
 
+class NormalizeChannelsd(MapTransform):
+    """Dictionary version of :class:`~pgnm_monai.transforms.array.NormalizeChannels`."""
+
+    backend = NormalizeChannels.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        mean: float | Sequence[float],
+        std: float | Sequence[float],
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.normalizer = NormalizeChannels(mean, std)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.normalizer(d[key])
+        return d
+
+
 LoadMedicalImageD = LoadMedicalImageDict = LoadMedicalImaged
+NormalizeChannelsD = NormalizeChannelsDict = NormalizeChannelsd
 RandResizedCropD = RandResizedCropDict = RandResizedCropd
 RandFlipAllowedD = RandFlipAllowedDict = RandFlipAllowedd
 ResizeShortSideD = ResizeShortSideDict = ResizeShortSided
