@@ -1,6 +1,6 @@
 """The Beta noise-mask pipeline, as pure functions on batches.
 
-``cells ~ Beta(alpha, beta)`` (``sample()``, no reparameterisation) -> clamp to ``[eps, 1 - eps]`` ->
+``cells ~ Beta(alpha, beta)`` (:func:`sample_beta`, no reparameterisation) -> clamp to ``[eps, 1 - eps]`` ->
 reshape to ``(B, 1, G, G[, G])`` -> nearest upsample to the image size -> Gaussian blur (reflect
 padding, MONAI's separable filter with torchvision's kernel) -> multiply the normalised image
 (broadcast over channels). The masked image and the mask carry no gradient; the per-cell
@@ -25,6 +25,8 @@ __all__ = [
     "check_image",
     "gaussian_kernel1d",
     "blur",
+    "sample_beta",
+    "log_gamma_sample",
     "sample_cells",
     "cells_to_mask",
     "upsample_blur_operator",
@@ -153,12 +155,52 @@ def sample_cells(
     ``log_prob`` (and ``entropy``, ``None`` unless ``with_entropy``) are
     differentiable w.r.t. the concentrations: the closed forms of torch's ``Beta.log_prob`` / ``entropy``.
     """
-    with torch.no_grad():  # torch._sample_dirichlet: what Beta.sample() calls, with an explicit generator
-        concentration = torch.stack([alpha.detach(), beta.detach()], dim=-1).float()
-        cells = torch._sample_dirichlet(concentration, generator=generator)[..., 0]
-        cells = cells.clamp(eps, 1.0 - eps).to(alpha.dtype)
+    with torch.no_grad():
+        cells = sample_beta(alpha.detach(), beta.detach(), generator).clamp(eps, 1.0 - eps).to(alpha.dtype)
     log_prob = (alpha - 1.0) * torch.log(cells) + (beta - 1.0) * torch.log1p(-cells) - beta_log_normalizer(alpha, beta)
     return cells, log_prob, beta_entropy(alpha, beta) if with_entropy else None
+
+
+def sample_beta(alpha: torch.Tensor, beta: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draws of ``Beta(alpha, beta)`` (float32), elementwise; an explicit ``generator`` makes them reproducible.
+
+    On a GPU: ``torch._sample_dirichlet`` (what ``Beta.sample()`` calls; one kernel, no host synchronisation). On the
+    CPU, where that kernel draws one cell at a time: ``X / (X + Y)`` with ``X ~ Gamma(alpha)``, ``Y ~ Gamma(beta)``
+    from :func:`log_gamma_sample`, vectorised over the cells (the same distribution, other numbers).
+    """
+    if alpha.device.type != "cpu":
+        concentration = torch.stack([alpha, beta], dim=-1).float()
+        return torch._sample_dirichlet(concentration, generator=generator)[..., 0]
+    return torch.sigmoid(log_gamma_sample(alpha, generator) - log_gamma_sample(beta, generator))
+
+
+def log_gamma_sample(concentration: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``log`` of ``Gamma(concentration, 1)`` draws (float32), by Marsaglia and Tsang's method (ACM TOMS 26(3),
+    2000), vectorised: every cell draws at once and the rejected ones (a few percent) draw again. A concentration
+    ``a < 1`` draws ``Gamma(a + 1)`` times ``U^(1/a)``; in log space, so that no draw underflows to 0."""
+    a = concentration.float()
+    boost = a < 1
+    shape = torch.where(boost, a + 1.0, a)
+    d = (shape - 1.0 / 3.0).reshape(-1)
+    c = torch.rsqrt(9.0 * d)
+
+    def draw(dd: torch.Tensor, cc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # log draws, accepted
+        x = torch.randn(dd.shape, generator=generator, dtype=dd.dtype)
+        u = torch.rand(dd.shape, generator=generator, dtype=dd.dtype)
+        v = 1.0 + cc * x
+        log_v3 = 3.0 * torch.log(v.clamp_min(torch.finfo(v.dtype).tiny))
+        accept = (v > 0) & (torch.log(u) < 0.5 * x * x + dd - dd * torch.exp(log_v3) + dd * log_v3)
+        return torch.log(dd) + log_v3, accept
+
+    out, accept = draw(d, c)  # the rejected cells' values are replaced below
+    todo = (~accept).nonzero().squeeze(1)
+    while todo.numel():
+        again, accept = draw(d[todo], c[todo])
+        out[todo[accept]] = again[accept]
+        todo = todo[~accept]
+    out = out.reshape(shape.shape)
+    u = torch.rand(shape.shape, generator=generator, dtype=shape.dtype)
+    return torch.where(boost, out + torch.log(u) / a, out)
 
 
 _OPERATORS: dict[tuple, torch.Tensor] = {}

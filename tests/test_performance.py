@@ -263,3 +263,18 @@ def test_channels_last_max_pool_is_max_pool():
     net = build_classifier("resnet18", 1, 3)
     assert isinstance(net.maxpool, ChannelsLastMaxPool2d)
     assert isinstance(build_classifier("resnet18", 1, 3, spatial_dims=3).maxpool, nn.MaxPool3d)
+
+
+def test_step_time_ratio_interval_brackets_the_ratio_and_narrows_with_rounds():
+    """The ratio's own noise: a bootstrap over the interleaved rounds, around the ratio of medians."""
+    import numpy as np
+
+    from pgnm_monai.benchmarks.step_time import ratio_interval
+
+    rng = np.random.default_rng(0)
+    few, many = (list(1.0 + 0.05 * rng.standard_normal(n)) for n in (10, 200))
+    low, high = ratio_interval([1.08 * t for t in few], few)
+    assert low <= 1.08 <= high  # paired rounds: the variant costs 8% more in every round
+    wide = ratio_interval(list(1.08 + 0.05 * rng.standard_normal(10)), few)
+    narrow = ratio_interval(list(1.08 + 0.05 * rng.standard_normal(200)), many)
+    assert wide[0] < 1.08 < wide[1] and narrow[1] - narrow[0] < wide[1] - wide[0]

@@ -8,7 +8,9 @@ Usage::
         [--variants ...]
 
 Each step is the real ``monai.engines.SupervisedTrainer`` iteration with its handlers, run through the
-trainer's public ``run()`` one one-iteration epoch at a time, and timed from ``ITERATION_STARTED`` (a handler
+trainer's public ``run()`` one iteration at a time (ignite's ``max_iters``) in an epoch as long as a real one (the
+policy reads its statistics every ``policy_stats_interval`` iterations, as in training, not at every step's epoch
+end), and timed from ``ITERATION_STARTED`` (a handler
 attached before the arm's) to ``ITERATION_COMPLETED`` (one attached after it), so the PGNM handler masks the
 batch, computes its reward and steps its own optimiser inside the timed step; the per-run and per-epoch
 events fall outside it. Variants (same classifier initialisation, optimiser, batch and seed):
@@ -48,6 +50,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from monai.engines import SupervisedTrainer
 from monai.utils import IgniteInfo, min_version, optional_import
@@ -61,7 +64,10 @@ from pgnm_monai.settings import AMP_DTYPES, DEVICE, OBJECTIVES, OPTIMIZER, PAPER
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
-__all__ = ["PLAIN", "VARIANTS", "PlainLoop", "StepTimer", "build_trainer", "run_step", "step_flops", "measure", "main"]
+__all__ = [
+    "PLAIN", "VARIANTS", "PlainLoop", "StepTimer", "build_trainer", "run_step", "step_flops", "measure", "main",
+    "ratio_interval",
+]  # fmt: skip
 
 #: the hand-written loop's label.
 PLAIN = "plain"
@@ -114,17 +120,23 @@ class _OnEvent:
         engine.add_event_handler(self.event, self.fn)
 
 
+#: the benchmark epoch's length in iterations: longer than any run of the benchmark (no epoch ends inside it)
+EPOCH_LENGTH = 1_000_000
+
+
 class _OneBatch:
-    """A loader of one batch: a fresh dict each epoch (handlers replace the image in it, the tensors stay)."""
+    """A loader of one batch, :data:`EPOCH_LENGTH` times: a fresh dict each iteration (handlers replace the image in
+    it, the tensors stay)."""
 
     def __init__(self, batch: dict[str, torch.Tensor]) -> None:
         self.batch = batch
 
     def __iter__(self):
-        yield dict(self.batch)
+        for _ in range(EPOCH_LENGTH):
+            yield dict(self.batch)
 
     def __len__(self) -> int:
-        return 1
+        return EPOCH_LENGTH
 
 
 class PlainLoop:
@@ -228,11 +240,12 @@ def build_trainer(
 
 
 def run_step(trainer: SupervisedTrainer | PlainLoop) -> float:
-    """One training iteration through the trainer's public ``run()`` (one more one-iteration epoch; the plain loop:
-    its :meth:`PlainLoop.step`); its time (s)."""
+    """One training iteration through the trainer's public ``run()`` (ignite's ``max_iters`` one further; the plain
+    loop: its :meth:`PlainLoop.step`); its time (s)."""
     if isinstance(trainer, PlainLoop):
         return trainer.step()
-    trainer.state.max_epochs = trainer.state.epoch + 1
+    trainer.state.max_epochs = None  # count iterations, not epochs
+    trainer.state.max_iters = trainer.state.iteration + 1
     trainer.run()
     return trainer.step_timer.times[-1]
 
@@ -313,8 +326,19 @@ def measure(
     }
     trainers = {
         v: build_trainer(
-            v, copy.deepcopy(template).to(dev), dev, channels, objective, amp, seed, spatial_dims, grid, batch,
-            amp_dtype, channels_last, compile,
+            v,
+            copy.deepcopy(template).to(dev),
+            dev,
+            channels,
+            objective,
+            amp,
+            seed,
+            spatial_dims,
+            grid,
+            batch,
+            amp_dtype,
+            channels_last,
+            compile,
         )  # fmt: skip
         for v in variants
     }
@@ -335,8 +359,21 @@ def measure(
     base, base_flops = results[variants[0]]["median_s"], flops[variants[0]]
     for v in variants:
         results[v]["ratio"] = results[v]["median_s"] / base
+        results[v]["ratio_low"], results[v]["ratio_high"] = ratio_interval(times[v], times[variants[0]], seed)
         results[v]["floor"] = flops[v] / base_flops
     return results
+
+
+def ratio_interval(
+    times: list[float], base_times: list[float], seed: int = 0, n_boot: int = 2000
+) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of ``median(times) / median(base_times)``, resampling the interleaved rounds
+    (the two lists are paired by round): the ratio's own noise."""
+    t, b = np.asarray(times), np.asarray(base_times)
+    rounds = np.random.default_rng(seed).integers(len(t), size=(n_boot, len(t)))
+    ratios = np.median(t[rounds], axis=1) / np.median(b[rounds], axis=1)
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def format_table(results: dict[str, dict[str, float]], title: str) -> str:
@@ -344,20 +381,22 @@ def format_table(results: dict[str, dict[str, float]], title: str) -> str:
     lines = [
         f"### {title}",
         "",
-        "| variant | median step (s) | IQR (s) | ratio to baseline | GFLOPs per step | FLOP floor | ratio / floor "
-        "| peak memory (MiB) |",
+        "| variant | median step (s) | IQR (s) | ratio to baseline [95% CI] | GFLOPs per step | FLOP floor "
+        "| ratio / floor | peak memory (MiB) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for v, r in results.items():
         peak = f"{r['peak_mib']:.0f}" if "peak_mib" in r else "-"
         lines.append(
-            f"| {v} | {r['median_s']:.3f} | {r['q1_s']:.3f}-{r['q3_s']:.3f} | {r['ratio']:.3f} | {r['gflops']:.1f} "
+            f"| {v} | {r['median_s']:.3f} | {r['q1_s']:.3f}-{r['q3_s']:.3f} | {r['ratio']:.3f} "
+            f"[{r.get('ratio_low', r['ratio']):.3f}, {r.get('ratio_high', r['ratio']):.3f}] | {r['gflops']:.1f} "
             f"| {r['floor']:.3f} | {r['ratio'] / r['floor']:.3f} | {peak} |"
         )
     if PLAIN in results and "baseline" in results:
         lines += ["", f"baseline / plain: {results['baseline']['median_s'] / results[PLAIN]['median_s']:.3f}"]
     lines += [
         "",
+        "Ratio interval: 95% bootstrap over the interleaved rounds (the ratio's own noise). "
         "FLOP floor: the variant's FLOPs per step over the baseline's (torch.utils.flop_counter), the ratio a "
         "variant costing only its arithmetic would reach.",
         "Peak memory: CUDA max allocated in one step; on the CPU the growth of the resident set during one step "
