@@ -190,6 +190,7 @@ def log_gamma_sample(concentration: torch.Tensor, generator: torch.Generator | N
         v = 1.0 + cc * x
         log_v3 = 3.0 * torch.log(v.clamp_min(torch.finfo(v.dtype).tiny))
         accept = (v > 0) & (torch.log(u) < 0.5 * x * x + dd - dd * torch.exp(log_v3) + dd * log_v3)
+        accept |= ~torch.isfinite(dd)  # NaN / Inf concentrations draw NaN / Inf at once (as torch's samplers do)
         return torch.log(dd) + log_v3, accept
 
     out, accept = draw(d, c)  # the rejected cells' values are replaced below

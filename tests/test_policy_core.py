@@ -386,3 +386,14 @@ def test_cpu_beta_sampler_draws_the_beta_distribution(a, b):
         assert stats.kstest(values, stats.beta(a, b).cdf).pvalue > 1e-3
     again = sample_beta(torch.full((n,), a), torch.full((n,), b), torch.Generator().manual_seed(0))
     assert torch.equal(draws, again)  # the same generator seed, the same draws
+
+
+def test_cpu_beta_sampler_ends_on_non_finite_concentrations():
+    """A NaN or infinite concentration (a diverged policy) draws at once, NaN where it is NaN, instead of being
+    rejected forever; the handler's finiteness check then names the iteration."""
+    from pgnm_monai.mask import sample_beta
+
+    alpha = torch.tensor([float("nan"), float("inf"), 2.0, 0.0])
+    beta = torch.tensor([1.0, 1.0, float("nan"), 1.0])
+    draws = sample_beta(alpha, beta, torch.Generator().manual_seed(0))
+    assert torch.isnan(draws[0]) and draws[1] == 1.0 and torch.isnan(draws[2]) and draws[3] == 0.0

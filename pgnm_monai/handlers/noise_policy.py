@@ -295,7 +295,7 @@ class NoisePolicyHandler:
             sample.log_prob,
             ce,
             baseline,
-            sample.entropy,
+            sample.entropy if self.entropy_weight else None,  # computed only when the bonus needs it
             self.entropy_weight,
             self.reward_sign,
             advantage=self.advantage,
