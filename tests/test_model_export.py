@@ -192,19 +192,13 @@ def test_a_two_class_runs_metadata_passes_monais_checks(tmp_path):
     meta = json.loads((models / "metadata.json").read_text())
     assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "benign", "1": "malignant"}
     assert meta == derived and meta["name"] == bundle_meta["name"]
-    verify_net_in_out(
-        net_id="network_def",
-        meta_file=os.fspath(models / "metadata.json"),
-        config_file=os.fspath(configs / "inference.json"),
-        bundle_root=os.fspath(run),
-        device="cpu",
-    )
+
+    def verify(meta_file: Path) -> None:
+        config_file = os.fspath(configs / "inference.json")
+        verify_net_in_out(net_id="network_def", meta_file=os.fspath(meta_file), config_file=config_file,
+                          bundle_root=os.fspath(run), device="cpu")  # fmt: skip
+
+    verify(models / "metadata.json")
     with pytest.raises(ValueError, match="output channel number `2` doesn't match: `4`"):  # the bundle's: 4 classes
-        verify_net_in_out(
-            net_id="network_def",
-            meta_file=os.fspath(configs / "metadata.json"),
-            config_file=os.fspath(configs / "inference.json"),
-            bundle_root=os.fspath(run),
-            device="cpu",
-        )
+        verify(configs / "metadata.json")
     verify_metadata(meta_file=os.fspath(models / "metadata.json"), filepath=os.fspath(configs / "metadata_schema.json"))

@@ -1,19 +1,10 @@
 """Training-step time of the baseline vs PGNM (``paper`` and ``fast`` presets), interleaved in one process.
 
-Usage::
-
-    python -m pgnm_monai.benchmarks.step_time [--model resnet18 resnet50] [--image-size 128 224]
-        [--batch-size 16] [--steps 20] [--warmup 3] [--channels 3] [--classes 6] [--objective reinforce]
-        [--device auto|cpu|cuda] [--amp] [--seed 0] [--no-memory] [--spatial-dims 2|3] [--grid G]
-        [--variants ...]
-
-Each step is the real ``monai.engines.SupervisedTrainer`` iteration with its handlers, run through the
-trainer's public ``run()`` one iteration at a time (ignite's ``max_iters``) in an epoch as long as a real one (the
-policy reads its statistics every ``policy_stats_interval`` iterations, as in training, not at every step's epoch
-end), and timed from ``ITERATION_STARTED`` (a handler
-attached before the arm's) to ``ITERATION_COMPLETED`` (one attached after it), so the PGNM handler masks the
-batch, computes its reward and steps its own optimiser inside the timed step; the per-run and per-epoch
-events fall outside it. Variants (same classifier initialisation, optimiser, batch and seed):
+Each step is the real ``monai.engines.SupervisedTrainer`` iteration with its handlers, run through its public
+``run()`` one iteration at a time (ignite's ``max_iters``) in an epoch as long as a real one (the policy reads its
+statistics every ``policy_stats_interval`` iterations, as in training), timed from ``ITERATION_STARTED`` to
+``ITERATION_COMPLETED`` by handlers attached before and after the arm's, so the policy's whole work is inside.
+Variants (same classifier initialisation, optimiser, batch and seed):
 
 - ``baseline``: arm ``none``;
 - ``pgnm[paper]``: arm ``pgnm``, preset ``paper`` (timm's ResNet-10t policy trunk at full resolution);
@@ -32,12 +23,10 @@ paper trains. Each variant's *FLOP floor* is its step's FLOPs over the baseline'
 ``torch.utils.flop_counter.FlopCounterMode``: forward, backward and the policy's work), the ratio that a
 policy costing only its arithmetic would reach.
 
-The variants run round-robin, one step each per round, so load from other processes hits all of them
-alike. Reported per variant: median and interquartile range of the step time over ``--steps`` rounds
-after ``--warmup`` rounds, the ratio of medians to the baseline, the FLOP floor, and peak memory: on CUDA
-``torch.cuda.max_memory_allocated`` of one step (synchronised); on the CPU the peak growth of the
-process's resident set during one step, sampled every 0.5 ms in a separate pass after the timing (so
-sampling does not perturb the times).
+The variants run round-robin, one step each per round, so load from other processes hits all of them alike.
+Reported per variant: median and interquartile range of the step time over ``--steps`` rounds after ``--warmup``,
+the ratio of medians to the baseline with its bootstrap interval over the rounds, the FLOP floor, and peak memory
+(CUDA: ``max_memory_allocated`` of one step; CPU: the peak growth of the resident set, sampled in a separate pass).
 """
 
 from __future__ import annotations
@@ -64,10 +53,8 @@ from pgnm_monai.settings import AMP_DTYPES, DEVICE, OBJECTIVES, OPTIMIZER, PAPER
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
-__all__ = [
-    "PLAIN", "VARIANTS", "PlainLoop", "StepTimer", "build_trainer", "run_step", "step_flops", "measure", "main",
-    "ratio_interval",
-]  # fmt: skip
+__all__ = ["PLAIN", "VARIANTS", "PlainLoop", "StepTimer", "build_trainer", "measure", "main", "ratio_interval",
+           "run_step", "step_flops"]  # fmt: skip
 
 #: the hand-written loop's label.
 PLAIN = "plain"

@@ -30,10 +30,10 @@ import logging
 import math
 import os
 from collections.abc import Callable, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from pgnm_monai.bundle_files import bundles_dir
 from pgnm_monai.experiments.stage_logs import (
     DropSpuriousConfigRootWarning,
     logs_are_quiet,
@@ -68,29 +68,6 @@ STAGES: dict[tuple[str, str], tuple[str, ...]] = {
     ("pgnm_finetune", "evaluate"): ("pgnm_finetune/configs/train.json", "pgnm_finetune/configs/evaluate.json"),
     ("pgnm_finetune", "inference"): ("pgnm_finetune/configs/inference.json",),
 }
-
-
-def bundles_dir() -> Path:
-    """The folder holding ``pgnm_pretrain`` and ``pgnm_finetune``.
-
-    ``$PGNM_BUNDLES_DIR`` when set, else the copy shipped in the package (``pgnm_monai.bundles``, which is the
-    repository's ``bundles/`` folder in an editable install).
-    """
-    env = os.environ.get("PGNM_BUNDLES_DIR")
-    path = Path(env) if env else _packaged_bundles()
-    if not (path / "pgnm_pretrain" / "configs" / "train.json").is_file():
-        raise FileNotFoundError(
-            f"bundles folder {path} has no pgnm_pretrain/configs/train.json; reinstall pgnm-monai or set "
-            "PGNM_BUNDLES_DIR to a folder holding pgnm_pretrain/ and pgnm_finetune/."
-        )
-    return path
-
-
-def _packaged_bundles() -> Path:
-    try:
-        return Path(str(resources.files("pgnm_monai.bundles")))
-    except ModuleNotFoundError:  # an editable install maps only the top-level package: the checkout's bundles/
-        return Path(__file__).resolve().parents[2] / "bundles"
 
 
 def stage_configs(bundle: str, stage: str) -> list[Path]:

@@ -308,7 +308,7 @@ def load_run_metadata(run_dir: str | os.PathLike) -> dict[str, Any]:
     if path.is_file():
         with open(path, encoding="utf-8") as f:
             return json.load(f)
-    from pgnm_monai.experiments.runner import bundles_dir  # the bundles shipped with the package
+    from pgnm_monai.bundle_files import bundles_dir  # the bundles shipped with the package
 
     with open(Path(run_dir) / "models" / "run_settings.json", encoding="utf-8") as f:
         bundle = "pgnm_finetune" if "pretrained_ckpt" in json.load(f) else "pgnm_pretrain"
