@@ -38,7 +38,6 @@ __all__ = [
 ]
 
 
-
 class PaperLoss(NamedTuple):
     """Outputs of :func:`paper_objective`."""
 

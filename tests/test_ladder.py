@@ -6,15 +6,19 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 
+import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+from nbclient import NotebookClient
 
-from pgnm_monai.experiments import ladder
+from pgnm_monai.experiments import answer, ladder
 from pgnm_monai.experiments.trend import fit_trend, pooled_delta, trend_sentence
 
 ARMS = ("pgnm-reinforce", "none", "frozen_policy", "trivialaugment")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _probe_rows(deltas: dict[str, float], seeds: int = 4, episodes: int = 12, seed: int = 0) -> pd.DataFrame:
@@ -176,3 +180,32 @@ def test_ladder_profiles_keep_the_protocol_and_grow_the_pretraining():
             assert cfg[key] == lite[key], (name, key)
         seen.add(3 * cfg["pretrain_options"]["sources"][0]["max_items"] * cfg["pretrain_epochs"])
     assert len(seen) == len(ladder_points) and 30_000 not in seen  # every point its own images seen, none lite's
+
+
+def test_ladder_notebook_reads_the_ladder_and_its_points(tmp_path, monkeypatch):
+    """notebooks/scale_ladder.ipynb on a ladder's output: the trend sentences it computes are the report's, the
+    points are read again from their folders, and a point's answer is shown (or its absence said)."""
+    up = {k: {"none": -0.01 + 0.03 * math.log10(k / 1000), "frozen_policy": 0.0} for k in (1000, 2000, 4000)}
+    folders = [
+        _point(tmp_path, f"p{k}", k, 8, 32, up[k], invocations=[(60 * k / 1000, "cpu (2 cores)")], seed=k)
+        for k in (1000, 2000, 4000)
+    ]  # fmt: skip
+    pairs = answer.pairwise_deltas(answer.read_probe_runs(folders[1]), "linear_bn", n_boot=200)
+    pairs.to_csv(folders[1] / "answer_deltas.csv", index=False)
+    out = tmp_path / "scale"
+    ladder.main(["--points", *map(str, folders), "--output-dir", str(out), "--n-boot", "300"])
+    monkeypatch.setenv("PGNM_RESULTS_DIR", str(out))
+    notebook = nbformat.read(ROOT / "notebooks" / "scale_ladder.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    printed = "".join(o.get("text", "") for o in outputs)
+    shown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
+    tables = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    report = (out / "ladder_report.md").read_text()
+    sentences = [line for line in report.splitlines() if line.startswith("- `pgnm-reinforce` against")]
+    assert len(sentences) == 3 and all(s in shown for s in sentences) and "moves towards PGNM" in sentences[0]
+    assert f"ladder of 3 points from {out}" in printed and sum("image/png" in o.get("data", {}) for o in outputs) == 1
+    assert "4.0 min" in tables and "4,000" in tables  # the points' table, read from p4000's invocations.jsonl
+    assert "**Verdict rule:**" in shown and shown.count("Verdict rule") == 1  # p2000's answer only
+    assert f"No answer_deltas.csv in {folders[0]}" in printed and f"No answer_deltas.csv in {folders[2]}" in printed

@@ -331,8 +331,11 @@ def test_pgnm_demo_refuses_zero_iterations(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["demo", "--iterations", "0", "--output-dir", os.fspath(tmp_path)])
     assert info.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
-        "argument --iterations: expected a whole number >= 1, got '0'"
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .endswith("argument --iterations: expected a whole number >= 1, got '0'")
     )
     with pytest.raises(ValueError, match=r"iterations must be a whole number >= 1 \(REINFORCE steps\), got 0"):
         run_demo(output_dir=os.fspath(tmp_path), iterations=0)

@@ -20,8 +20,15 @@ def clock(monkeypatch):
 
 
 def test_each_invocation_rewrites_its_own_line_and_a_killed_one_counts_to_its_last_stage(tmp_path, clock):
-    earlier = {"started": "2026-12-02T03:18:46+00:00", "ended": "2026-12-02T04:39:35+00:00", "seconds": 4849.0,
-               "commit": "b0c8f62", "command": "pgnm benchmark", "device": "CPU (2 cores)", "last_stage": "probe"}
+    earlier = {
+        "started": "2026-12-02T03:18:46+00:00",
+        "ended": "2026-12-02T04:39:35+00:00",
+        "seconds": 4849.0,
+        "commit": "b0c8f62",
+        "command": "pgnm benchmark",
+        "device": "CPU (2 cores)",
+        "last_stage": "probe",
+    }
     (tmp_path / "invocations.jsonl").write_text(json.dumps(earlier) + "\n")
     with Invocation(tmp_path, "pgnm benchmark --profile micro", cuda=False) as invocation:
         frame = read_invocations(tmp_path)

@@ -47,9 +47,12 @@ __all__ = [
     "COMPARATORS",
     "LadderPoint",
     "build_parser",
+    "deltas_table",
+    "fit_trends",
     "ladder_deltas",
     "ladder_markdown",
     "main",
+    "points_table",
     "read_point",
     "trend_figure",
 ]
@@ -195,6 +198,7 @@ def ladder_deltas(
             records.append(
                 {
                     "point": point.name,
+                    "folder": str(point.folder),
                     "profile": point.profile,
                     "image_size": point.image_size,
                     "images_per_epoch": point.images_per_epoch,
@@ -210,8 +214,9 @@ def ladder_deltas(
     return pd.DataFrame(records), probe
 
 
-def _trends(deltas: pd.DataFrame) -> dict[str, tuple[Trend | None, str]]:
-    """Per comparator: the trend of its fitted points, or ``None`` and why it cannot be fitted."""
+def fit_trends(deltas: pd.DataFrame) -> dict[str, tuple[Trend | None, str]]:
+    """Per comparator of :func:`ladder_deltas`' table: the trend of its fitted points (``in_fit``), or ``None`` and
+    why it cannot be fitted."""
     found = {}
     for comparator, group in deltas[deltas["in_fit"]].groupby("comparator", sort=False):
         try:
@@ -268,7 +273,9 @@ def _interval(row: pd.Series) -> str:
     return f"{row['delta']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]"
 
 
-def _points_table(points: Sequence[LadderPoint], arm: str, seeds: dict[str, int]) -> pd.DataFrame:
+def points_table(points: Sequence[LadderPoint], arm: str, seeds: dict[str, int]) -> pd.DataFrame:
+    """One row per point, by images seen: its settings, ``seeds[name]`` pretrain seeds, device, summed wall time,
+    whether ``none`` saturates and ``arm`` settles."""
     rows = []
     for p in sorted(points, key=lambda p: p.images_seen):
         rows.append(
@@ -291,6 +298,21 @@ def _points_table(points: Sequence[LadderPoint], arm: str, seeds: dict[str, int]
     return pd.DataFrame(rows)
 
 
+def deltas_table(deltas: pd.DataFrame) -> pd.DataFrame:
+    """:func:`ladder_deltas`' table as one row per point (by images seen) and one ``delta [low, high]`` column per
+    comparator, after the point's images seen and image size."""
+    comparators = list(dict.fromkeys(deltas["comparator"]))
+    table = deltas.assign(interval=deltas.apply(_interval, axis=1)).sort_values(["images_seen", "point"], kind="stable")
+    table = table.pivot(index="point", columns="comparator", values="interval").reindex(
+        index=list(dict.fromkeys(table["point"])), columns=comparators
+    )
+    first = deltas.groupby("point")[["images_seen", "image_size"]].first()
+    table.insert(0, "images seen", first["images_seen"].reindex(table.index).map(lambda v: f"{v:,}"))
+    table.insert(1, "image size", first["image_size"].reindex(table.index).map(lambda v: f"{v} px"))
+    table.columns.name = None
+    return table
+
+
 def ladder_markdown(
     points: Sequence[LadderPoint], deltas: pd.DataFrame, trends: dict[str, tuple[Trend | None, str]], command: str
 ) -> str:
@@ -301,14 +323,6 @@ def ladder_markdown(
     left_out = sorted(set(deltas.loc[~deltas["in_fit"], "point"]))
     seeds = deltas.groupby("point")["seeds"].min().to_dict()
     comparators = list(dict.fromkeys(deltas["comparator"]))
-    table = deltas.assign(interval=deltas.apply(_interval, axis=1)).sort_values(["images_seen", "point"], kind="stable")
-    table = table.pivot(index="point", columns="comparator", values="interval").reindex(
-        index=list(dict.fromkeys(table["point"])), columns=comparators
-    )
-    first = deltas.groupby("point")[["images_seen", "image_size"]].first()
-    table.insert(0, "images seen", first["images_seen"].reindex(table.index).map(lambda v: f"{v:,}"))
-    table.insert(1, "image size", first["image_size"].reindex(table.index).map(lambda v: f"{v} px"))
-    table.columns.name = None
     lines = [
         "# The scale ladder: does PGNM's effect change as the pretraining grows?",
         "",
@@ -326,11 +340,11 @@ def ladder_markdown(
         "",
         f"## Pooled delta `{arm}` − comparator per point",
         "",
-        markdown_table(table.reset_index()),
+        markdown_table(deltas_table(deltas).reset_index()),
         "",
         "## The points",
         "",
-        markdown_table(_points_table(points, arm, seeds)),
+        markdown_table(points_table(points, arm, seeds)),
         "",
         *[f"- `{p.name}`: {p.pretraining or 'not known (no `pretrain_curves.csv`).'}" for p in points],
         "",
@@ -373,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         raise ValueError(f"the points' folder names label them and must differ, got {names}.")
     points = [read_point(folder, [args.arm, *args.comparators]) for folder in args.points]
     deltas, _ = ladder_deltas(points, args.arm, args.comparators, args.n_boot)
-    trends = _trends(deltas)
+    trends = fit_trends(deltas)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "ladder_deltas.csv", deltas.to_csv(index=False))
