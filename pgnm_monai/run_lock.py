@@ -5,8 +5,8 @@ A folder's lock is ``<folder>/.pgnm_run.lock`` (``filelock.FileLock``, one attem
 when the holding process ends in any way (SIGKILL included), so a lock left by a killed run never blocks the
 next one; only a live process blocks. Beside it, ``.pgnm_run.json`` says who holds it (pid, host, start time,
 command line), for the error the next run gets. Both files are removed when the lock is released (at the end of
-a run, an error or Ctrl-C included; the lock file is unlinked while still held, which ``filelock`` detects in a
-process that opened it just before), so only a killed run leaves them behind.
+a run, an error or Ctrl-C included; the lock file is unlinked while still held, which ``filelock`` 3.21 and later
+detect in a process that opened it just before), so only a killed run leaves them behind.
 
 A second lock, named by the folder's resolved path, lives outside it (``<temp dir>/pgnm-run-locks-<uid>/``): it
 survives the deletion of the folder, so a run on a folder deleted and created again while a live run holds it
