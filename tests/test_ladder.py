@@ -107,6 +107,7 @@ def test_ladder_report_from_run_folders(tmp_path):
         # another image size: drawn, not fitted (were it fitted, the flat comparison would get a slope)
         _point(tmp_path, "px64", 1250, 4, 64, {"none": 0.2, "frozen_policy": 0.2, "trivialaugment": 0.2}, seed=3),
     ]  # fmt: skip
+    (folders[1] / "report.md").write_text("# the run's own report\n")
     out = tmp_path / "scale"
     frame = ladder.main(["--points", *map(str, folders), "--output-dir", str(out), "--n-boot", "300"])
     assert {p.name for p in out.iterdir()} == {"ladder_report.md", "ladder_deltas.csv", "trend.png"}
@@ -126,6 +127,8 @@ def test_ladder_report_from_run_folders(tmp_path):
         "| 32 px | 96,000 | 4 | unknown | n/a | yes | yes |"
     )
     assert "| 1,250 | 8 | 32 px | 30,000 |" in row["lite"] and row["lite"].endswith("| n/a | n/a |")
+    # a point with a report is linked to it, relative to the ladder's report; one without is named only
+    assert "- [`p2000x16`](../p2000x16/report.md): " in report and "- `lite`: " in report
 
 
 def test_flat_ladder_says_no_trend(tmp_path):

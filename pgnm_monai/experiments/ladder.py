@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import shlex
 import sys
 from collections import Counter
@@ -314,9 +315,20 @@ def deltas_table(deltas: pd.DataFrame) -> pd.DataFrame:
 
 
 def ladder_markdown(
-    points: Sequence[LadderPoint], deltas: pd.DataFrame, trends: dict[str, tuple[Trend | None, str]], command: str
+    points: Sequence[LadderPoint],
+    deltas: pd.DataFrame,
+    trends: dict[str, tuple[Trend | None, str]],
+    command: str,
+    output_dir: str | Path | None = None,
 ) -> str:
-    """``ladder_report.md``: the trend sentences first, the figure, the pooled deltas, the points, the method."""
+    """``ladder_report.md``: the trend sentences first, the figure, the pooled deltas, the points, the method; with
+    ``output_dir`` (where the report goes), each point that has a ``report.md`` is linked to it."""
+
+    def label(p: LadderPoint) -> str:
+        if output_dir is None or not (p.folder / "report.md").is_file():
+            return f"`{p.name}`"
+        return f"[`{p.name}`]({Path(os.path.relpath(p.folder / 'report.md', output_dir)).as_posix()})"
+
     arm, probe = deltas["arm"].iloc[0], deltas["probe"].iloc[0]
     fit = deltas[deltas["in_fit"]]
     sizes = sorted(set(fit["image_size"]))
@@ -346,7 +358,7 @@ def ladder_markdown(
         "",
         markdown_table(points_table(points, arm, seeds)),
         "",
-        *[f"- `{p.name}`: {p.pretraining or 'not known (no `pretrain_curves.csv`).'}" for p in points],
+        *[f"- {label(p)}: {p.pretraining or 'not known (no `pretrain_curves.csv`).'}" for p in points],
         "",
         "## How it is computed",
         "",
@@ -393,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     atomic_write_text(out / "ladder_deltas.csv", deltas.to_csv(index=False))
     atomic_save_figure(trend_figure(deltas, trends), out / "trend.png", dpi=110)
     command = "python -m pgnm_monai.experiments.ladder " + shlex.join(argv if argv is not None else sys.argv[1:])
-    atomic_write_text(out / "ladder_report.md", ladder_markdown([p for p, _ in points], deltas, trends, command))
+    atomic_write_text(out / "ladder_report.md", ladder_markdown([p for p, _ in points], deltas, trends, command, out))
     return deltas
 
 
