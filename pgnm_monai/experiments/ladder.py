@@ -246,9 +246,6 @@ def trend_figure(deltas: pd.DataFrame, trends: dict[str, tuple[Trend | None, str
                 x, part["delta"], yerr=err, fmt="o" if in_fit else "s", color=color, capsize=3,
                 mfc=color if in_fit else "white",
             )  # fmt: skip
-            if not in_fit:
-                for xi, (_, r) in zip(x, part.iterrows(), strict=True):
-                    ax.annotate(f"{r['image_size']} px", (xi, r["delta"]), textcoords="offset points", xytext=(5, 5))
         trend, _ = trends.get(comparator, (None, ""))
         label = f"vs {comparator}"
         if trend is not None:
@@ -256,6 +253,11 @@ def trend_figure(deltas: pd.DataFrame, trends: dict[str, tuple[Trend | None, str
             ax.plot(xs * shift, trend.intercept + trend.slope * np.log10(xs), "--", color=color)
             label += f": {trend.slope:+.3f} [{trend.low:+.3f}, {trend.high:+.3f}] per decade"
         ax.plot([], [], "o-", color=color, label=label)
+    for _, part in deltas[~deltas["in_fit"]].groupby("point"):  # one label per point, above its highest interval
+        ax.annotate(
+            f"{part['image_size'].iloc[0]} px", (float(part["images_seen"].iloc[0]), float(part["high"].max())),
+            textcoords="offset points", xytext=(0, 6), ha="center",
+        )  # fmt: skip
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("images seen in pretraining (images per epoch x epochs)")
