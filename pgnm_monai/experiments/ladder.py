@@ -11,7 +11,8 @@ probe rows (``probe_runs.csv`` or ``probe_runs.csv.gz``), the settings every fin
 ``pretrain_curves.csv`` (whether ``none`` saturates and the policy settles, as the run's report says it). Writes
 to ``--output-dir``:
 
-- ``ladder_deltas.csv``: per point and comparator, the pooled paired delta (:func:`.trend.pooled_delta`);
+- ``ladder_deltas.csv``: per point and comparator, the pooled paired delta (:func:`.trend.pooled_delta`) and the
+  point's folder relative to ``--output-dir``;
 - ``trend.png``: those deltas with their intervals against the images seen (log axis) and the fitted slopes;
 - ``ladder_report.md``: the computed trend sentences, the figure, the deltas and a table of the points.
 
@@ -404,7 +405,9 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     trends = fit_trends(deltas)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "ladder_deltas.csv", deltas.to_csv(index=False))
+    # each point's folder relative to the ladder's: the two move together
+    relative = deltas.assign(folder=[Path(os.path.relpath(f, out)).as_posix() for f in deltas["folder"]])
+    atomic_write_text(out / "ladder_deltas.csv", relative.to_csv(index=False))
     atomic_save_figure(trend_figure(deltas, trends), out / "trend.png", dpi=110)
     command = "python -m pgnm_monai.experiments.ladder " + shlex.join(argv if argv is not None else sys.argv[1:])
     atomic_write_text(out / "ladder_report.md", ladder_markdown([p for p, _ in points], deltas, trends, command, out))
