@@ -55,8 +55,10 @@ __all__ = [
     "ladder_markdown",
     "main",
     "points_table",
+    "pretraining_sentences",
     "read_point",
     "trend_figure",
+    "trend_sentences",
 ]
 
 #: the arms PGNM is compared with along the ladder
@@ -277,9 +279,11 @@ def _interval(row: pd.Series) -> str:
     return f"{row['delta']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]"
 
 
-def points_table(points: Sequence[LadderPoint], arm: str, seeds: dict[str, int]) -> pd.DataFrame:
-    """One row per point, by images seen: its settings, ``seeds[name]`` pretrain seeds, device, summed wall time,
-    whether ``none`` saturates and ``arm`` settles."""
+def points_table(points: Sequence[LadderPoint], deltas: pd.DataFrame) -> pd.DataFrame:
+    """One row per point, by images seen: its settings, its pretrain seeds (the fewest any comparison of
+    :func:`ladder_deltas`' table paired), device, summed wall time, whether ``none`` saturates and the arm settles."""
+    arm = deltas["arm"].iloc[0]
+    seeds = deltas.groupby("point")["seeds"].min().to_dict()
     rows = []
     for p in sorted(points, key=lambda p: p.images_seen):
         rows.append(
@@ -317,6 +321,24 @@ def deltas_table(deltas: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def trend_sentences(deltas: pd.DataFrame, trends: dict[str, tuple[Trend | None, str]]) -> list[str]:
+    """One Markdown bullet per comparator of :func:`fit_trends`: does the arm's delta move with the images seen."""
+    arm = deltas["arm"].iloc[0]
+    return [f"- {trend_sentence(arm, c, *trends[c])}" for c in trends]
+
+
+def pretraining_sentences(points: Sequence[LadderPoint], output_dir: str | Path | None = None) -> list[str]:
+    """One Markdown bullet per point: its run report's sentences on whether pretraining was long enough; with
+    ``output_dir`` (where the bullets are written), a point that has a ``report.md`` is linked to it."""
+
+    def label(p: LadderPoint) -> str:
+        if output_dir is None or not (p.folder / "report.md").is_file():
+            return f"`{p.name}`"
+        return f"[`{p.name}`]({Path(os.path.relpath(p.folder / 'report.md', output_dir)).as_posix()})"
+
+    return [f"- {label(p)}: {p.pretraining or 'not known (no `pretrain_curves.csv`).'}" for p in points]
+
+
 def ladder_markdown(
     points: Sequence[LadderPoint],
     deltas: pd.DataFrame,
@@ -326,17 +348,10 @@ def ladder_markdown(
 ) -> str:
     """``ladder_report.md``: the trend sentences first, the figure, the pooled deltas, the points, the method; with
     ``output_dir`` (where the report goes), each point that has a ``report.md`` is linked to it."""
-
-    def label(p: LadderPoint) -> str:
-        if output_dir is None or not (p.folder / "report.md").is_file():
-            return f"`{p.name}`"
-        return f"[`{p.name}`]({Path(os.path.relpath(p.folder / 'report.md', output_dir)).as_posix()})"
-
     arm, probe = deltas["arm"].iloc[0], deltas["probe"].iloc[0]
     fit = deltas[deltas["in_fit"]]
     sizes = sorted(set(fit["image_size"]))
     left_out = sorted(set(deltas.loc[~deltas["in_fit"], "point"]))
-    seeds = deltas.groupby("point")["seeds"].min().to_dict()
     comparators = list(dict.fromkeys(deltas["comparator"]))
     lines = [
         "# The scale ladder: does PGNM's effect change as the pretraining grows?",
@@ -349,7 +364,7 @@ def ladder_markdown(
         "",
         "## The trend",
         "",
-        *[f"- {trend_sentence(arm, c, *trends[c])}" for c in trends],
+        *trend_sentences(deltas, trends),
         "",
         "![pooled deltas against images seen](trend.png)",
         "",
@@ -359,9 +374,9 @@ def ladder_markdown(
         "",
         "## The points",
         "",
-        markdown_table(points_table(points, arm, seeds)),
+        markdown_table(points_table(points, deltas)),
         "",
-        *[f"- {label(p)}: {p.pretraining or 'not known (no `pretrain_curves.csv`).'}" for p in points],
+        *pretraining_sentences(points, output_dir),
         "",
         "## How it is computed",
         "",
